@@ -1,0 +1,1 @@
+"""torchimg: a reproducible PyTorch + CUDA image pipeline (lock, build, test, scan, push)."""

@@ -1,0 +1,5 @@
+import sys
+
+from torchimg.cli import main
+
+sys.exit(main())

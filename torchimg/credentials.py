@@ -1,0 +1,51 @@
+"""Extra CA bundle and private-index credentials: handed to BuildKit as secrets, never layers.
+
+Corporate networks that intercept TLS need their CA inside the build; it must not end up in
+the image. BuildKit secrets are mounted for one RUN step only and are not part of any layer.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchimg.errors import PipelineError
+
+# Where an extra CA bundle is looked for when --ca-bundle is not given, in order: the
+# pipeline's own variable, then the ones pip and requests already honour on the host.
+CA_ENV = ("TORCHIMG_CA_BUNDLE", "PIP_CERT", "REQUESTS_CA_BUNDLE")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    ca_bundle: Path | None = None
+    netrc: Path | None = None
+
+    def buildkit_secrets(self) -> list[str]:
+        """`--secret` values for buildx: ids `ca` and `netrc`, as docker/Dockerfile mounts them."""
+        out = []
+        if self.ca_bundle:
+            out.append(f"id=ca,src={self.ca_bundle}")
+        if self.netrc:
+            out.append(f"id=netrc,src={self.netrc}")
+        return out
+
+
+def _existing(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise PipelineError(f"{what} {path} is not a readable file", f"fix the path given as {what}")
+    return p.resolve()
+
+
+def resolve(ca_bundle: str | None, netrc: str | None) -> Credentials:
+    """Explicit options first, then the environment (see CA_ENV and TORCHIMG_NETRC)."""
+    ca = None
+    if ca_bundle:
+        ca = _existing(ca_bundle, "--ca-bundle")
+    else:
+        for var in CA_ENV:
+            if os.environ.get(var):
+                ca = _existing(os.environ[var], f"${var}")
+                break
+    net = netrc or os.environ.get("TORCHIMG_NETRC")
+    return Credentials(ca, _existing(net, "--netrc") if net else None)

@@ -1,0 +1,161 @@
+"""The thin adapter to Docker (python-on-whales): preflight checks, BuildKit builds, runs.
+
+Every failure a user can fix is turned into a PipelineError naming the command that fixes it.
+"""
+
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from python_on_whales import docker
+from python_on_whales.exceptions import DockerException, NoSuchImage
+
+from torchimg.errors import PipelineError
+
+_STEP_ERROR = re.compile(r"^(#\d+ )?ERROR: ?(?P<msg>.*)|^ERROR: (?P<top>.*)")
+
+
+def preflight() -> None:
+    """The engine answers and has buildx: checked before anything is built or tagged."""
+    try:
+        docker.system.info()
+    except DockerException as exc:
+        raise PipelineError(
+            f"the Docker Engine does not answer ({_first_line(exc)})",
+            "start it (`sudo systemctl start docker`, or `dockerd &`), or point DOCKER_HOST at one",
+        ) from None
+    except FileNotFoundError:
+        raise PipelineError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
+    if not docker.buildx.is_installed():
+        raise PipelineError(
+            "the docker buildx plugin is missing (BuildKit builds need it)",
+            "install it: `apt-get install docker-buildx` (Debian) or `docker-buildx-plugin` "
+            "(Docker's repository)",
+        )
+
+
+def _first_line(exc: DockerException) -> str:
+    text = (exc.stderr or str(exc)).strip().splitlines()
+    return text[-1] if text else "no output"
+
+
+def image_id(ref: str) -> str | None:
+    """The local image ID of `ref`, or None when the engine does not have it."""
+    try:
+        return str(docker.image.inspect(ref).id)
+    except NoSuchImage:
+        return None
+
+
+def require_base(ref: str) -> str:
+    """Check the base image exists locally or in its registry; return its local ID or digest."""
+    local = image_id(ref)
+    if local:
+        return local
+    try:
+        manifest = docker.buildx.imagetools.inspect(ref)
+    except DockerException as exc:
+        raise PipelineError(
+            f"base image {ref} is neither in the local engine nor reachable in its registry "
+            f"({_first_line(exc)})",
+            f"`docker pull {ref}`, or pass another base with --base (a local image works)",
+        ) from None
+    return str(getattr(manifest, "digest", "") or ref)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    seconds: float
+    log: list[str]
+
+
+def build(
+    *,
+    context: Path,
+    dockerfile: Path,
+    target: str,
+    tags: Sequence[str],
+    build_args: Mapping[str, str],
+    contexts: Mapping[str, Path],
+    secrets: Sequence[str],
+    labels: Mapping[str, str],
+    cache: bool = True,
+    what: str,
+) -> BuildResult:
+    """Build one target through BuildKit, streaming its plain progress to stderr.
+
+    The image is tagged only when the whole build succeeded (buildx loads it last).
+    """
+    start = time.monotonic()
+    log: list[str] = []
+    try:
+        for line in docker.buildx.build(
+            context,
+            file=dockerfile,
+            target=target,
+            tags=list(tags),
+            build_args=dict(build_args),
+            build_contexts={k: str(v) for k, v in contexts.items()},
+            secrets=list(secrets),
+            labels=dict(labels),
+            cache=cache,
+            load=True,
+            progress="plain",
+            stream_logs=True,
+        ):
+            log.append(line.rstrip("\n"))
+            print(line, end="", file=sys.stderr, flush=True)
+    except DockerException:
+        raise PipelineError(
+            f"build of {what} failed: {_build_error(log)}",
+            "read the BuildKit log above for the failing step",
+        ) from None
+    seconds = time.monotonic() - start
+    found = image_id(tags[0])
+    if found is None:
+        raise PipelineError(f"build of {what} finished but {tags[0]} is not in the engine")
+    return BuildResult(found, seconds, log)
+
+
+def _build_error(log: list[str]) -> str:
+    for line in reversed(log):
+        if m := _STEP_ERROR.match(line):
+            return (m["msg"] or m["top"] or line).strip()
+    return log[-1] if log else "no output"
+
+
+def run(
+    image: str,
+    command: Sequence[str],
+    *,
+    volumes: Sequence[tuple[str, str, str]] = (),
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
+    workdir: str | None = None,
+    stream: bool = False,
+) -> str:
+    """Run a throwaway container and return its output (streamed to stderr when asked)."""
+    kwargs = dict(
+        remove=True,
+        volumes=list(volumes),
+        envs=dict(env or {}),
+        user=user,
+        workdir=workdir,
+    )
+    try:
+        if not stream:
+            return str(docker.run(image, list(command), **kwargs))  # type: ignore[arg-type]
+        out = []
+        for _, chunk in docker.run(image, list(command), stream=True, **kwargs):  # type: ignore[arg-type,misc]
+            text = chunk.decode(errors="replace")
+            out.append(text)
+            print(text, end="", file=sys.stderr, flush=True)
+        return "".join(out)
+    except DockerException as exc:
+        raise PipelineError(
+            f"`{' '.join(command)}` failed in {image} (exit {exc.return_code}): {_first_line(exc)}"
+        ) from None

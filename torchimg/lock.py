@@ -1,0 +1,161 @@
+"""`nox -s lock`: pip-compile hash-pinned lockfiles per variant, inside the variant's base.
+
+pip-compile runs in the `locker` stage of docker/Dockerfile, i.e. with the Python minor
+version and platform of the image the lock goes into. Nothing of the host's pip
+configuration reaches it: the container sees only the repository's requirements/*.in.
+Results are written to the repository only when every lockfile of the variant compiled.
+"""
+
+import difflib
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from torchimg import compat, engine, lockfile, paths
+from torchimg.credentials import Credentials
+from torchimg.errors import PipelineError
+from torchimg.variants import Variant
+
+_CA_IN_CONTAINER = "/run/torchimg-ca.pem"
+_COMPILE = (
+    "pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-header "
+    "--no-emit-index-url --no-emit-find-links --no-emit-trusted-host "
+    "--pip-args=--only-binary=:all:"
+)
+
+
+def require_index(variant: Variant, creds: Credentials) -> None:
+    """Fail fast, before any build, when the variant's torch index does not answer."""
+    url = variant.index.rstrip("/") + "/torch/"
+    ctx = ssl.create_default_context(cafile=str(creds.ca_bundle) if creds.ca_bundle else None)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15, context=ctx):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        raise PipelineError(
+            f"variant {variant.name} takes torch from {variant.index}, which does not answer "
+            f"from this machine ({getattr(exc, 'reason', exc)}); its lockfiles cannot be made here",
+            f"run `nox -s lock -- --variant {variant.name}` on a machine that reaches "
+            f"{variant.index} and commit requirements/locks/{variant.name}/ "
+            "(lockfiles are never written by hand)",
+        ) from None
+
+
+def _script(variant: Variant, lock_rel: str) -> str:
+    """The shell run in the locker container (cwd /src, a copy of requirements/)."""
+    return "\n".join([
+        "set -eu",
+        "python -c 'import sys, sysconfig; "
+        "print(\"TORCHIMG_PYTHON=%d.%d\" % sys.version_info[:2]); "
+        "print(\"TORCHIMG_PLATFORM=\" + sysconfig.get_platform())'",
+        f"echo 'compiling {lock_rel}/runtime.txt (torch from {variant.index})' >&2",
+        f"{_COMPILE} --index-url {variant.index} -o {lock_rel}/runtime.txt "
+        f"{lock_rel}/torch.in requirements/runtime.in",
+        f"echo 'compiling {lock_rel}/dev.txt (constrained by runtime.txt)' >&2",
+        f"{_COMPILE} --index-url {compat.PYPI_INDEX} -c {lock_rel}/runtime.txt "
+        f"-o {lock_rel}/dev.txt requirements/dev.in",
+    ])
+
+
+def _value(output: str, key: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1].strip()
+    raise PipelineError(f"the locker did not report {key}; output was:\n{output[-2000:]}")
+
+
+def compile_variant(variant: Variant, creds: Credentials, base: str | None = None) -> dict[str, str]:
+    """Compile the variant's lockfiles; return file name -> full text (header included)."""
+    require_index(variant, creds)
+    base_ref = base or variant.base.image
+    engine.preflight()
+    engine.require_base(base_ref)
+    tag = f"torchimg-locker:{variant.name}"
+    engine.build(
+        context=paths.DOCKER, dockerfile=paths.DOCKERFILE, target="locker", tags=[tag],
+        build_args={"BASE_IMAGE": base_ref}, contexts={"requirements": paths.REQUIREMENTS},
+        secrets=creds.buildkit_secrets(), labels={}, what=f"the locker for {variant.name}",
+    )
+    lock_rel = f"requirements/locks/{variant.name}"
+    with tempfile.TemporaryDirectory(prefix="torchimg-lock-") as tmp:
+        src = Path(tmp)
+        (src / lock_rel).mkdir(parents=True)
+        for f in paths.REQUIREMENTS.glob("*.in"):
+            shutil.copy(f, src / "requirements" / f.name)
+        (src / lock_rel / "torch.in").write_text(
+            f"# torch for variant {variant.name}, from variants.toml. Made by `nox -s lock`.\n"
+            f"{variant.torch_requirement}\n"
+        )
+        volumes = [(str(src), "/src", "rw")]
+        env = {"HOME": "/tmp", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        if creds.ca_bundle:
+            volumes.append((str(creds.ca_bundle), _CA_IN_CONTAINER, "ro"))
+            env["PIP_CERT"] = _CA_IN_CONTAINER
+        out = engine.run(
+            tag, ["sh", "-c", _script(variant, lock_rel)], volumes=volumes, env=env,
+            user=f"{os.getuid()}:{os.getgid()}", workdir="/src", stream=True,
+        )
+        python, platform = _value(out, "TORCHIMG_PYTHON"), _value(out, "TORCHIMG_PLATFORM")
+        files = {"torch.in": (src / lock_rel / "torch.in").read_text()}
+        for flavor in ("runtime", "dev"):
+            info = lockfile.LockInfo(
+                variant.name, flavor, python, platform,
+                variant.index if flavor == "runtime" else compat.PYPI_INDEX,
+            )
+            files[f"{flavor}.txt"] = info.header() + (src / lock_rel / f"{flavor}.txt").read_text()
+    mismatched = lockfile.shared_mismatches(
+        lockfile.pins(files["runtime.txt"]), lockfile.pins(files["dev.txt"])
+    )
+    if mismatched:
+        raise PipelineError(
+            f"variant {variant.name}: the dev lock changes runtime versions: {'; '.join(mismatched)}",
+            "loosen the conflicting pin in requirements/dev.in",
+        )
+    return files
+
+
+def drift(variant: Variant, files: dict[str, str]) -> str:
+    """Unified diff between the committed lockfiles and freshly compiled ones ('' if none)."""
+    diff: list[str] = []
+    for name, new in files.items():
+        path = variant.lock_dir / name
+        old = path.read_text() if path.exists() else ""
+        rel = str(path.relative_to(paths.ROOT))
+        diff += difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True),
+            f"{rel} (committed)", f"{rel} (recompiled)",
+        )
+    return "".join(diff)
+
+
+def lock(variants: list[Variant], creds: Credentials, *, check: bool, base: str | None) -> None:
+    """Compile each variant; write its files, or with check=True fail on any difference."""
+    failed: list[str] = []
+    for variant in variants:
+        print(f"== lock {variant.name} ({variant.torch_requirement}, {variant.index})", file=sys.stderr)
+        try:
+            files = compile_variant(variant, creds, base)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append(variant.name)
+            continue
+        if check:
+            if diff := drift(variant, files):
+                print(diff, file=sys.stderr)
+                print(f"error: lockfiles of {variant.name} drifted from their inputs", file=sys.stderr)
+                failed.append(variant.name)
+            else:
+                print(f"ok: lockfiles of {variant.name} are up to date", file=sys.stderr)
+            continue
+        variant.lock_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (variant.lock_dir / name).write_text(text)
+        print(f"wrote {variant.lock_dir.relative_to(paths.ROOT)}/", file=sys.stderr)
+    if failed:
+        fix = "re-lock with `nox -s lock -- --variant NAME` and commit" if check else ""
+        raise PipelineError(f"lock failed for: {', '.join(failed)}", fix)

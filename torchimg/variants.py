@@ -1,0 +1,176 @@
+"""The variant matrix, declared once in variants.toml and validated on load.
+
+A variant is torch x CUDA x base image; each variant builds the flavors `runtime` and `dev`.
+"""
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchimg import compat, paths
+from torchimg.errors import PipelineError
+
+FLAVORS = ("runtime", "dev")
+_DIGEST = re.compile(r"^(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base image pinned by digest, and the Python minor version it provides."""
+
+    key: str
+    image: str
+    python: str
+
+    @property
+    def name(self) -> str:
+        """The reference without its digest, e.g. docker.io/library/debian:trixie-slim."""
+        return self.image.split("@", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.image.split("@", 1)[1]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One image line: torch version, CUDA build, the one index torch comes from, the base."""
+
+    name: str
+    torch: str
+    cuda: str
+    index: str
+    base: Base
+    flavors: tuple[str, ...]
+
+    @property
+    def cuda_info(self) -> compat.Cuda | None:
+        return compat.CUDA.get(self.cuda)
+
+    @property
+    def torch_requirement(self) -> str:
+        return compat.torch_requirement(self.torch, self.cuda, self.index)
+
+    @property
+    def lock_dir(self) -> Path:
+        return paths.LOCKS / self.name
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything variants.toml declares."""
+
+    default: str
+    repository: str
+    bases: dict[str, Base]
+    variants: dict[str, Variant]
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise PipelineError(
+                f"unknown variant {name!r}; declared: {', '.join(self.variants)}",
+                "pick one of those, or declare it in variants.toml",
+            )
+        return self.variants[name]
+
+    def select(self, names: list[str], everything: bool = False) -> list[Variant]:
+        """The variants named on a command line: all, the named ones, or the default."""
+        if everything:
+            return list(self.variants.values())
+        return [self.variant(n) for n in (names or [self.default])]
+
+
+def _field(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
+    if key not in table:
+        raise PipelineError(f"{where}: missing key {key!r}", f"add {key} = ... to {where}")
+    value = table[key]
+    if not isinstance(value, kind):
+        raise PipelineError(
+            f"{where}: {key} must be a {kind.__name__}, got {value!r}",
+            f"fix {key} in {where}",
+        )
+    return value
+
+
+def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise PipelineError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            "remove or correct them (a typo here would silently change nothing)",
+        )
+
+
+def _base(key: str, table: dict[str, Any], src: Path) -> Base:
+    where = f"{src.name} [bases.{key}]"
+    _no_unknown(table, {"image", "python"}, where)
+    image = _field(table, "image", where)
+    if not _DIGEST.match(image):
+        raise PipelineError(
+            f"{where}: image {image!r} is not pinned by digest",
+            "write it as NAME:TAG@sha256:<64 hex> (a tag alone can change content); "
+            "`docker buildx imagetools inspect NAME:TAG` shows the digest",
+        )
+    python = _field(table, "python", where)
+    if not re.fullmatch(r"3\.\d+", python):
+        raise PipelineError(f"{where}: python {python!r} is not a minor version", "e.g. python = \"3.13\"")
+    return Base(key=key, image=image, python=python)
+
+
+def _variant(table: dict[str, Any], bases: dict[str, Base], src: Path, n: int) -> Variant:
+    where = f"{src.name} [[variant]] #{n}"
+    _no_unknown(table, {"name", "torch", "cuda", "base", "index", "flavors"}, where)
+    name = _field(table, "name", where)
+    where = f"{src.name} variant {name!r}"
+    if not _NAME.match(name):
+        raise PipelineError(f"{where}: name must match {_NAME.pattern}", "rename it")
+    torch = _field(table, "torch", where)
+    if not re.fullmatch(r"\d+\.\d+\.\d+", torch):
+        raise PipelineError(f"{where}: torch {torch!r} is not an exact version", 'e.g. torch = "2.9.1"')
+    cuda = _field(table, "cuda", where)
+    if cuda != compat.CPU and cuda not in compat.CUDA:
+        raise PipelineError(
+            f"{where}: unknown CUDA tag {cuda!r}; known: {', '.join([*compat.CUDA, compat.CPU])}",
+            "use one of those tags",
+        )
+    compat.check_pair(torch, cuda)
+    base_key = _field(table, "base", where)
+    if base_key not in bases:
+        raise PipelineError(
+            f"{where}: unknown base {base_key!r}; declared: {', '.join(bases)}",
+            "declare it under [bases.NAME] or pick a declared one",
+        )
+    flavors = tuple(table.get("flavors", FLAVORS))
+    bad = [f for f in flavors if f not in FLAVORS]
+    if bad or not flavors or flavors[0] != "runtime":
+        raise PipelineError(
+            f"{where}: flavors {list(flavors)} invalid; known: {', '.join(FLAVORS)}",
+            "list runtime first (dev is built on top of it)",
+        )
+    index = table.get("index", compat.default_index(torch, cuda))
+    return Variant(name, torch, cuda, index, bases[base_key], flavors)
+
+
+def load(src: Path = paths.VARIANTS_FILE) -> Config:
+    """Read and validate variants.toml; every problem is a PipelineError naming the entry."""
+    try:
+        data = tomllib.loads(src.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{src}: no such file", "run from the repository root") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{src}: not valid TOML: {exc}", f"fix the syntax in {src.name}") from None
+    _no_unknown(data, {"default", "repository", "bases", "variant"}, src.name)
+    bases = {k: _base(k, v, src) for k, v in _field(data, "bases", src.name, dict).items()}
+    variants: dict[str, Variant] = {}
+    for n, table in enumerate(_field(data, "variant", src.name, list), start=1):
+        v = _variant(table, bases, src, n)
+        if v.name in variants:
+            raise PipelineError(f"{src.name}: variant {v.name!r} declared twice", "remove one")
+        variants[v.name] = v
+    default = _field(data, "default", src.name)
+    if default not in variants:
+        raise PipelineError(f"{src.name}: default {default!r} is not a declared variant", "fix default")
+    return Config(default, _field(data, "repository", src.name), bases, variants)
