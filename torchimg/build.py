@@ -44,7 +44,7 @@ def lockfiles(variant: Variant, flavor: str) -> list[Path]:
         if not path.exists():
             where = "" if variant.index == compat.PYPI_INDEX else f" (it needs {variant.index})"
             raise PipelineError(
-                f"variant {variant.name}: lockfile {path.relative_to(paths.ROOT)} is missing",
+                f"variant {variant.name}: lockfile {paths.shown(path)} is missing",
                 f"make it with `nox -s lock -- --variant {variant.name}` on a machine that "
                 f"reaches its index{where}, and commit it",
             )
@@ -71,7 +71,11 @@ def _lib_version(pins: dict[str, str], lib: str) -> str:
 
 
 def labels(
-    variant: Variant, flavor: str, git: gitinfo.GitInfo, base_ref: str, base_id: str,
+    variant: Variant,
+    flavor: str,
+    git: gitinfo.GitInfo,
+    base_ref: str,
+    base_id: str,
     locks: list[Path],
 ) -> dict[str, str]:
     """OCI labels plus ours: every value read from the inputs, none typed by hand."""
@@ -135,9 +139,15 @@ def build(variant: Variant, flavor: str, opts: BuildOptions) -> record.Record:
     image_labels = labels(variant, flavor, git, base_ref, base_id, locks)
     print(f"== build {variant.name} {flavor} -> {tag}", file=sys.stderr)
     result = engine.build(
-        context=paths.DOCKER, dockerfile=paths.DOCKERFILE, target=flavor, tags=[tag],
-        build_args=args, contexts={"lock": variant.lock_dir, "requirements": paths.REQUIREMENTS},
-        secrets=opts.creds.buildkit_secrets(), labels=image_labels, cache=opts.cache,
+        context=paths.DOCKER,
+        dockerfile=paths.DOCKERFILE,
+        target=flavor,
+        tags=[tag],
+        build_args=args,
+        contexts={"lock": variant.lock_dir, "requirements": paths.REQUIREMENTS},
+        secrets=opts.creds.buildkit_secrets(),
+        labels=image_labels,
+        cache=opts.cache,
         what=f"{variant.name} {flavor}",
     )
     rec: record.Record = {
@@ -153,7 +163,7 @@ def build(variant: Variant, flavor: str, opts: BuildOptions) -> record.Record:
         },
         "inputs": {
             "dockerfile_sha256": lockfile.sha256(paths.DOCKERFILE),
-            "lockfiles": {str(p.relative_to(paths.ROOT)): lockfile.sha256(p) for p in locks},
+            "lockfiles": {paths.shown(p): lockfile.sha256(p) for p in locks},
             "base": {"ref": base_ref, "id": base_id, "pinned": base_ref == variant.base.image},
             "build_args": args,
             "git": {"revision": git.revision, "dirty": git.dirty},
@@ -161,5 +171,7 @@ def build(variant: Variant, flavor: str, opts: BuildOptions) -> record.Record:
         "labels": image_labels,
     }
     path = record.write(rec)
-    print(f"== built {tag} ({result.image_id[:19]}) in {result.seconds:.1f} s; record {path}", file=sys.stderr)
+    print(
+        f"== built {tag} ({result.image_id[:19]}) in {result.seconds:.1f} s; record {path}", file=sys.stderr
+    )
     return rec

@@ -14,27 +14,48 @@ from torchimg.errors import PipelineError
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", action="append", default=[], metavar="NAME",
-                   help="variant from variants.toml (repeatable; default: the default variant)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="variant from variants.toml (repeatable; default: the default variant)",
+    )
     p.add_argument("--all", action="store_true", help="every declared variant")
-    p.add_argument("--base", default=os.environ.get("TORCHIMG_BASE") or None, metavar="REF",
-                   help="build on this base image instead of the variant's pinned one "
-                   "(a local image works; default: $TORCHIMG_BASE)")
-    p.add_argument("--ca-bundle", metavar="PATH",
-                   help="extra CA bundle for the package index, given to BuildKit as a secret "
-                   "(default: $TORCHIMG_CA_BUNDLE, $PIP_CERT, $REQUESTS_CA_BUNDLE)")
-    p.add_argument("--netrc", metavar="PATH",
-                   help="netrc with private-index credentials, as a secret (default: $TORCHIMG_NETRC)")
+    p.add_argument(
+        "--base",
+        default=os.environ.get("TORCHIMG_BASE") or None,
+        metavar="REF",
+        help="build on this base image instead of the variant's pinned one "
+        "(a local image works; default: $TORCHIMG_BASE)",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        metavar="PATH",
+        help="extra CA bundle for the package index, given to BuildKit as a secret "
+        "(default: $TORCHIMG_CA_BUNDLE, $PIP_CERT, $REQUESTS_CA_BUNDLE)",
+    )
+    p.add_argument(
+        "--netrc",
+        metavar="PATH",
+        help="netrc with private-index credentials, as a secret (default: $TORCHIMG_NETRC)",
+    )
 
 
 def _lock(args: argparse.Namespace, config: variants.Config) -> None:
-    lock.lock(config.select(args.variant, args.all), resolve(args.ca_bundle, args.netrc),
-              check=args.check, base=args.base)
+    lock.lock(
+        config.select(args.variant, args.all),
+        resolve(args.ca_bundle, args.netrc),
+        check=args.check,
+        base=args.base,
+    )
 
 
 def _build(args: argparse.Namespace, config: variants.Config) -> None:
     opts = build.BuildOptions(
-        base=args.base, creds=resolve(args.ca_bundle, args.netrc), cache=not args.no_cache,
+        base=args.base,
+        creds=resolve(args.ca_bundle, args.netrc),
+        cache=not args.no_cache,
         repository=args.repository or config.repository,
     )
     for variant in config.select(args.variant, args.all):
@@ -48,17 +69,28 @@ def parser() -> argparse.ArgumentParser:
 
     lk = sub.add_parser("lock", help="pip-compile hash-pinned lockfiles per variant")
     _selection(lk)
-    lk.add_argument("--check", action="store_true",
-                    help="recompile to a temp dir and fail on any difference (drift check)")
+    lk.add_argument(
+        "--check",
+        action="store_true",
+        help="recompile to a temp dir and fail on any difference (drift check)",
+    )
     lk.set_defaults(func=_lock)
 
     bd = sub.add_parser("build", help="build images through BuildKit and record them")
     _selection(bd)
-    bd.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[],
-                    help="runtime or dev (repeatable; default: the variant's flavors)")
+    bd.add_argument(
+        "--flavor",
+        action="append",
+        choices=variants.FLAVORS,
+        default=[],
+        help="runtime or dev (repeatable; default: the variant's flavors)",
+    )
     bd.add_argument("--no-cache", action="store_true", help="build without BuildKit's cache")
-    bd.add_argument("--repository", default=os.environ.get("TORCHIMG_REPOSITORY"),
-                    help="image repository for tags (default: variants.toml `repository`)")
+    bd.add_argument(
+        "--repository",
+        default=os.environ.get("TORCHIMG_REPOSITORY"),
+        help="image repository for tags (default: variants.toml `repository`)",
+    )
     bd.set_defaults(func=_build)
     return p
 

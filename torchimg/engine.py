@@ -6,7 +6,7 @@ Every failure a user can fix is turned into a PipelineError naming the command t
 import re
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +15,9 @@ from python_on_whales.exceptions import DockerException, NoSuchImage
 
 from torchimg.errors import PipelineError
 
-_STEP_ERROR = re.compile(r"^(#\d+ )?ERROR: ?(?P<msg>.*)|^ERROR: (?P<top>.*)")
+# A step's own error line ("#12 0.31 error: ...", pip's "ERROR: ..."), then BuildKit's summary.
+_STEP_OUTPUT_ERROR = re.compile(r"^#\d+ [\d.]+ (?:error|ERROR): (?P<msg>.*)")
+_BUILDKIT_ERROR = re.compile(r"^(?:#\d+ )?ERROR:? (?P<msg>.*)")
 
 
 def preflight() -> None:
@@ -93,7 +95,7 @@ def build(
     start = time.monotonic()
     log: list[str] = []
     try:
-        for line in docker.buildx.build(
+        stream = docker.buildx.build(
             context,
             file=dockerfile,
             target=target,
@@ -106,7 +108,9 @@ def build(
             load=True,
             progress="plain",
             stream_logs=True,
-        ):
+        )
+        assert isinstance(stream, Iterator)
+        for line in stream:
             log.append(line.rstrip("\n"))
             print(line, end="", file=sys.stderr, flush=True)
     except DockerException:
@@ -122,9 +126,13 @@ def build(
 
 
 def _build_error(log: list[str]) -> str:
+    """The first error a step printed (the cause), else BuildKit's own last error line."""
+    for line in log:
+        if m := _STEP_OUTPUT_ERROR.match(line):
+            return m["msg"].strip()
     for line in reversed(log):
-        if m := _STEP_ERROR.match(line):
-            return (m["msg"] or m["top"] or line).strip()
+        if m := _BUILDKIT_ERROR.match(line):
+            return m["msg"].strip()
     return log[-1] if log else "no output"
 
 
@@ -139,18 +147,26 @@ def run(
     stream: bool = False,
 ) -> str:
     """Run a throwaway container and return its output (streamed to stderr when asked)."""
-    kwargs = dict(
-        remove=True,
-        volumes=list(volumes),
-        envs=dict(env or {}),
-        user=user,
-        workdir=workdir,
-    )
+    vols = list(volumes)
+    envs = dict(env or {})
     try:
         if not stream:
-            return str(docker.run(image, list(command), **kwargs))  # type: ignore[arg-type]
+            return str(
+                docker.run(
+                    image, list(command), remove=True, volumes=vols, envs=envs, user=user, workdir=workdir
+                )
+            )
         out = []
-        for _, chunk in docker.run(image, list(command), stream=True, **kwargs):  # type: ignore[arg-type,misc]
+        for _, chunk in docker.run(
+            image,
+            list(command),
+            stream=True,
+            remove=True,
+            volumes=vols,
+            envs=envs,
+            user=user,
+            workdir=workdir,
+        ):
             text = chunk.decode(errors="replace")
             out.append(text)
             print(text, end="", file=sys.stderr, flush=True)

@@ -48,18 +48,20 @@ def require_index(variant: Variant, creds: Credentials) -> None:
 
 def _script(variant: Variant, lock_rel: str) -> str:
     """The shell run in the locker container (cwd /src, a copy of requirements/)."""
-    return "\n".join([
-        "set -eu",
-        "python -c 'import sys, sysconfig; "
-        "print(\"TORCHIMG_PYTHON=%d.%d\" % sys.version_info[:2]); "
-        "print(\"TORCHIMG_PLATFORM=\" + sysconfig.get_platform())'",
-        f"echo 'compiling {lock_rel}/runtime.txt (torch from {variant.index})' >&2",
-        f"{_COMPILE} --index-url {variant.index} -o {lock_rel}/runtime.txt "
-        f"{lock_rel}/torch.in requirements/runtime.in",
-        f"echo 'compiling {lock_rel}/dev.txt (constrained by runtime.txt)' >&2",
-        f"{_COMPILE} --index-url {compat.PYPI_INDEX} -c {lock_rel}/runtime.txt "
-        f"-o {lock_rel}/dev.txt requirements/dev.in",
-    ])
+    return "\n".join(
+        [
+            "set -eu",
+            "python -c 'import sys, sysconfig; "
+            'print("TORCHIMG_PYTHON=%d.%d" % sys.version_info[:2]); '
+            'print("TORCHIMG_PLATFORM=" + sysconfig.get_platform())\'',
+            f"echo 'compiling {lock_rel}/runtime.txt (torch from {variant.index})' >&2",
+            f"{_COMPILE} --index-url {variant.index} -o {lock_rel}/runtime.txt "
+            f"{lock_rel}/torch.in requirements/runtime.in",
+            f"echo 'compiling {lock_rel}/dev.txt (constrained by runtime.txt)' >&2",
+            f"{_COMPILE} --index-url {compat.PYPI_INDEX} -c {lock_rel}/runtime.txt "
+            f"-o {lock_rel}/dev.txt requirements/dev.in",
+        ]
+    )
 
 
 def _value(output: str, key: str) -> str:
@@ -77,9 +79,15 @@ def compile_variant(variant: Variant, creds: Credentials, base: str | None = Non
     engine.require_base(base_ref)
     tag = f"torchimg-locker:{variant.name}"
     engine.build(
-        context=paths.DOCKER, dockerfile=paths.DOCKERFILE, target="locker", tags=[tag],
-        build_args={"BASE_IMAGE": base_ref}, contexts={"requirements": paths.REQUIREMENTS},
-        secrets=creds.buildkit_secrets(), labels={}, what=f"the locker for {variant.name}",
+        context=paths.DOCKER,
+        dockerfile=paths.DOCKERFILE,
+        target="locker",
+        tags=[tag],
+        build_args={"BASE_IMAGE": base_ref},
+        contexts={"requirements": paths.REQUIREMENTS},
+        secrets=creds.buildkit_secrets(),
+        labels={},
+        what=f"the locker for {variant.name}",
     )
     lock_rel = f"requirements/locks/{variant.name}"
     with tempfile.TemporaryDirectory(prefix="torchimg-lock-") as tmp:
@@ -97,14 +105,22 @@ def compile_variant(variant: Variant, creds: Credentials, base: str | None = Non
             volumes.append((str(creds.ca_bundle), _CA_IN_CONTAINER, "ro"))
             env["PIP_CERT"] = _CA_IN_CONTAINER
         out = engine.run(
-            tag, ["sh", "-c", _script(variant, lock_rel)], volumes=volumes, env=env,
-            user=f"{os.getuid()}:{os.getgid()}", workdir="/src", stream=True,
+            tag,
+            ["sh", "-c", _script(variant, lock_rel)],
+            volumes=volumes,
+            env=env,
+            user=f"{os.getuid()}:{os.getgid()}",
+            workdir="/src",
+            stream=True,
         )
         python, platform = _value(out, "TORCHIMG_PYTHON"), _value(out, "TORCHIMG_PLATFORM")
         files = {"torch.in": (src / lock_rel / "torch.in").read_text()}
         for flavor in ("runtime", "dev"):
             info = lockfile.LockInfo(
-                variant.name, flavor, python, platform,
+                variant.name,
+                flavor,
+                python,
+                platform,
                 variant.index if flavor == "runtime" else compat.PYPI_INDEX,
             )
             files[f"{flavor}.txt"] = info.header() + (src / lock_rel / f"{flavor}.txt").read_text()
@@ -125,10 +141,12 @@ def drift(variant: Variant, files: dict[str, str]) -> str:
     for name, new in files.items():
         path = variant.lock_dir / name
         old = path.read_text() if path.exists() else ""
-        rel = str(path.relative_to(paths.ROOT))
+        rel = paths.shown(path)
         diff += difflib.unified_diff(
-            old.splitlines(keepends=True), new.splitlines(keepends=True),
-            f"{rel} (committed)", f"{rel} (recompiled)",
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            f"{rel} (committed)",
+            f"{rel} (recompiled)",
         )
     return "".join(diff)
 
@@ -155,7 +173,7 @@ def lock(variants: list[Variant], creds: Credentials, *, check: bool, base: str 
         variant.lock_dir.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
             (variant.lock_dir / name).write_text(text)
-        print(f"wrote {variant.lock_dir.relative_to(paths.ROOT)}/", file=sys.stderr)
+        print(f"wrote {paths.shown(variant.lock_dir)}/", file=sys.stderr)
     if failed:
         fix = "re-lock with `nox -s lock -- --variant NAME` and commit" if check else ""
         raise PipelineError(f"lock failed for: {', '.join(failed)}", fix)

@@ -66,5 +66,8 @@ def sha256(path: Path) -> str:
 
 def shared_mismatches(runtime: dict[str, str], dev: dict[str, str]) -> list[str]:
     """Packages both locks pin, at different versions: the dev image must not change them."""
-    return [f"{n}: runtime {runtime[n]}, dev {dev[n]}" for n in sorted(runtime.keys() & dev.keys())
-            if runtime[n] != dev[n]]
+    return [
+        f"{n}: runtime {runtime[n]}, dev {dev[n]}"
+        for n in sorted(runtime.keys() & dev.keys())
+        if runtime[n] != dev[n]
+    ]

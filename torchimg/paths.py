@@ -14,3 +14,11 @@ DOCKERFILE = DOCKER / "Dockerfile"
 def reports_dir() -> Path:
     """Reports and per-image records; TORCHIMG_REPORTS moves them (tests use a temp dir)."""
     return Path(os.environ.get("TORCHIMG_REPORTS", ROOT / "reports"))
+
+
+def shown(path: Path) -> str:
+    """A path as messages show it: relative to the repository when inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)

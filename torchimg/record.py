@@ -5,7 +5,6 @@ replaces the record, so a later stage never trusts results that belong to anothe
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,5 +28,5 @@ def write(record: Record) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, p)
+    tmp.replace(p)
     return p

@@ -45,6 +45,7 @@ class Variant:
     index: str
     base: Base
     flavors: tuple[str, ...]
+    lock_dir: Path
 
     @property
     def cuda_info(self) -> compat.Cuda | None:
@@ -53,10 +54,6 @@ class Variant:
     @property
     def torch_requirement(self) -> str:
         return compat.torch_requirement(self.torch, self.cuda, self.index)
-
-    @property
-    def lock_dir(self) -> Path:
-        return paths.LOCKS / self.name
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,7 @@ def _base(key: str, table: dict[str, Any], src: Path) -> Base:
         )
     python = _field(table, "python", where)
     if not re.fullmatch(r"3\.\d+", python):
-        raise PipelineError(f"{where}: python {python!r} is not a minor version", "e.g. python = \"3.13\"")
+        raise PipelineError(f"{where}: python {python!r} is not a minor version", 'e.g. python = "3.13"')
     return Base(key=key, image=image, python=python)
 
 
@@ -151,7 +148,7 @@ def _variant(table: dict[str, Any], bases: dict[str, Base], src: Path, n: int) -
             "list runtime first (dev is built on top of it)",
         )
     index = table.get("index", compat.default_index(torch, cuda))
-    return Variant(name, torch, cuda, index, bases[base_key], flavors)
+    return Variant(name, torch, cuda, index, bases[base_key], flavors, paths.LOCKS / name)
 
 
 def load(src: Path = paths.VARIANTS_FILE) -> Config:

@@ -15,10 +15,10 @@ def main() -> int:
         print("unhealthy: torch is not importable from /opt/venv", file=sys.stderr)
         return 1
     requested = os.environ.get("NVIDIA_VISIBLE_DEVICES", "")
-    if requested not in ("", "void", "none") and Path("/proc/driver/nvidia").exists():
-        if not Path("/dev/nvidiactl").exists():
-            print("unhealthy: NVIDIA driver present but /dev/nvidiactl missing", file=sys.stderr)
-            return 1
+    gpus_requested = requested not in ("", "void", "none")
+    if gpus_requested and Path("/proc/driver/nvidia").exists() and not Path("/dev/nvidiactl").exists():
+        print("unhealthy: NVIDIA driver present but /dev/nvidiactl missing", file=sys.stderr)
+        return 1
     return 0
 
 

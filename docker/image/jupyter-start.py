@@ -25,8 +25,13 @@ def main() -> int:
         print(f"  open http://127.0.0.1:8888/lab?token={token}", flush=True)
     os.environ["JUPYTER_TOKEN"] = token
     args = [
-        "jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser",
-        "--ServerApp.root_dir=/workspace", *sys.argv[1:],
+        "jupyter",
+        "lab",
+        "--ip=0.0.0.0",
+        "--port=8888",
+        "--no-browser",
+        "--ServerApp.root_dir=/workspace",
+        *sys.argv[1:],
     ]
     os.execvp(args[0], args)
 

@@ -1,0 +1,55 @@
+"""Pipeline stages as nox sessions: `nox -s lock`, `nox -s build`, `nox -s tests`, ...
+
+Each session is one line into the `torchimg` package (`python -m torchimg STAGE`), run in the
+environment nox itself was installed into (requirements/tools.txt): no per-session venvs, so
+sessions start instantly and use exactly the pinned tools. Options follow `--`, e.g.
+`nox -s build -- --variant 2.9.1-cu128 --flavor runtime`; `python -m torchimg STAGE -h` lists them.
+"""
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests"]
+
+
+def _stage(session: nox.Session, stage: str) -> None:
+    session.run("python", "-m", "torchimg", stage, *session.posargs)
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """pip-compile hash-pinned lockfiles per variant inside its base (`-- --check`: drift)."""
+    _stage(session, "lock")
+
+
+@nox.session(default=False)
+def lock_tools(session: nox.Session) -> None:
+    """Recompile the pipeline's own tool lockfiles (requirements/tools.txt, locker.txt)."""
+    _stage(session, "lock-tools")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the variant's images through BuildKit and write their records."""
+    _stage(session, "build")
+
+
+@nox.session(default=False)
+def build_report(session: nox.Session) -> None:
+    """Benchmark the build: cold, no-op, dev-only change, sizes; against the naive baseline."""
+    _stage(session, "build-report")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff and mypy --strict over the pipeline, its tests and the in-image scripts."""
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests, then integration tests against the real engine, BuildKit and registry."""
+    session.run("pytest", *session.posargs)

@@ -1,0 +1,110 @@
+"""Integration fixtures: a real Docker Engine with BuildKit, and the real default image.
+
+Builds use the variant's pinned base, or TORCHIMG_BASE where that cannot be pulled (CI here
+uses a Debian trixie base made with debootstrap). Every image a test tags is removed after.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from python_on_whales import docker
+
+from torchimg import build, credentials, engine, record, variants
+from torchimg.errors import PipelineError
+
+TEST_REPOSITORY = "torchimg-test/pytorch"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _engine() -> None:
+    """Skip (or, under CI, fail) when no engine answers: these tests need the real thing."""
+    try:
+        engine.preflight()
+    except PipelineError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Docker Engine with buildx: {exc}")
+        pytest.skip(f"integration tests need a Docker Engine with buildx: {exc}")
+
+
+@pytest.fixture(scope="session")
+def config() -> variants.Config:
+    return variants.load()
+
+
+@pytest.fixture(scope="session")
+def default_variant(config: variants.Config) -> variants.Variant:
+    return config.variant(config.default)
+
+
+@pytest.fixture(scope="session")
+def base() -> str | None:
+    return os.environ.get("TORCHIMG_BASE") or None
+
+
+@dataclass(frozen=True)
+class Canaries:
+    """Unique strings planted in the build's secrets: none may appear in any layer."""
+
+    ca_marker: str
+    netrc_password: str
+    creds: credentials.Credentials
+
+
+@pytest.fixture(scope="session")
+def canaries(tmp_path_factory: pytest.TempPathFactory) -> Canaries:
+    folder = tmp_path_factory.mktemp("secrets")
+    host = credentials.resolve(None, None)
+    ca_marker = f"torchimg-canary-ca-{uuid.uuid4().hex}"
+    ca = folder / "ca.pem"
+    ca.write_text((host.ca_bundle.read_text() if host.ca_bundle else "") + f"\n# {ca_marker}\n")
+    password = f"torchimg-canary-token-{uuid.uuid4().hex}"
+    netrc = folder / "netrc"
+    netrc.write_text(f"machine private-index.invalid login ci password {password}\n")
+    return Canaries(ca_marker, password, credentials.Credentials(ca, netrc))
+
+
+@pytest.fixture(scope="session")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("reports")
+    old = os.environ.get("TORCHIMG_REPORTS")
+    os.environ["TORCHIMG_REPORTS"] = str(folder)
+    yield folder
+    if old is None:
+        del os.environ["TORCHIMG_REPORTS"]
+    else:
+        os.environ["TORCHIMG_REPORTS"] = old
+
+
+def remove_images(*refs: str) -> None:
+    for ref in refs:
+        if engine.image_id(ref):
+            docker.image.remove(ref, force=True)
+
+
+@pytest.fixture(scope="session")
+def runtime_image(
+    default_variant: variants.Variant, base: str | None, canaries: Canaries, reports: Path
+) -> Iterator[record.Record]:
+    """The real default runtime image, built once through the pipeline's own build stage."""
+    opts = build.BuildOptions(base=base, creds=canaries.creds, repository=TEST_REPOSITORY)
+    rec = build.build(default_variant, "runtime", opts)
+    yield rec
+    remove_images(*rec["tags"])
+
+
+@pytest.fixture(scope="session")
+def dev_image(
+    default_variant: variants.Variant,
+    base: str | None,
+    canaries: Canaries,
+    runtime_image: record.Record,
+) -> Iterator[record.Record]:
+    """The dev flavor, built after runtime (so its layers come from BuildKit's cache)."""
+    opts = build.BuildOptions(base=base, creds=canaries.creds, repository=TEST_REPOSITORY)
+    rec = build.build(default_variant, "dev", opts)
+    yield rec
+    remove_images(*rec["tags"])

@@ -1,0 +1,173 @@
+"""The real default runtime image, built through `nox -s build`'s own code, checked inside."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from python_on_whales import docker
+
+from tests.integration.conftest import TEST_REPOSITORY, Canaries, remove_images
+from torchimg import build, engine, gitinfo, layers, lockfile, record, variants
+from torchimg.errors import PipelineError
+
+pytestmark = pytest.mark.integration
+
+
+def py(image: str, code: str) -> str:
+    return engine.run(image, ["python", "-c", code]).strip()
+
+
+def labels_of(image: str) -> dict[str, str]:
+    return dict(docker.image.inspect(image).config.labels or {})
+
+
+def layers_of(image: str) -> list[str]:
+    return list(docker.image.inspect(image).root_fs.layers or [])
+
+
+def test_torch_is_the_locked_build_for_cuda_12_8(
+    runtime_image: record.Record, default_variant: variants.Variant
+) -> None:
+    pins = lockfile.pins((default_variant.lock_dir / "runtime.txt").read_text())
+    out = json.loads(
+        py(
+            runtime_image["image_id"],
+            "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda, "
+            "torch.backends.cudnn.version(), torch.cuda.is_available()]))",
+        )
+    )
+    version, cuda, cudnn, _ = out
+    assert version.split("+")[0] == pins["torch"] == "2.9.1"
+    assert cuda == "12.8"
+    major, minor, patch = pins["nvidia-cudnn-cu12"].split(".")[:3]
+    assert cudnn == int(major) * 10000 + int(minor) * 100 + int(patch)
+
+
+def test_runs_as_a_non_root_user_in_workspace(runtime_image: record.Record) -> None:
+    out = engine.run(runtime_image["image_id"], ["sh", "-c", "id -u; pwd; touch x && echo writable"])
+    uid, cwd, writable = out.split()
+    assert uid != "0"
+    assert (cwd, writable) == ("/workspace", "writable")
+
+
+def test_labels_are_present_and_true(runtime_image: record.Record, default_variant: variants.Variant) -> None:
+    labels = labels_of(runtime_image["image_id"])
+    runtime_lock = default_variant.lock_dir / "runtime.txt"
+    pins = lockfile.pins(runtime_lock.read_text())
+    git = gitinfo.current()
+    assert labels["org.opencontainers.image.revision"] == git.revision
+    assert labels["org.opencontainers.image.version"] == "2.9.1-cu128-runtime"
+    assert labels["io.torchimg.torch.version"] == pins["torch"]
+    assert labels["io.torchimg.cuda.version"] == pins["nvidia-cuda-runtime-cu12"]
+    assert labels["io.torchimg.nccl.version"] == pins["nvidia-nccl-cu12"]
+    assert labels["io.torchimg.cudnn.version"] == pins["nvidia-cudnn-cu12"]
+    assert labels["io.torchimg.driver.min"] == "570.26"
+    assert labels["io.torchimg.lock.runtime.sha256"] == lockfile.sha256(runtime_lock)
+    base = runtime_image["inputs"]["base"]
+    assert labels["org.opencontainers.image.base.digest"] == (
+        default_variant.base.digest if base["pinned"] else base["id"]
+    )
+    nccl = py(runtime_image["image_id"], "import torch; print('.'.join(map(str, torch.cuda.nccl.version())))")
+    assert pins["nvidia-nccl-cu12"].startswith(nccl)
+    env = py(runtime_image["image_id"], "import os; print(os.environ['NVIDIA_REQUIRE_CUDA'])")
+    assert env == "cuda>=12.8"
+
+
+def test_torch_compile_runs_on_cpu(runtime_image: record.Record) -> None:
+    code = (
+        "import torch\n"
+        "def f(x): return torch.sin(x) * 2 + x.cos()\n"
+        "g = torch.compile(f)\n"
+        "x = torch.randn(257)\n"
+        "torch.testing.assert_close(g(x), f(x))\n"
+        "print('compiled ok')\n"
+    )
+    assert py(runtime_image["image_id"], code).endswith("compiled ok")
+
+
+def test_no_ca_bundle_or_token_in_any_layer(runtime_image: record.Record, canaries: Canaries) -> None:
+    needles = (canaries.ca_marker.encode(), canaries.netrc_password.encode())
+    saved = layers.scan(runtime_image["image_id"], needles)
+    assert sum(b.content for b in saved.layers) > 5_000_000_000  # the whole image was read
+    assert len(saved.layers) == len(layers_of(runtime_image["image_id"]))
+    assert saved.found == {n: [] for n in needles}
+
+
+def test_the_record_describes_the_image(runtime_image: record.Record) -> None:
+    saved = record.read("2.9.1-cu128", "runtime")
+    assert saved is not None
+    assert saved["image_id"] == runtime_image["image_id"] == engine.image_id(saved["tags"][0])
+    assert saved["build"]["ok"] is True
+    assert saved["inputs"]["lockfiles"]["requirements/locks/2.9.1-cu128/runtime.txt"] == lockfile.sha256(
+        build.lockfiles(variants.load().variant("2.9.1-cu128"), "runtime")[0]
+    )
+
+
+def test_dev_flavor_adds_jupyter_on_top_of_runtime(
+    dev_image: record.Record, runtime_image: record.Record
+) -> None:
+    runtime_layers = layers_of(runtime_image["image_id"])
+    dev_layers = layers_of(dev_image["image_id"])
+    assert dev_layers[: len(runtime_layers)] == runtime_layers  # shares every runtime layer
+    assert len(dev_layers) > len(runtime_layers)
+    out = py(dev_image["image_id"], "import jupyterlab, pandas, sklearn, seaborn, tqdm; print('ok')")
+    assert out == "ok"
+    inspect = docker.image.inspect(dev_image["image_id"])
+    assert "8888/tcp" in (inspect.config.exposed_ports or {})
+    with pytest.raises(PipelineError, match="refusing to start Jupyter without authentication"):
+        engine.run(dev_image["image_id"], [], env={"JUPYTER_TOKEN": ""})
+
+
+def _variant_with_locks(variant: variants.Variant, tmp_path: Path) -> variants.Variant:
+    locks = tmp_path / "locks"
+    shutil.copytree(variant.lock_dir, locks)
+    return dataclasses.replace(variant, lock_dir=locks)
+
+
+def test_a_tampered_hash_fails_the_build_and_tags_nothing(
+    default_variant: variants.Variant, base: str | None, canaries: Canaries, tmp_path: Path
+) -> None:
+    variant = _variant_with_locks(default_variant, tmp_path)
+    lock = variant.lock_dir / "runtime.txt"
+    text = lock.read_text()
+    start = text.index("filelock==")
+    hash_at = text.index("--hash=sha256:", start) + len("--hash=sha256:")
+    lock.write_text(text[:hash_at] + "0" * 64 + text[hash_at + 64 :])
+    repo = TEST_REPOSITORY + "-tampered"
+    opts = build.BuildOptions(base=base, creds=canaries.creds, repository=repo)
+    with pytest.raises(PipelineError, match="DO NOT MATCH THE HASHES"):
+        build.build(variant, "runtime", opts)
+    tag = build.local_tag(repo, variant, "runtime")
+    assert engine.image_id(tag) is None
+    remove_images(tag)
+
+
+def test_a_base_with_another_python_than_the_lock_fails_in_the_build(
+    default_variant: variants.Variant, base: str | None, canaries: Canaries, tmp_path: Path
+) -> None:
+    variant = _variant_with_locks(default_variant, tmp_path)
+    lock = variant.lock_dir / "runtime.txt"
+    lock.write_text(lock.read_text().replace("# python: 3.13", "# python: 3.12"))
+    opts = build.BuildOptions(
+        base=base or default_variant.base.image, creds=canaries.creds, repository=TEST_REPOSITORY + "-py"
+    )
+    with pytest.raises(PipelineError, match=r"compiled for Python 3.12, but this base image has Python 3.13"):
+        build.build(variant, "runtime", opts)
+    assert engine.image_id(build.local_tag(TEST_REPOSITORY + "-py", variant, "runtime")) is None
+
+
+def test_a_missing_base_image_is_named(default_variant: variants.Variant) -> None:
+    opts = build.BuildOptions(base="torchimg-test/no-such-base:never", repository=TEST_REPOSITORY)
+    with pytest.raises(PipelineError, match="base image torchimg-test/no-such-base:never is neither"):
+        build.build(default_variant, "runtime", opts)
+
+
+def test_an_engine_that_does_not_answer(
+    default_variant: variants.Variant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(PipelineError, match="the Docker Engine does not answer") as exc:
+        build.build(default_variant, "runtime", build.BuildOptions(repository=TEST_REPOSITORY))
+    assert "systemctl start docker" in str(exc.value)

@@ -1,0 +1,29 @@
+"""Extra CA bundle and netrc go to BuildKit as secrets, found from options or environment."""
+
+from pathlib import Path
+
+import pytest
+
+from torchimg import credentials
+from torchimg.errors import PipelineError
+
+
+def test_explicit_option_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    monkeypatch.setenv("PIP_CERT", "/nonexistent")
+    creds = credentials.resolve(str(ca), None)
+    assert creds.buildkit_secrets() == [f"id=ca,src={ca}"]
+
+
+def test_environment_fallback_and_bad_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (*credentials.CA_ENV, "TORCHIMG_NETRC"):
+        monkeypatch.delenv(var, raising=False)
+    assert credentials.resolve(None, None).buildkit_secrets() == []
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine x login y password z\n")
+    monkeypatch.setenv("TORCHIMG_NETRC", str(netrc))
+    assert credentials.resolve(None, None).buildkit_secrets() == [f"id=netrc,src={netrc}"]
+    monkeypatch.setenv("PIP_CERT", str(tmp_path / "missing.pem"))
+    with pytest.raises(PipelineError, match=r"\$PIP_CERT .*missing.pem is not a readable file"):
+        credentials.resolve(None, None)

@@ -1,0 +1,37 @@
+"""Where a build's time went, read from BuildKit's plain progress log."""
+
+import re
+from dataclasses import dataclass
+
+_HEADER = re.compile(r"^#(?P<n>\d+) (?P<name>\[.*?\] .*|exporting to image|.+)$")
+_DONE = re.compile(r"^#(?P<n>\d+) (?P<state>DONE|CACHED|ERROR)(?: (?P<s>[\d.]+)s)?")
+_SUB = re.compile(
+    r"^#(?P<n>\d+) (?P<what>exporting layers|unpacking to \S+|writing image \S+)(?: (?P<s>[\d.]+)s)? done$"
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    state: str  # DONE, CACHED or ERROR
+    seconds: float
+
+
+def steps(log: list[str]) -> list[Step]:
+    """Every vertex with its final state and duration, and the export sub-steps."""
+    names: dict[str, str] = {}
+    out: list[Step] = []
+    for line in log:
+        if m := _SUB.match(line):
+            out.append(Step(f"  {m['what'].split(' to ')[0]}", "DONE", float(m["s"] or 0)))
+        elif m := _DONE.match(line):
+            name = names.get(m["n"], f"#{m['n']}")
+            out.append(Step(name, m["state"], float(m["s"] or 0)))
+        elif (m := _HEADER.match(line)) and m["n"] not in names and not line[len(m["n"]) + 2 :][:1].isdigit():
+            names[m["n"]] = m["name"][:90]
+    return out
+
+
+def ran(log: list[str], stage_prefix: str) -> bool:
+    """Whether a step whose name starts with `stage_prefix` was executed (not cached)."""
+    return any(s.name.startswith(stage_prefix) and s.state == "DONE" for s in steps(log))
