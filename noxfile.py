@@ -1,10 +1,12 @@
 """Pipeline stages as nox sessions: `nox -s lock`, `nox -s build`, `nox -s tests`, ...
 
 Each session is one line into the `torchimg` package (`python -m torchimg STAGE`), run in the
-environment nox itself was installed into (requirements/tools.txt): no per-session venvs, so
+environment nox itself runs in (requirements/tools.txt): no per-session venvs, so
 sessions start instantly and use exactly the pinned tools. Options follow `--`, e.g.
 `nox -s build -- --variant 2.9.1-cu128 --flavor runtime`; `python -m torchimg STAGE -h` lists them.
 """
+
+import sys
 
 import nox
 
@@ -14,7 +16,7 @@ nox.options.sessions = ["lint", "tests"]
 
 
 def _stage(session: nox.Session, stage: str) -> None:
-    session.run("python", "-m", "torchimg", stage, *session.posargs)
+    session.run(sys.executable, "-m", "torchimg", stage, *session.posargs)
 
 
 @nox.session
@@ -44,12 +46,12 @@ def build_report(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff and mypy --strict over the pipeline, its tests and the in-image scripts."""
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("mypy")
+    session.run(sys.executable, "-m", "ruff", "check", ".")
+    session.run(sys.executable, "-m", "ruff", "format", "--check", ".")
+    session.run(sys.executable, "-m", "mypy")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests against the real engine, BuildKit and registry."""
-    session.run("pytest", *session.posargs)
+    session.run(sys.executable, "-m", "pytest", *session.posargs)

@@ -123,6 +123,11 @@ def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_pytho
 
 def build(variant: Variant, flavor: str, opts: BuildOptions) -> record.Record:
     """Build and tag one image; write and return its record."""
+    return build_with_log(variant, flavor, opts)[0]
+
+
+def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[record.Record, list[str]]:
+    """Like build(), also returning BuildKit's log (the build report reads its steps)."""
     if flavor not in variant.flavors:
         raise PipelineError(
             f"variant {variant.name} has no flavor {flavor!r} (it has {', '.join(variant.flavors)})",
@@ -174,4 +179,4 @@ def build(variant: Variant, flavor: str, opts: BuildOptions) -> record.Record:
     print(
         f"== built {tag} ({result.image_id[:19]}) in {result.seconds:.1f} s; record {path}", file=sys.stderr
     )
-    return rec
+    return rec, result.log

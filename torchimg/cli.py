@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from torchimg import build, lock, variants
+from torchimg import build, buildreport, lock, variants
 from torchimg.credentials import resolve
 from torchimg.errors import PipelineError
 
@@ -48,6 +48,7 @@ def _lock(args: argparse.Namespace, config: variants.Config) -> None:
         resolve(args.ca_bundle, args.netrc),
         check=args.check,
         base=args.base,
+        upgrade=args.upgrade,
     )
 
 
@@ -63,6 +64,17 @@ def _build(args: argparse.Namespace, config: variants.Config) -> None:
             build.build(variant, flavor, opts)
 
 
+def _build_report(args: argparse.Namespace, config: variants.Config) -> None:
+    variant = config.select(args.variant)[0]
+    figures = buildreport.run(variant, args.base, resolve(args.ca_bundle, args.netrc))
+    path = buildreport.write(figures)
+    print(path.read_text())
+
+
+def _lock_tools(args: argparse.Namespace, config: variants.Config) -> None:
+    lock.lock_tools(check=args.check)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m torchimg", description=__doc__)
     sub = p.add_subparsers(dest="stage", required=True)
@@ -73,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="recompile to a temp dir and fail on any difference (drift check)",
+    )
+    lk.add_argument(
+        "--upgrade", action="store_true", help="move every pin to the newest release (default: keep pins)"
     )
     lk.set_defaults(func=_lock)
 
@@ -92,6 +107,14 @@ def parser() -> argparse.ArgumentParser:
         help="image repository for tags (default: variants.toml `repository`)",
     )
     bd.set_defaults(func=_build)
+
+    rp = sub.add_parser("build-report", help="benchmark the build against the naive baseline")
+    _selection(rp)
+    rp.set_defaults(func=_build_report)
+
+    lt = sub.add_parser("lock-tools", help="recompile the pipeline's own tool lockfiles")
+    lt.add_argument("--check", action="store_true", help="fail on drift instead of writing")
+    lt.set_defaults(func=_lock_tools)
     return p
 
 

@@ -44,6 +44,11 @@ def _first_line(exc: DockerException) -> str:
     return text[-1] if text else "no output"
 
 
+def server_version() -> str:
+    server = docker.version().server
+    return str(server.version) if server else "unknown"
+
+
 def image_id(ref: str) -> str | None:
     """The local image ID of `ref`, or None when the engine does not have it."""
     try:
@@ -79,7 +84,7 @@ def build(
     *,
     context: Path,
     dockerfile: Path,
-    target: str,
+    target: str | None,
     tags: Sequence[str],
     build_args: Mapping[str, str],
     contexts: Mapping[str, Path],
@@ -106,6 +111,9 @@ def build(
             labels=dict(labels),
             cache=cache,
             load=True,
+            # No attestation in local images: its timestamps would make the image ID differ
+            # between identical builds. Releases attach SBOM and provenance when pushing.
+            provenance=False,
             progress="plain",
             stream_logs=True,
         )

@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from plumbum import local
+
 from torchimg import compat, engine, lockfile, paths
 from torchimg.credentials import Credentials
 from torchimg.errors import PipelineError
@@ -46,8 +48,9 @@ def require_index(variant: Variant, creds: Credentials) -> None:
         ) from None
 
 
-def _script(variant: Variant, lock_rel: str) -> str:
+def _script(variant: Variant, lock_rel: str, upgrade: bool) -> str:
     """The shell run in the locker container (cwd /src, a copy of requirements/)."""
+    compile_ = _COMPILE + (" --upgrade" if upgrade else "")
     return "\n".join(
         [
             "set -eu",
@@ -55,10 +58,10 @@ def _script(variant: Variant, lock_rel: str) -> str:
             'print("TORCHIMG_PYTHON=%d.%d" % sys.version_info[:2]); '
             'print("TORCHIMG_PLATFORM=" + sysconfig.get_platform())\'',
             f"echo 'compiling {lock_rel}/runtime.txt (torch from {variant.index})' >&2",
-            f"{_COMPILE} --index-url {variant.index} -o {lock_rel}/runtime.txt "
+            f"{compile_} --index-url {variant.index} -o {lock_rel}/runtime.txt "
             f"{lock_rel}/torch.in requirements/runtime.in",
             f"echo 'compiling {lock_rel}/dev.txt (constrained by runtime.txt)' >&2",
-            f"{_COMPILE} --index-url {compat.PYPI_INDEX} -c {lock_rel}/runtime.txt "
+            f"{compile_} --index-url {compat.PYPI_INDEX} -c {lock_rel}/runtime.txt "
             f"-o {lock_rel}/dev.txt requirements/dev.in",
         ]
     )
@@ -71,8 +74,14 @@ def _value(output: str, key: str) -> str:
     raise PipelineError(f"the locker did not report {key}; output was:\n{output[-2000:]}")
 
 
-def compile_variant(variant: Variant, creds: Credentials, base: str | None = None) -> dict[str, str]:
-    """Compile the variant's lockfiles; return file name -> full text (header included)."""
+def compile_variant(
+    variant: Variant, creds: Credentials, base: str | None = None, upgrade: bool = False
+) -> dict[str, str]:
+    """Compile the variant's lockfiles; return file name -> full text (header included).
+
+    The committed lockfiles are copied in first, so pip-compile keeps their pins unless the
+    inputs changed or `upgrade` is asked for: a re-lock never moves versions by surprise.
+    """
     require_index(variant, creds)
     base_ref = base or variant.base.image
     engine.preflight()
@@ -95,6 +104,9 @@ def compile_variant(variant: Variant, creds: Credentials, base: str | None = Non
         (src / lock_rel).mkdir(parents=True)
         for f in paths.REQUIREMENTS.glob("*.in"):
             shutil.copy(f, src / "requirements" / f.name)
+        if not upgrade:
+            for f in variant.lock_dir.glob("*.txt"):
+                shutil.copy(f, src / lock_rel / f.name)
         (src / lock_rel / "torch.in").write_text(
             f"# torch for variant {variant.name}, from variants.toml. Made by `nox -s lock`.\n"
             f"{variant.torch_requirement}\n"
@@ -106,7 +118,7 @@ def compile_variant(variant: Variant, creds: Credentials, base: str | None = Non
             env["PIP_CERT"] = _CA_IN_CONTAINER
         out = engine.run(
             tag,
-            ["sh", "-c", _script(variant, lock_rel)],
+            ["sh", "-c", _script(variant, lock_rel, upgrade)],
             volumes=volumes,
             env=env,
             user=f"{os.getuid()}:{os.getgid()}",
@@ -151,13 +163,15 @@ def drift(variant: Variant, files: dict[str, str]) -> str:
     return "".join(diff)
 
 
-def lock(variants: list[Variant], creds: Credentials, *, check: bool, base: str | None) -> None:
+def lock(
+    variants: list[Variant], creds: Credentials, *, check: bool, base: str | None, upgrade: bool = False
+) -> None:
     """Compile each variant; write its files, or with check=True fail on any difference."""
     failed: list[str] = []
     for variant in variants:
         print(f"== lock {variant.name} ({variant.torch_requirement}, {variant.index})", file=sys.stderr)
         try:
-            files = compile_variant(variant, creds, base)
+            files = compile_variant(variant, creds, base, upgrade and not check)
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed.append(variant.name)
@@ -177,3 +191,40 @@ def lock(variants: list[Variant], creds: Credentials, *, check: bool, base: str 
     if failed:
         fix = "re-lock with `nox -s lock -- --variant NAME` and commit" if check else ""
         raise PipelineError(f"lock failed for: {', '.join(failed)}", fix)
+
+
+# The pipeline's own tools, compiled on the host for the host's Python.
+_TOOL_LOCKS = {"tools.txt": "tools.in", "locker.txt": "locker.in"}
+# Host pip settings that would leak local paths or extra indexes into a lockfile.
+_LEAKY_PIP_ENV = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX")
+
+
+def lock_tools(*, check: bool) -> None:
+    """Recompile requirements/tools.txt and locker.txt, isolated from the host's pip config."""
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_PIP_ENV}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "CUSTOM_COMPILE_COMMAND": "nox -s lock_tools"}
+    pip_compile = local[sys.executable]["-m", "piptools", "compile", "--quiet", "--generate-hashes"]
+    pip_compile = pip_compile[
+        "--allow-unsafe", "--strip-extras", "--no-emit-index-url", "--no-emit-find-links"
+    ]
+    drifted = []
+    with tempfile.TemporaryDirectory(prefix="torchimg-tools-") as tmp:
+        for out, src in _TOOL_LOCKS.items():
+            target = Path(tmp) / out
+            shutil.copy(paths.REQUIREMENTS / out, target)
+            with local.cwd(paths.REQUIREMENTS), local.env(**env):
+                pip_compile("--index-url", compat.PYPI_INDEX, "-o", str(target), src)
+            new, old = target.read_text(), (paths.REQUIREMENTS / out).read_text()
+            if new != old:
+                if check:
+                    drifted.append(out)
+                    sys.stderr.writelines(
+                        difflib.unified_diff(old.splitlines(True), new.splitlines(True), out, out)
+                    )
+                else:
+                    (paths.REQUIREMENTS / out).write_text(new)
+                    print(f"wrote requirements/{out}", file=sys.stderr)
+    if drifted:
+        raise PipelineError(
+            f"tool lockfiles drifted: {', '.join(drifted)}", "run `nox -s lock_tools` and commit"
+        )

@@ -1,0 +1,267 @@
+"""`nox -s build_report`: build benchmarks for one variant, figures side by side.
+
+In one run, on one base: a cold build (BuildKit cache pruned), no-op rebuilds, a rebuild after
+a dev-only lock change, a second cache-less build (reproducibility), sizes with a layer
+breakdown, and the same for the naive single-stage Dockerfile in docker/baseline/.
+Figures are measured, never asserted: this is a report, not a timed test.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from plumbum import local
+from python_on_whales import docker
+
+from torchimg import build, buildlog, engine, layers, paths
+from torchimg.credentials import Credentials
+from torchimg.variants import Variant
+
+REPOSITORY = "torchimg-bench/pytorch"
+_CATEGORIES = (
+    ("/layers/nvidia/", "venv: NVIDIA libraries"),
+    ("/layers/torch/", "venv: torch + triton"),
+    ("/layers/rest/", "venv: the rest"),
+    ("/layers/dev/", "dev: Jupyter + science stack"),
+    ("g++", "toolchain: g++, Python headers; user"),
+    ("apt-install python3", "Python (Debian)"),
+)
+
+
+@contextlib.contextmanager
+def _records_elsewhere(folder: Path) -> Iterator[None]:
+    """Benchmark builds must not replace the records of the images a user built."""
+    old = os.environ.get("TORCHIMG_REPORTS")
+    os.environ["TORCHIMG_REPORTS"] = str(folder)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCHIMG_REPORTS", None)
+        else:
+            os.environ["TORCHIMG_REPORTS"] = old
+
+
+def _say(text: str) -> None:
+    print(f"== build report: {text}", file=sys.stderr, flush=True)
+
+
+def _drop_package(lock: Path, name: str) -> None:
+    """Remove one requirement block from a lockfile copy: a dev-only lock change."""
+    out, skip = [], False
+    for line in lock.read_text().splitlines(keepends=True):
+        if line[:1].isalnum():
+            skip = line.lower().startswith(f"{name}==")
+        if not skip:
+            out.append(line)
+    lock.write_text("".join(out))
+
+
+def _history(image: str) -> list[str]:
+    """CreatedBy of each non-empty layer, oldest first (the order of the manifest's layers)."""
+    lines = local["docker"]("history", "--no-trunc", "--format", "{{json .}}", image).splitlines()
+    entries = [json.loads(line) for line in lines if line.strip()]
+    return [e["CreatedBy"] for e in reversed(entries) if e.get("Size") not in ("0B", "0")]
+
+
+def _category(created_by: str, index: int, base_layers: int) -> str:
+    if index < base_layers:
+        return "base image"
+    return next((name for key, name in _CATEGORIES if key in created_by), "other")
+
+
+def sizes(image: str, base: str) -> dict[str, Any]:
+    """Uncompressed (layer contents) and compressed (layer blobs) bytes, per layer and total."""
+    saved = layers.scan(image)
+    created = _history(image)
+    base_layers = len(docker.image.inspect(base).root_fs.layers or [])
+    rows: list[dict[str, Any]] = []
+    for i, blob in enumerate(saved.layers):
+        by = created[i] if i < len(created) and len(created) == len(saved.layers) else "?"
+        rows.append(
+            {
+                "blob": blob.name.rsplit("/", 1)[-1][:12],
+                "what": _category(by, i, base_layers),
+                "uncompressed": blob.content,
+                "compressed": blob.stored,
+            }
+        )
+    breakdown: dict[str, int] = {}
+    for row in rows:
+        breakdown[row["what"]] = breakdown.get(row["what"], 0) + row["uncompressed"]
+    return {
+        "uncompressed": sum(r["uncompressed"] for r in rows),
+        "compressed": sum(r["compressed"] for r in rows),
+        "layers": rows,
+        "breakdown": breakdown,
+        "diff_ids": list(docker.image.inspect(image).root_fs.layers or []),
+    }
+
+
+def _build(variant: Variant, flavor: str, opts: build.BuildOptions) -> dict[str, Any]:
+    start = time.monotonic()
+    rec, log = build.build_with_log(variant, flavor, opts)
+    return {
+        "seconds": round(time.monotonic() - start, 1),
+        "image_id": rec["image_id"],
+        "tag": rec["tags"][0],
+        "steps": [dataclasses.asdict(s) for s in buildlog.steps(log) if s.seconds >= 0.5],
+        "builder_cached": not buildlog.ran(log, "[builder "),
+        "torch_downloaded": any("Downloading torch-" in line for line in log),
+        "pip_ran": buildlog.ran(log, "[builder ") or buildlog.ran(log, "[builder-dev "),
+    }
+
+
+def _naive(variant: Variant, base: str, creds: Credentials) -> dict[str, Any]:
+    tag = f"{REPOSITORY}:{variant.name}-naive"
+    result = engine.build(
+        context=variant.lock_dir,
+        dockerfile=paths.DOCKER / "baseline" / "Dockerfile",
+        target=None,
+        tags=[tag],
+        build_args={"BASE_IMAGE": base, "TORCH_INDEX": variant.index},
+        contexts={},
+        secrets=creds.buildkit_secrets(),
+        labels={},
+        what="the naive baseline",
+    )
+    return {
+        "seconds": round(result.seconds, 1),
+        "image_id": result.image_id,
+        "tag": tag,
+        "steps": [dataclasses.asdict(s) for s in buildlog.steps(result.log) if s.seconds >= 0.5],
+    }
+
+
+def run(variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any]:
+    """Run every measurement; return the figures (also written under reports/)."""
+    base_ref = base or variant.base.image
+    opts = build.BuildOptions(base=base, creds=creds, repository=REPOSITORY)
+    out: dict[str, Any] = {
+        "variant": variant.name,
+        "base": base_ref,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "engine": engine.server_version(),
+    }
+    with tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp, _records_elsewhere(Path(tmp)):
+        _say("pruning BuildKit's cache: the next build is cold")
+        docker.buildx.prune(all=True)
+        _say("cold build, runtime")
+        out["cold_runtime"] = _build(variant, "runtime", opts)
+        _say("dev on top of runtime")
+        out["cold_dev"] = _build(variant, "dev", opts)
+        _say("no-op rebuilds")
+        out["noop_runtime"] = _build(variant, "runtime", opts)
+        out["noop_dev"] = _build(variant, "dev", opts)
+        _say("dev-only lock change (tqdm dropped from a copy of dev.txt)")
+        locks = Path(tmp) / "locks"
+        shutil.copytree(variant.lock_dir, locks)
+        _drop_package(locks / "dev.txt", "tqdm")
+        changed = dataclasses.replace(variant, lock_dir=locks)
+        out["dev_change"] = _build(
+            changed, "dev", dataclasses.replace(opts, repository=REPOSITORY + "-changed")
+        )
+        _say("second cache-less runtime build (reproducibility)")
+        out["nocache_runtime"] = _build(
+            variant, "runtime", dataclasses.replace(opts, cache=False, repository=REPOSITORY + "-again")
+        )
+        _say("sizes (reading every layer)")
+        out["size_runtime"] = sizes(out["cold_runtime"]["tag"], base_ref)
+        out["size_dev"] = sizes(out["cold_dev"]["tag"], base_ref)
+        again = sizes(out["nocache_runtime"]["tag"], base_ref)
+        out["reproducible"] = {
+            "same_image_id": out["cold_runtime"]["image_id"] == out["nocache_runtime"]["image_id"],
+            "differing_layers": [
+                {"layer": i, "what": row["what"]}
+                for i, (row, a, b) in enumerate(
+                    zip(
+                        out["size_runtime"]["layers"],
+                        out["size_runtime"]["diff_ids"],
+                        again["diff_ids"],
+                        strict=False,
+                    )
+                )
+                if a != b
+            ],
+        }
+        _say("naive single-stage baseline, cold")
+        docker.buildx.prune(all=True)
+        out["naive"] = _naive(variant, base_ref, creds)
+        out["size_naive"] = sizes(out["naive"]["tag"], base_ref)
+    for image in docker.image.list():
+        for tag in image.repo_tags:
+            if tag.startswith("torchimg-bench/"):
+                docker.image.remove(tag, force=True)
+    return out
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The report as Markdown: one table of builds, one of sizes, a layer breakdown."""
+    rt, dev, naive = r["size_runtime"], r["size_dev"], r["size_naive"]
+    lines = [
+        f"# Build report: {r['variant']} ({r['date']}, engine {r['engine']}, base {r['base']})",
+        "",
+        "| build | seconds | pip ran | torch downloaded |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for key, name in (
+        ("cold_runtime", "cold (cache pruned), runtime"),
+        ("cold_dev", "dev, after runtime"),
+        ("noop_runtime", "no-op rebuild, runtime"),
+        ("noop_dev", "no-op rebuild, dev"),
+        ("dev_change", "dev-only lock change, dev"),
+        ("nocache_runtime", "--no-cache, runtime"),
+    ):
+        b = r[key]
+        lines.append(f"| {name} | {b['seconds']} | {b['pip_ran']} | {b['torch_downloaded']} |")
+    lines.append(f"| naive single stage (cache pruned) | {r['naive']['seconds']} | True | True |")
+    lines += [
+        "",
+        "| image | uncompressed | compressed | layers |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, s in (("runtime", rt), ("dev", dev), ("naive baseline", naive)):
+        lines.append(f"| {name} | {_gb(s['uncompressed'])} | {_gb(s['compressed'])} | {len(s['layers'])} |")
+    lines += [
+        "",
+        f"dev / naive: uncompressed {dev['uncompressed'] / naive['uncompressed']:.3f}, "
+        f"compressed {dev['compressed'] / naive['compressed']:.3f}; "
+        f"dev adds {_gb(dev['uncompressed'] - rt['uncompressed'])} to runtime.",
+        "",
+        "| runtime part | uncompressed |",
+        "| --- | ---: |",
+        *(f"| {k} | {_gb(v)} |" for k, v in rt["breakdown"].items()),
+        "",
+        f"Reproducible (second --no-cache build, same image ID): {r['reproducible']['same_image_id']}; "
+        f"differing layers: {r['reproducible']['differing_layers'] or 'none'}",
+        "",
+        "Where the cold runtime build's time went (steps of 0.5 s or more):",
+        "",
+        "| step | seconds |",
+        "| --- | ---: |",
+        *(f"| `{s['name'].strip()[:80]}` | {s['seconds']} |" for s in r["cold_runtime"]["steps"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(r: dict[str, Any]) -> Path:
+    folder = paths.reports_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "build-report.json").write_text(json.dumps(r, indent=2) + "\n")
+    md = folder / "build-report.md"
+    md.write_text(markdown(r))
+    return md
