@@ -37,6 +37,12 @@ def build(session: nox.Session) -> None:
     _stage(session, "build")
 
 
+@nox.session
+def test(session: nox.Session) -> None:
+    """Run the in-image probe (smoke checks, matmul benchmark) in the built images."""
+    _stage(session, "test")
+
+
 @nox.session(default=False)
 def build_report(session: nox.Session) -> None:
     """Benchmark the build: cold, no-op, dev-only change, sizes; against the naive baseline."""

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from torchimg import build, buildreport, lock, variants
+from torchimg import build, buildreport, imagetest, lock, variants
 from torchimg.credentials import resolve
 from torchimg.errors import PipelineError
 
@@ -64,6 +64,25 @@ def _build(args: argparse.Namespace, config: variants.Config) -> None:
             build.build(variant, flavor, opts)
 
 
+def _test(args: argparse.Namespace, config: variants.Config) -> None:
+    opts = imagetest.TestOptions(
+        require_gpu=args.require_gpu,
+        bench=not args.no_bench,
+        threshold=args.threshold,
+        update_baseline=args.update_baseline,
+    )
+    failed = []
+    for variant in config.select(args.variant, args.all):
+        for flavor in args.flavor or variant.flavors:
+            try:
+                imagetest.test(variant, flavor, opts)
+            except PipelineError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed.append(f"{variant.name} {flavor}")
+    if failed:
+        raise PipelineError(f"test failed for: {', '.join(failed)}")
+
+
 def _build_report(args: argparse.Namespace, config: variants.Config) -> None:
     variant = config.select(args.variant)[0]
     figures = buildreport.run(variant, args.base, resolve(args.ca_bundle, args.netrc))
@@ -107,6 +126,15 @@ def parser() -> argparse.ArgumentParser:
         help="image repository for tags (default: variants.toml `repository`)",
     )
     bd.set_defaults(func=_build)
+
+    ts = sub.add_parser("test", help="run the smoke checks and matmul benchmark in the built images")
+    _selection(ts)
+    ts.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[])
+    ts.add_argument("--require-gpu", action="store_true", help="no GPU visible is a failure (GPU runners)")
+    ts.add_argument("--no-bench", action="store_true", help="smoke checks only")
+    ts.add_argument("--threshold", type=float, default=0.10, help="bench regression gate (default 0.10)")
+    ts.add_argument("--update-baseline", action="store_true", help="store this bench as the GPU's baseline")
+    ts.set_defaults(func=_test)
 
     rp = sub.add_parser("build-report", help="benchmark the build against the naive baseline")
     _selection(rp)

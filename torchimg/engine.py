@@ -154,32 +154,31 @@ def run(
     workdir: str | None = None,
     stream: bool = False,
 ) -> str:
-    """Run a throwaway container and return its output (streamed to stderr when asked)."""
-    vols = list(volumes)
-    envs = dict(env or {})
+    """Run a throwaway container; return its stdout. With stream=True, echo it as it comes.
+
+    A non-zero exit raises a PipelineError carrying the end of the container's stderr.
+    """
+    stdout: list[str] = []
+    stderr: list[str] = []
     try:
-        if not stream:
-            return str(
-                docker.run(
-                    image, list(command), remove=True, volumes=vols, envs=envs, user=user, workdir=workdir
-                )
-            )
-        out = []
-        for _, chunk in docker.run(
+        for source, chunk in docker.run(
             image,
             list(command),
             stream=True,
             remove=True,
-            volumes=vols,
-            envs=envs,
+            volumes=list(volumes),
+            envs=dict(env or {}),
             user=user,
             workdir=workdir,
         ):
             text = chunk.decode(errors="replace")
-            out.append(text)
-            print(text, end="", file=sys.stderr, flush=True)
-        return "".join(out)
+            (stdout if source == "stdout" else stderr).append(text)
+            if stream:
+                print(text, end="", file=sys.stderr, flush=True)
     except DockerException as exc:
+        tail = "".join(stderr).strip().splitlines()[-5:] or ["(no stderr)"]
         raise PipelineError(
-            f"`{' '.join(command)}` failed in {image} (exit {exc.return_code}): {_first_line(exc)}"
+            f"`{' '.join(command) or '(image default command)'}` failed in {image} "
+            f"(exit {exc.return_code}): " + "\n    ".join(tail)
         ) from None
+    return "".join(stdout)

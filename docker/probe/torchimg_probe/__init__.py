@@ -1,0 +1,1 @@
+"""In-image probe: smoke checks and matmul benchmarks. Needs only the stdlib and torch."""

@@ -1,0 +1,57 @@
+"""`nox -s test` on the real image, CPU path: every GPU check skipped with its reason."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from torchimg import engine, imagetest, record, variants
+from torchimg.errors import PipelineError
+
+pytestmark = pytest.mark.integration
+
+
+def test_cpu_mode_passes_and_records_results(
+    runtime_image: record.Record, default_variant: variants.Variant, reports: Path
+) -> None:
+    if imagetest.gpu_runtime():
+        pytest.skip("this engine has the NVIDIA runtime: the CPU path is not what runs here")
+    rec = imagetest.test(default_variant, "runtime", imagetest.TestOptions())
+    assert rec["test"]["ok"] is True and rec["test"]["gpu"] is False
+    assert rec["test"]["image_id"] == runtime_image["image_id"]
+    smoke = json.loads((reports / "2.9.1-cu128-runtime" / "smoke.json").read_text())
+    status = {c["name"]: c for c in smoke["checks"]}
+    for name in ("versions match labels", "torch.compile", "determinism", "transformer training step"):
+        assert status[name]["status"] == "pass", status[name]
+    assert status["versions match labels"]["data"]["cuda"] == "12.8"
+    for name in ("CUDA available", "matmul/conv vs CPU (fp32, tf32, fp16, bf16)", "AMP training step"):
+        assert status[name]["status"] == "skip"
+        assert "no GPU visible" in status[name]["detail"]
+    bench = json.loads((reports / "2.9.1-cu128-runtime" / "bench.json").read_text())
+    assert bench["unit"] == "GFLOP/s" and bench["peak_key"] is None
+    assert {r["dtype"] for r in bench["results"]} == {"fp32", "bf16"}
+    assert all(r["best"] > 0 and r["peak_pct"] is None for r in bench["results"])
+    saved = record.read("2.9.1-cu128", "runtime")
+    assert saved is not None and saved["test"]["smoke"]["fail"] == 0
+
+
+def test_a_failing_check_fails_the_probe(runtime_image: record.Record) -> None:
+    env = {"TORCHIMG_EXPECT": json.dumps({"torch": "9.9.9"})}
+    with pytest.raises(PipelineError, match="exit 1"):
+        engine.run(runtime_image["image_id"], ["torchimg-probe", "smoke"], env=env)
+
+
+def test_require_gpu_without_gpu_fails(
+    runtime_image: record.Record, default_variant: variants.Variant
+) -> None:
+    if imagetest.gpu_runtime():
+        pytest.skip("this engine has the NVIDIA runtime")
+    with pytest.raises(PipelineError, match="--require-gpu: the engine has no NVIDIA runtime"):
+        imagetest.test(default_variant, "runtime", imagetest.TestOptions(require_gpu=True))
+
+
+def test_healthcheck_passes(runtime_image: record.Record) -> None:
+    out = engine.run(
+        runtime_image["image_id"], ["/opt/venv/bin/python", "-I", "/usr/local/bin/torchimg-healthcheck"]
+    )
+    assert out == ""
