@@ -16,7 +16,7 @@ from typing import Any
 
 from python_on_whales import docker
 
-from torchimg import engine, paths, record
+from torchimg import charts, engine, paths, record
 from torchimg.errors import PipelineError
 from torchimg.variants import Variant
 
@@ -114,6 +114,7 @@ def test(variant: Variant, flavor: str, opts: TestOptions) -> record.Record:
     result: dict[str, Any] = {"image_id": rec["image_id"], "gpu": gpu, "smoke": smoke["counts"]}
     if opts.bench:
         bench = json.loads((reports / "bench.json").read_text())
+        charts.bench_chart(bench, reports / "bench.png")
         result["bench"] = {"device": bench["device"], "unit": bench["unit"], "results": bench["results"]}
         key = bench.get("peak_key")
         if gpu and key:

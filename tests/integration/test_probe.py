@@ -31,6 +31,7 @@ def test_cpu_mode_passes_and_records_results(
     assert bench["unit"] == "GFLOP/s" and bench["peak_key"] is None
     assert {r["dtype"] for r in bench["results"]} == {"fp32", "bf16"}
     assert all(r["best"] > 0 and r["peak_pct"] is None for r in bench["results"])
+    assert (reports / "2.9.1-cu128-runtime" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = record.read("2.9.1-cu128", "runtime")
     assert saved is not None and saved["test"]["smoke"]["fail"] == 0
 
