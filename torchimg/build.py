@@ -5,6 +5,7 @@ base image), so a bad input fails in seconds with its fix and nothing gets tagge
 """
 
 import datetime
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,14 @@ def labels(
     return out
 
 
+def tree_sha256(folder: Path) -> str:
+    """One hash over every file under `folder` (path and content): the image's own sources."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_python: str) -> dict[str, str]:
     cuda = variant.cuda_info
     return {
@@ -167,7 +176,7 @@ def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[r
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
         "inputs": {
-            "dockerfile_sha256": lockfile.sha256(paths.DOCKERFILE),
+            "docker_sha256": tree_sha256(paths.DOCKER),
             "lockfiles": {paths.shown(p): lockfile.sha256(p) for p in locks},
             "base": {"ref": base_ref, "id": base_id, "pinned": base_ref == variant.base.image},
             "build_args": args,

@@ -1,0 +1,31 @@
+"""The lock stage refuses, before any build, a variant whose index does not answer."""
+
+import dataclasses
+
+import pytest
+
+from torchimg import lock, variants
+from torchimg.credentials import Credentials
+from torchimg.errors import PipelineError
+
+
+def test_an_unreachable_index_names_what_is_needed() -> None:
+    variant = dataclasses.replace(
+        variants.load().variant("2.9.1-cu126"), index="https://torch-index.invalid/whl/cu126"
+    )
+    with pytest.raises(PipelineError) as exc:
+        lock.lock([variant], Credentials(), check=False, base=None)
+    # lock() reports each variant, then fails naming the ones it could not lock
+    assert "lock failed for: 2.9.1-cu126" in str(exc.value)
+
+
+def test_the_message_names_the_index_and_the_command() -> None:
+    variant = dataclasses.replace(
+        variants.load().variant("2.9.1-cu130"), index="https://torch-index.invalid/whl/cu130"
+    )
+    with pytest.raises(PipelineError) as exc:
+        lock.require_index(variant, Credentials())
+    msg = str(exc.value)
+    assert "takes torch from https://torch-index.invalid/whl/cu130, which does not answer" in msg
+    assert "nox -s lock -- --variant 2.9.1-cu130" in msg
+    assert "never written by hand" in msg
