@@ -4,12 +4,13 @@ Used to measure layer sizes (compressed and uncompressed) and to prove that no s
 written into any layer, including layers whose files a later layer deletes.
 """
 
+import gzip
 import io
 import json
 import tarfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO, Protocol
 
 from python_on_whales import docker
 
@@ -41,8 +42,9 @@ class _IterReader(io.RawIOBase):
 @dataclass(frozen=True)
 class Blob:
     name: str
-    stored: int  # bytes as stored (compressed, for layers)
-    content: int  # bytes after decompression
+    stored: int  # bytes as stored: the compressed size, for layers
+    content: int  # bytes after decompression: for a layer, its tar stream
+    files: int  # for a layer: the sum of its regular files' sizes (what `du` counts)
     compression: str
 
 
@@ -59,32 +61,72 @@ class Saved:
         return [self.blobs[n] for n in self.layer_names]
 
 
-def _compression(head: bytes) -> str:
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd"
-    return "none"
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
-def _chunks(read: Callable[[int], bytes], head: bytes, kind: str) -> Iterator[bytes]:
-    if kind == "zstd":
-        raise ValueError("zstd-compressed layers cannot be read with the standard library")
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if kind == "gzip" else None
-    data = head
-    while data:
-        yield inflater.decompress(data) if inflater else data
-        data = read(_CHUNK)
-    if inflater:
-        yield inflater.flush()
+class _Counter(io.RawIOBase):
+    """Counts the bytes read through it (the decompressed tar stream's length)."""
+
+    def __init__(self, raw: _Readable) -> None:
+        self.raw, self.count = raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+class _Needles:
+    """Looks for byte strings across chunk boundaries; remembers where each was seen."""
+
+    def __init__(self, needles: tuple[bytes, ...]) -> None:
+        self.found: dict[bytes, list[str]] = {n: [] for n in needles}
+        self.overlap = max((len(n) for n in needles), default=1) - 1
+
+    def search(self, where: str, chunks: Iterator[bytes]) -> int:
+        total, tail = 0, b""
+        for data in chunks:
+            window = tail + data
+            for n, places in self.found.items():
+                if n in window and where not in places:
+                    places.append(where)
+            tail = window[-self.overlap :] if self.overlap else b""
+            total += len(data)
+        return total
+
+
+def _reads(f: IO[bytes]) -> Iterator[bytes]:
+    while data := f.read(_CHUNK):
+        yield data
+
+
+def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles) -> Blob:
+    """A gzip layer: walk its tar, searching file names and contents, counting file bytes."""
+    counter = _Counter(gzip.GzipFile(fileobj=f))
+    files = 0
+    with tarfile.open(fileobj=io.BufferedReader(counter, _CHUNK), mode="r|") as layer:
+        for member in layer:
+            needles.search(f"{name}:{member.name}", iter([member.name.encode()]))
+            if member.isfile():
+                files += member.size
+                data = layer.extractfile(member)
+                assert data is not None
+                needles.search(f"{name}:{member.name}", _reads(data))
+        while counter.read(_CHUNK):  # the end-of-archive blocks belong to the stream too
+            pass
+    return Blob(name, stored, counter.count, files, "gzip")
 
 
 def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
     """Stream `docker save` of `image`: every blob's sizes, and which blobs hold a needle."""
     blobs: dict[str, Blob] = {}
     manifest: list[dict[str, list[str]]] = []
-    found: dict[bytes, list[str]] = {n: [] for n in needles}
-    overlap = max((len(n) for n in needles), default=1) - 1
+    search = _Needles(needles)
     saved = docker.image.save(image)
     assert saved is not None
     with tarfile.open(fileobj=io.BufferedReader(_IterReader(iter(saved)), _CHUNK), mode="r|") as tar:
@@ -92,17 +134,15 @@ def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
             f = tar.extractfile(member) if member.isfile() else None
             if f is None:
                 continue
-            head = f.read(_CHUNK)
+            head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
+            if head[:2] == b"\x1f\x8b":
+                blobs[member.name] = _layer(member.name, f, member.size, search)
+                continue
+            if head[:4] == b"\x28\xb5\x2f\xfd":
+                raise ValueError(f"{member.name}: zstd layers cannot be read with the standard library")
+            data = f.read()
             if member.name == "manifest.json":
-                manifest = json.loads(head)
-            kind = _compression(head)
-            content, tail = 0, b""
-            for data in _chunks(f.read, head, kind):
-                window = tail + data
-                for n in needles:
-                    if n in window and member.name not in found[n]:
-                        found[n].append(member.name)
-                tail = window[-overlap:] if overlap else b""
-                content += len(data)
-            blobs[member.name] = Blob(member.name, member.size, content, kind)
-    return Saved(blobs, manifest[0]["Layers"] if manifest else [], found)
+                manifest = json.loads(data)
+            search.search(member.name, iter([data]))
+            blobs[member.name] = Blob(member.name, member.size, len(data), 0, "none")
+    return Saved(blobs, manifest[0]["Layers"] if manifest else [], search.found)
