@@ -7,6 +7,7 @@ sessions start instantly and use exactly the pinned tools. Options follow `--`, 
 """
 
 import sys
+from pathlib import Path
 
 import nox
 
@@ -51,10 +52,12 @@ def build_report(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff and mypy --strict over the pipeline, its tests and the in-image scripts."""
+    """ruff, mypy --strict, and hadolint over the Dockerfiles."""
     session.run(sys.executable, "-m", "ruff", "check", ".")
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".")
     session.run(sys.executable, "-m", "mypy")
+    hadolint = Path(sys.executable).with_name("hadolint")
+    session.run(str(hadolint), "docker/Dockerfile", "docker/baseline/Dockerfile")
 
 
 @nox.session

@@ -44,10 +44,16 @@ def _operands(m: int, n: int, k: int, dtype: str, device: str) -> Callable[[], A
     return lambda: torch.matmul(a, b, out=out)
 
 
-def _time_gpu(fn: Callable[[], Any], inner: int, repeats: int) -> list[float]:
-    for _ in range(max(3, inner)):
-        fn()
-    torch.cuda.synchronize()
+def _time_gpu(fn: Callable[[], Any], inner: int, repeats: int, warmup_s: float = 0.3) -> list[float]:
+    """Per-call seconds of `repeats` timings of `inner` back-to-back calls, after the GPU has
+    been kept busy for `warmup_s` (clocks ramp up, cuBLAS picks and caches its kernel)."""
+    start = time.perf_counter()
+    while True:
+        for _ in range(inner):
+            fn()
+        torch.cuda.synchronize()
+        if time.perf_counter() - start >= warmup_s:
+            break
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
