@@ -44,6 +44,12 @@ def test(session: nox.Session) -> None:
     _stage(session, "test")
 
 
+@nox.session
+def scan(session: nox.Session) -> None:
+    """Scan the built images with trivy (vulnerabilities, secrets, licenses, misconfigurations)."""
+    _stage(session, "scan")
+
+
 @nox.session(default=False)
 def build_report(session: nox.Session) -> None:
     """Benchmark the build: cold, no-op, dev-only change, sizes; against the naive baseline."""
@@ -52,12 +58,13 @@ def build_report(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy --strict, and hadolint over the Dockerfiles."""
+    """ruff, mypy --strict; hadolint and trivy config (where installed) over the Dockerfiles."""
     session.run(sys.executable, "-m", "ruff", "check", ".")
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".")
     session.run(sys.executable, "-m", "mypy")
     hadolint = Path(sys.executable).with_name("hadolint")
     session.run(str(hadolint), "docker/Dockerfile", "docker/baseline/Dockerfile")
+    session.run(sys.executable, "-m", "torchimg", "lint-config", "--if-available")
 
 
 @nox.session

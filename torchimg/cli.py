@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from torchimg import build, buildreport, imagetest, lock, variants
+from torchimg import build, buildreport, gate, imagetest, lock, scan, variants
 from torchimg.credentials import resolve
 from torchimg.errors import PipelineError
 
@@ -83,6 +83,36 @@ def _test(args: argparse.Namespace, config: variants.Config) -> None:
         raise PipelineError(f"test failed for: {', '.join(failed)}")
 
 
+def _scan(args: argparse.Namespace, config: variants.Config) -> None:
+    opts = scan.ScanOptions(
+        policy=gate.Policy(vuln_min=args.severity, fixed_only=not args.include_unfixed),
+        allow_no_vuln_db=args.allow_no_vuln_db,
+        cache_dir=args.cache_dir,
+        db_repository=args.db_repository,
+    )
+    failed = []
+    for variant in config.select(args.variant, args.all):
+        for flavor in args.flavor or variant.flavors:
+            try:
+                scan.scan(variant, flavor, opts)
+            except PipelineError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed.append(f"{variant.name} {flavor}")
+    if failed:
+        raise PipelineError(f"scan failed for: {', '.join(failed)}")
+
+
+def _lint_config(args: argparse.Namespace, config: variants.Config) -> None:
+    try:
+        scan.trivy()
+    except PipelineError as exc:
+        if not args.if_available:
+            raise
+        print(f"warning: trivy config skipped: {exc}", file=sys.stderr)
+        return
+    scan.config_lint()
+
+
 def _build_report(args: argparse.Namespace, config: variants.Config) -> None:
     variant = config.select(args.variant)[0]
     figures = buildreport.run(variant, args.base, resolve(args.ca_bundle, args.netrc))
@@ -135,6 +165,24 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--threshold", type=float, default=0.10, help="bench regression gate (default 0.10)")
     ts.add_argument("--update-baseline", action="store_true", help="store this bench as the GPU's baseline")
     ts.set_defaults(func=_test)
+
+    sc = sub.add_parser("scan", help="trivy: vulnerabilities, secrets, licenses, misconfigurations; the gate")
+    _selection(sc)
+    sc.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[])
+    sc.add_argument("--severity", choices=gate.SEVERITIES, default="HIGH", help="lowest blocking severity")
+    sc.add_argument("--include-unfixed", action="store_true", help="vulnerabilities without a fix block too")
+    sc.add_argument(
+        "--allow-no-vuln-db",
+        action="store_true",
+        help="accept that the vulnerability part cannot run (offline, no DB mirror); recorded as such",
+    )
+    sc.add_argument("--cache-dir", help="trivy cache dir (e.g. a pre-filled one for offline use)")
+    sc.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
+    sc.set_defaults(func=_scan)
+
+    lc = sub.add_parser("lint-config", help="trivy config over docker/: fail on any misconfiguration")
+    lc.add_argument("--if-available", action="store_true", help="warn and pass when trivy is not installed")
+    lc.set_defaults(func=_lint_config)
 
     rp = sub.add_parser("build-report", help="benchmark the build against the naive baseline")
     _selection(rp)

@@ -194,7 +194,7 @@ def lock(
 
 
 # The pipeline's own tools, compiled on the host for the host's Python.
-_TOOL_LOCKS = {"tools.txt": "tools.in", "locker.txt": "locker.in"}
+_TOOL_LOCKS = {"tools.txt": "tools.in", "locker.txt": "locker.in", "trivy-ci.txt": "trivy-ci.in"}
 # Host pip settings that would leak local paths or extra indexes into a lockfile.
 _LEAKY_PIP_ENV = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX")
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from torchimg import compat, variants
+from torchimg import compat, paths, variants
 from torchimg.errors import PipelineError
 
 DIGEST = "sha256:" + "a" * 64
@@ -105,3 +105,10 @@ def test_default_must_be_declared(tmp_path: Path) -> None:
 def test_flavors_are_checked(tmp_path: Path) -> None:
     text = GOOD.replace('base = "deb"', 'base = "deb"\nflavors = ["dev"]')
     assert "list runtime first" in error_of(tmp_path, text)
+
+
+def test_dockerfile_default_base_is_the_default_variants_base() -> None:
+    config = variants.load()
+    dockerfile = paths.DOCKERFILE.read_text()
+    default_base = config.variant(config.default).base.image
+    assert f"ARG BASE_IMAGE={default_base}\n" in dockerfile

@@ -1,0 +1,90 @@
+"""The scan gate on trivy JSON reports: real trivy outputs, and one hand-made report where
+trivy cannot produce the case here (vulnerabilities need its online database)."""
+
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from torchimg import allowlist, gate
+from torchimg.errors import PipelineError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "trivy"
+TODAY = datetime.date(2026, 11, 27)
+
+
+def report(name: str) -> dict[str, Any]:
+    return dict(json.loads((FIXTURES / name).read_text()))
+
+
+def allow(id_: str, expires: datetime.date, package: str | None = None) -> allowlist.Allow:
+    return allowlist.Allow(id_, "reviewed", expires, package)
+
+
+def test_a_planted_secret_blocks() -> None:  # real trivy output (trivy fs --scanners secret)
+    verdict = gate.judge(gate.findings(report("secret-planted.json")), [], gate.Policy(), TODAY)
+    assert not verdict.ok
+    assert {f.id for f in verdict.blocking} == {"aws-access-key-id", "aws-secret-access-key"}
+
+
+def test_high_misconfigurations_block_lower_ones_do_not() -> None:  # real trivy config output
+    verdict = gate.judge(gate.findings(report("config-baseline.json")), [], gate.Policy(), TODAY)
+    assert [f.id for f in verdict.blocking] == ["DS002"]
+
+
+def test_only_fixable_high_and_critical_vulnerabilities_block() -> None:  # hand-made report
+    found = gate.findings(report("vuln-handmade.json"))
+    assert len(found) == 4
+    verdict = gate.judge(found, [], gate.Policy(), TODAY)
+    assert sorted(f.id for f in verdict.blocking) == ["CVE-2099-0001", "CVE-2099-0004"]
+    unfixed_too = gate.judge(found, [], gate.Policy(fixed_only=False), TODAY)
+    assert sorted(f.id for f in unfixed_too.blocking) == ["CVE-2099-0001", "CVE-2099-0002", "CVE-2099-0004"]
+    medium = gate.judge(found, [], gate.Policy(vuln_min="MEDIUM"), TODAY)
+    assert "CVE-2099-0003" in {f.id for f in medium.blocking}
+
+
+def test_allowlisted_findings_pass_until_their_entry_expires() -> None:
+    found = gate.findings(report("vuln-handmade.json"))
+    entries = [allow("CVE-2099-0001", TODAY), allow("CVE-2099-0004", TODAY, package="examplepkg")]
+    verdict = gate.judge(found, entries, gate.Policy(), TODAY)
+    assert verdict.ok and len(verdict.accepted) == 2
+    later = gate.judge(found, entries, gate.Policy(), TODAY + datetime.timedelta(days=1))
+    assert not later.ok
+    assert [a.id for a in later.expired] == ["CVE-2099-0001", "CVE-2099-0004"]
+
+
+def test_an_entry_for_another_package_does_not_match() -> None:
+    found = gate.findings(report("vuln-handmade.json"))
+    verdict = gate.judge(found, [allow("CVE-2099-0004", TODAY, package="other")], gate.Policy(), TODAY)
+    assert "CVE-2099-0004" in {f.id for f in verdict.blocking}
+
+
+def test_an_entry_matching_nothing_is_stale() -> None:
+    found = gate.findings(report("secret-planted.json"))
+    entries = [
+        allow("aws-access-key-id", TODAY),
+        allow("aws-secret-access-key", TODAY),
+        allow("CVE-1", TODAY),
+    ]
+    verdict = gate.judge(found, entries, gate.Policy(), TODAY)
+    assert verdict.ok
+    assert [a.id for a in verdict.stale] == ["CVE-1"]
+
+
+def test_allowlist_entries_need_a_reason_and_a_date(tmp_path: Path) -> None:
+    path = tmp_path / "allow.toml"
+    path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = 2027-01-31\n')
+    assert allowlist.load(path) == [allowlist.Allow("CVE-1", "x", datetime.date(2027, 1, 31))]
+    path.write_text('[[allow]]\nid = "CVE-1"\nexpires = 2027-01-31\n')
+    with pytest.raises(PipelineError, match=r"CVE-1.*no reason"):
+        allowlist.load(path)
+    path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = "soon"\n')
+    with pytest.raises(PipelineError, match="expires must be a date"):
+        allowlist.load(path)
+    assert allowlist.load(tmp_path / "missing.toml") == []
+
+
+def test_the_repository_allowlist_loads() -> None:
+    allowlist.load(Path(__file__).resolve().parents[2] / "scan-allowlist.toml")
