@@ -94,17 +94,20 @@ def run_trivy(image: str, out: Path, opts: ScanOptions) -> dict[str, Any]:
         (out / "vuln.json").unlink(missing_ok=True)
     else:
         raise PipelineError(f"trivy vulnerability scan of {image} failed (exit {code})", err.strip()[-500:])
-    no_db = [*common, "--skip-db-update"]
+    # One analysis of the image for secrets, licenses and the package list; the SBOM and the
+    # SARIF files are converted from trivy's JSON instead of analysing the image again.
     _must(
         [
             "image",
             "--scanners",
             "secret,license",
+            "--list-all-pkgs",
             "--format",
             "json",
             "-o",
             str(out / "image.json"),
-            *no_db,
+            *common,
+            "--skip-db-update",
             image,
         ]
     )
@@ -120,7 +123,7 @@ def run_trivy(image: str, out: Path, opts: ScanOptions) -> dict[str, Any]:
             str(paths.DOCKER.relative_to(paths.ROOT)),
         ]
     )
-    _must(["image", "--format", "cyclonedx", "-o", str(out / "sbom.cdx.json"), *no_db, image])
+    _must(["convert", "--format", "cyclonedx", "-o", str(out / "sbom.cdx.json"), str(out / "image.json")])
     for name in ("vuln", "image", "config"):
         if (out / f"{name}.json").exists():
             _must(
