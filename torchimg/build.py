@@ -116,11 +116,20 @@ def tree_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def layer_epoch(variant: Variant, git: gitinfo.GitInfo) -> int:
+    """File times for the layers: when the variant's runtime lockfile was last committed."""
+    return gitinfo.path_epoch(variant.lock_dir / "runtime.txt", git.epoch)
+
+
 def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_python: str) -> dict[str, str]:
+    """SOURCE_DATE_EPOCH (the commit's time) dates the image config only; file times in the
+    layers come from the runtime lockfile's last commit, so a commit that changes nothing the
+    layers depend on reuses every layer."""
     cuda = variant.cuda_info
     return {
         "BASE_IMAGE": base_ref,
         "SOURCE_DATE_EPOCH": str(git.epoch),
+        "LAYER_EPOCH": str(layer_epoch(variant, git)),
         "VARIANT": variant.name,
         "LOCK_PYTHON": lock_python,
         "TORCH_INDEX": variant.index,

@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound, ProcessExecutionError
@@ -34,3 +35,12 @@ def current() -> GitInfo:
     except (ProcessExecutionError, CommandNotFound):
         revision, epoch, dirty = "unknown", int(os.environ.get("SOURCE_DATE_EPOCH", "0")), True
     return GitInfo(revision, epoch, dirty, source or "unknown")
+
+
+def path_epoch(path: Path, fallback: int) -> int:
+    """Commit time of the last commit that touched `path` (fallback: not committed yet)."""
+    try:
+        out = _git("log", "-1", "--format=%ct", "--", str(path))
+    except (ProcessExecutionError, CommandNotFound):
+        return fallback
+    return int(out) if out else fallback

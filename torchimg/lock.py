@@ -18,7 +18,7 @@ from pathlib import Path
 
 from plumbum import local
 
-from torchimg import compat, engine, lockfile, paths
+from torchimg import build, compat, engine, gitinfo, lockfile, paths
 from torchimg.credentials import Credentials
 from torchimg.errors import PipelineError
 from torchimg.variants import Variant
@@ -92,7 +92,10 @@ def compile_variant(
         dockerfile=paths.DOCKERFILE,
         target="locker",
         tags=[tag],
-        build_args={"BASE_IMAGE": base_ref},
+        build_args={
+            "BASE_IMAGE": base_ref,
+            "LAYER_EPOCH": str(build.layer_epoch(variant, gitinfo.current())),
+        },
         contexts={"requirements": paths.REQUIREMENTS},
         secrets=creds.buildkit_secrets(),
         labels={},

@@ -65,5 +65,8 @@ def test_build_args_for_cuda_and_cpu() -> None:
     assert cuda["NVIDIA_REQUIRE_CUDA"] == "cuda>=12.8"
     assert cuda["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert cuda["SOURCE_DATE_EPOCH"] == "1"
+    # layer times follow the runtime lockfile's last commit, not the latest commit
+    assert cuda["LAYER_EPOCH"] == str(gitinfo.path_epoch(DEFAULT.lock_dir / "runtime.txt", 1))
+    assert int(cuda["LAYER_EPOCH"]) > 1
     cpu = build.build_args(CONFIG.variant("2.9.1-cpu"), "base", git, "3.13")
     assert (cpu["NVIDIA_REQUIRE_CUDA"], cpu["NVIDIA_VISIBLE_DEVICES"]) == ("", "void")
