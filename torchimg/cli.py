@@ -64,6 +64,25 @@ def _build(args: argparse.Namespace, config: variants.Config) -> None:
             build.build(variant, flavor, opts)
 
 
+def _each_image(
+    args: argparse.Namespace,
+    config: variants.Config,
+    stage: str,
+    run: Callable[[variants.Variant, str], object],
+) -> None:
+    """Run a stage on every selected image; one failing image does not stop the others."""
+    failed = []
+    for variant in config.select(args.variant, args.all):
+        for flavor in args.flavor or variant.flavors:
+            try:
+                run(variant, flavor)
+            except PipelineError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed.append(f"{variant.name} {flavor}")
+    if failed:
+        raise PipelineError(f"{stage} failed for: {', '.join(failed)}")
+
+
 def _test(args: argparse.Namespace, config: variants.Config) -> None:
     opts = imagetest.TestOptions(
         require_gpu=args.require_gpu,
@@ -71,16 +90,7 @@ def _test(args: argparse.Namespace, config: variants.Config) -> None:
         threshold=args.threshold,
         update_baseline=args.update_baseline,
     )
-    failed = []
-    for variant in config.select(args.variant, args.all):
-        for flavor in args.flavor or variant.flavors:
-            try:
-                imagetest.test(variant, flavor, opts)
-            except PipelineError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                failed.append(f"{variant.name} {flavor}")
-    if failed:
-        raise PipelineError(f"test failed for: {', '.join(failed)}")
+    _each_image(args, config, "test", lambda variant, flavor: imagetest.test(variant, flavor, opts))
 
 
 def _scan(args: argparse.Namespace, config: variants.Config) -> None:
@@ -90,16 +100,7 @@ def _scan(args: argparse.Namespace, config: variants.Config) -> None:
         cache_dir=args.cache_dir,
         db_repository=args.db_repository,
     )
-    failed = []
-    for variant in config.select(args.variant, args.all):
-        for flavor in args.flavor or variant.flavors:
-            try:
-                scan.scan(variant, flavor, opts)
-            except PipelineError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                failed.append(f"{variant.name} {flavor}")
-    if failed:
-        raise PipelineError(f"scan failed for: {', '.join(failed)}")
+    _each_image(args, config, "scan", lambda variant, flavor: scan.scan(variant, flavor, opts))
 
 
 def _lint_config(args: argparse.Namespace, config: variants.Config) -> None:
