@@ -16,7 +16,7 @@ from typing import Any
 
 from python_on_whales import docker
 
-from torchimg import charts, engine, paths, record
+from torchimg import charts, paths, record
 from torchimg.errors import PipelineError
 from torchimg.variants import Variant
 
@@ -86,12 +86,7 @@ def regressions(bench: dict[str, Any], baseline: dict[str, Any], threshold: floa
 
 
 def test(variant: Variant, flavor: str, opts: TestOptions) -> record.Record:
-    rec = record.read(variant.name, flavor)
-    if rec is None or engine.image_id(rec["tags"][0]) != rec["image_id"]:
-        raise PipelineError(
-            f"no built {flavor} image of {variant.name} matches its record",
-            f"nox -s build -- --variant {variant.name} --flavor {flavor}",
-        )
+    rec = record.of_built_image(variant.name, flavor)
     gpu = gpu_runtime()
     if opts.require_gpu and not gpu:
         raise PipelineError(

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torchimg import paths
+from torchimg import engine, paths
+from torchimg.errors import PipelineError
 
 Record = dict[str, Any]
 
@@ -20,6 +21,18 @@ def path(variant: str, flavor: str) -> Path:
 def read(variant: str, flavor: str) -> Record | None:
     p = path(variant, flavor)
     return json.loads(p.read_text()) if p.exists() else None
+
+
+def of_built_image(variant: str, flavor: str) -> Record:
+    """The record of this variant and flavor, if its tag still names the image it describes:
+    later stages must never report on another image than the one they ran on."""
+    rec = read(variant, flavor)
+    if rec is None or engine.image_id(rec["tags"][0]) != rec["image_id"]:
+        raise PipelineError(
+            f"no built {flavor} image of {variant} matches its record",
+            f"nox -s build -- --variant {variant} --flavor {flavor}",
+        )
+    return rec
 
 
 def write(record: Record) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 from plumbum import local
 from plumbum.machines.local import LocalCommand
 
-from torchimg import allowlist, engine, gate, paths, record
+from torchimg import allowlist, gate, paths, record
 from torchimg.errors import PipelineError
 from torchimg.variants import Variant
 
@@ -135,12 +135,7 @@ def run_trivy(image: str, out: Path, opts: ScanOptions) -> dict[str, Any]:
 
 
 def scan(variant: Variant, flavor: str, opts: ScanOptions) -> record.Record:
-    rec = record.read(variant.name, flavor)
-    if rec is None or engine.image_id(rec["tags"][0]) != rec["image_id"]:
-        raise PipelineError(
-            f"no built {flavor} image of {variant.name} matches its record",
-            f"nox -s build -- --variant {variant.name} --flavor {flavor}",
-        )
+    rec = record.of_built_image(variant.name, flavor)
     entries = allowlist.load(opts.allowlist)
     out = paths.reports_dir() / f"{variant.name}-{flavor}"
     out.mkdir(parents=True, exist_ok=True)
