@@ -50,6 +50,12 @@ def scan(session: nox.Session) -> None:
     _stage(session, "scan")
 
 
+@nox.session
+def push(session: nox.Session) -> None:
+    """Push images that passed build, test and scan: immutable tag, digest check, moving tags."""
+    _stage(session, "push")
+
+
 @nox.session(default=False)
 def build_report(session: nox.Session) -> None:
     """Benchmark the build: cold, no-op, dev-only change, sizes; against the naive baseline."""

@@ -8,7 +8,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from torchimg import build, buildreport, gate, imagetest, lock, scan, variants
+from torchimg import (
+    build,
+    buildreport,
+    devtools,
+    gate,
+    imagetest,
+    lock,
+    registry,
+    release,
+    releasenotes,
+    scan,
+    variants,
+)
 from torchimg.credentials import resolve
 from torchimg.errors import PipelineError
 
@@ -59,9 +71,7 @@ def _build(args: argparse.Namespace, config: variants.Config) -> None:
         cache=not args.no_cache,
         repository=args.repository or config.repository,
     )
-    for variant in config.select(args.variant, args.all):
-        for flavor in args.flavor or variant.flavors:
-            build.build(variant, flavor, opts)
+    _each_image(args, config, "build", lambda variant, flavor: build.build(variant, flavor, opts))
 
 
 def _each_image(
@@ -101,6 +111,26 @@ def _scan(args: argparse.Namespace, config: variants.Config) -> None:
         db_repository=args.db_repository,
     )
     _each_image(args, config, "scan", lambda variant, flavor: scan.scan(variant, flavor, opts))
+
+
+def _push(args: argparse.Namespace, config: variants.Config) -> None:
+    opts = release.PushOptions(
+        repository=args.repository or config.repository,
+        allow_no_vuln_db=args.allow_no_vuln_db,
+        allow_dirty=args.allow_dirty,
+    )
+    pushed: list[releasenotes.Manifest] = []
+    try:
+        _each_image(args, config, "push", lambda v, f: pushed.append(release.push(config, v, f, opts)))
+    finally:
+        for m in pushed:
+            print(f"pushed {m['variant']} {m['flavor']}: {m['digest']}")
+            for ref in m["references"]:
+                print(f"  {ref.split('@')[0]}")
+
+
+def _registry(args: argparse.Namespace, config: variants.Config) -> None:
+    print(devtools.registry_action(args.action, args.host))
 
 
 def _lint_config(args: argparse.Namespace, config: variants.Config) -> None:
@@ -180,6 +210,31 @@ def parser() -> argparse.ArgumentParser:
     sc.add_argument("--cache-dir", help="trivy cache dir (e.g. a pre-filled one for offline use)")
     sc.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
     sc.set_defaults(func=_scan)
+
+    ps = sub.add_parser("push", help="push images that passed build, test and scan; verify; move tags")
+    _selection(ps)
+    ps.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[])
+    ps.add_argument(
+        "--repository",
+        default=os.environ.get("TORCHIMG_REPOSITORY"),
+        help="target image repository (default: variants.toml `repository`, the local registry)",
+    )
+    ps.add_argument(
+        "--allow-no-vuln-db",
+        action="store_true",
+        help="release to a remote registry although the scan could not check vulnerabilities",
+    )
+    ps.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="release an image built from uncommitted changes (its immutable tag ends in -dirty)",
+    )
+    ps.set_defaults(func=_push)
+
+    rg = sub.add_parser("registry", help="the embedded local registry: up, down, status")
+    rg.add_argument("action", choices=["up", "down", "status"])
+    rg.add_argument("--host", default=registry.LOCAL, help=f"where it listens (default {registry.LOCAL})")
+    rg.set_defaults(func=_registry)
 
     lc = sub.add_parser("lint-config", help="trivy config over docker/: fail on any misconfiguration")
     lc.add_argument("--if-available", action="store_true", help="warn and pass when trivy is not installed")

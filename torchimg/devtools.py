@@ -7,7 +7,7 @@ from pathlib import Path
 
 from python_on_whales import docker
 
-from torchimg import paths, record, variants
+from torchimg import engine, paths, record, registry, variants
 from torchimg.errors import PipelineError
 
 
@@ -46,3 +46,38 @@ def clean() -> None:
                 docker.image.remove(tag, force=True)
     docker.buildx.prune(all=True)
     shutil.rmtree(paths.reports_dir(), ignore_errors=True)
+
+
+def registry_action(action: str, host: str) -> str:
+    """`inv registry up|down|status`: the embedded local registry."""
+    local = registry.Local(host)
+    actions = {"up": local.start, "down": local.stop, "status": local.status}
+    if action not in actions:
+        raise PipelineError(f"unknown registry action {action!r}", "use up, down or status")
+    return actions[action]()
+
+
+def images_table() -> str:
+    """One line per recorded image: its tag, whether the tag still names it, each stage."""
+    rows = [("image", "id", "build", "test", "scan", "push")]
+    for path in sorted((paths.reports_dir() / "records").glob("*.json")):
+        rec = record.read(*path.stem.rsplit("-", 1))
+        if rec is None:
+            continue
+        current = engine.image_id(rec["tags"][0]) == rec["image_id"]
+
+        def state(stage: str, rec: record.Record = rec) -> str:
+            result = rec.get(stage)
+            return "-" if result is None else ("ok" if result.get("ok") else "FAILED")
+
+        rows.append(
+            (
+                rec["tags"][0],
+                rec["image_id"][7:19] + ("" if current else " (tag moved)"),
+                *(state(s) for s in ("build", "test", "scan", "push")),
+            )
+        )
+    if len(rows) == 1:
+        return "no image built yet: nox -s build"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)

@@ -3,6 +3,8 @@
 Every failure a user can fix is turned into a PipelineError naming the command that fixes it.
 """
 
+import contextlib
+import json
 import re
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from python_on_whales import docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
+from python_on_whales.utils import run as run_cli
 
 from torchimg.errors import PipelineError
 
@@ -182,3 +185,87 @@ def run(
             f"(exit {exc.return_code}): " + "\n    ".join(tail)
         ) from None
     return "".join(stdout)
+
+
+# --- registries: what a tag names there, pushes --------------------------------------------
+
+_NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest")
+
+
+def _imagetools(ref: str, fmt: str) -> str | None:
+    """`docker buildx imagetools inspect` (docker's own credentials); None: no such tag."""
+    try:
+        return str(run_cli([*docker.docker_cmd, "buildx", "imagetools", "inspect", ref, "--format", fmt]))
+    except DockerException as exc:
+        text = (exc.stderr or str(exc)).lower()
+        if any(s in text for s in _NOT_FOUND):
+            return None
+        raise PipelineError(
+            f"cannot read {ref} from its registry ({_first_line(exc)})",
+            "check that the registry answers and that `docker login` has credentials for it",
+        ) from None
+
+
+def remote_digest(ref: str) -> str | None:
+    """The digest the registry serves for `ref` (a tag), or None when the tag does not exist."""
+    out = _imagetools(ref, "{{json .Manifest}}")
+    return str(json.loads(out)["digest"]) if out else None
+
+
+def remote_labels(ref: str) -> dict[str, str]:
+    """The labels in the image config the registry serves for `ref` ({} when none)."""
+    out = _imagetools(ref, "{{json .Image}}")
+    config = (json.loads(out) or {}).get("config") or {} if out else {}
+    return dict(config.get("Labels") or {})
+
+
+def serves(ref: str, local_id: str) -> str | None:
+    """The digest under `ref` if the registry serves exactly the local image `local_id`, else None.
+
+    With the containerd image store a local image ID is its manifest digest; with the classic
+    store it is the config digest, which the registry's manifest names.
+    """
+    digest = remote_digest(ref)
+    if digest is None:
+        return None
+    if digest == local_id:
+        return digest
+    manifest = docker.buildx.imagetools.inspect(ref)
+    if manifest.config is not None and manifest.config.digest == local_id:
+        return digest
+    return None
+
+
+def tag(source: str, target: str) -> None:
+    docker.image.tag(source, target)
+
+
+def untag(ref: str) -> None:
+    """Remove a tag only (the image stays while another tag or the record's ID names it)."""
+    with contextlib.suppress(DockerException):
+        run_cli([*docker.docker_cmd, "image", "rm", "--no-prune", ref])
+
+
+_PUSHED_DIGEST = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64})")
+
+
+def push(ref: str) -> str:
+    """Push a local tag, echoing progress; return the digest the engine reports for it."""
+    lines: list[str] = []
+    try:
+        stream = docker.image.push(ref, stream_logs=True)
+        assert stream is not None
+        for _, chunk in stream:
+            text = chunk.decode(errors="replace")
+            lines.append(text)
+            print(text, end="" if text.endswith("\n") else "\n", file=sys.stderr, flush=True)
+    except DockerException as exc:
+        raise PipelineError(
+            f"push of {ref} failed ({_first_line(exc)})",
+            "check that the registry answers (`inv registry status`) and `docker login` for it; "
+            "then push again: nothing after the failed step was changed",
+        ) from None
+    found = _PUSHED_DIGEST.findall("".join(lines))
+    if not found:
+        raise PipelineError(f"push of {ref} reported no digest", "push again")
+    return str(found[-1])

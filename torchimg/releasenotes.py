@@ -1,0 +1,131 @@
+"""The release manifest written per push (JSON and Markdown): what was released, from what,
+what it passed, and which packages changed since the previous release of the same line."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from plumbum import local
+from plumbum.commands.processes import ProcessExecutionError
+
+from torchimg import lockfile, paths
+
+Manifest = dict[str, Any]
+
+
+def releases_dir() -> Path:
+    return paths.reports_dir() / "releases"
+
+
+def packages(lock_paths: list[str]) -> dict[str, str]:
+    """name -> version over the image's lockfiles (paths as the record shows them)."""
+    found: dict[str, str] = {}
+    for shown in lock_paths:
+        found.update(lockfile.pins((paths.ROOT / shown).read_text()))
+    return dict(sorted(found.items()))
+
+
+def packages_at(revision: str, lock_paths: list[str]) -> dict[str, str] | None:
+    """The same lockfiles as committed at `revision`; None when this clone lacks it."""
+    found: dict[str, str] = {}
+    git = local["git"]["-C", str(paths.ROOT)]
+    for shown in lock_paths:
+        try:
+            found.update(lockfile.pins(str(git("show", f"{revision}:{shown}"))))
+        except ProcessExecutionError:
+            return None
+    return dict(sorted(found.items()))
+
+
+def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
+    """Added, removed and changed packages (name -> version, or [old, new])."""
+    return {
+        "added": {k: v for k, v in after.items() if k not in before},
+        "removed": {k: v for k, v in before.items() if k not in after},
+        "changed": {k: [before[k], v] for k, v in after.items() if k in before and before[k] != v},
+    }
+
+
+def bench_summary(test: dict[str, Any]) -> dict[str, Any] | None:
+    bench = test.get("bench")
+    if not bench:
+        return None
+    return {
+        "device": bench["device"],
+        "unit": bench["unit"],
+        "best": [{k: r[k] for k in ("dtype", "m", "n", "k", "best")} for r in bench["results"]],
+    }
+
+
+def write(manifest: Manifest) -> tuple[Path, Path]:
+    folder = releases_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / manifest["immutable_tag"]
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    md_path.write_text(markdown(manifest))
+    return json_path, md_path
+
+
+def read(immutable_tag: str) -> Manifest | None:
+    p = releases_dir() / f"{immutable_tag}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _diff_lines(m: Manifest) -> list[str]:
+    prev = m.get("previous")
+    d = m.get("package_diff")
+    if prev is None:
+        return ["First release of this line: no previous release to compare with."]
+    head = f"Against the previous release `{prev['digest']}` (commit `{prev.get('revision', '?')[:12]}`): "
+    if d is None:
+        return [head + (m.get("package_diff_note") or "package lists unavailable")]
+    if not any(d.values()):
+        return [head + "no package changed version."]
+    lines = [head, "", "| package | before | after |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {a} | {b} |" for k, (a, b) in sorted(d["changed"].items())]
+    lines += [f"| {k} | (absent) | {v} |" for k, v in sorted(d["added"].items())]
+    lines += [f"| {k} | {v} | (removed) |" for k, v in sorted(d["removed"].items())]
+    return lines
+
+
+def markdown(m: Manifest) -> str:
+    v = m["versions"]
+    scan = m["scan"]
+    lines = [
+        f"# Release {m['immutable_tag']}",
+        "",
+        f"Pushed {m['pushed']} to `{m['repository']}` from commit `{m['git']['revision']}`.",
+        "",
+        "| reference | digest |",
+        "| --- | --- |",
+        *(f"| `{m['repository']}:{t}` | `{m['digest']}` |" for t in [m["immutable_tag"], *m["moving_tags"]]),
+        "",
+        "## Contents",
+        "",
+        f"- torch {v.get('torch')}, CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}, NCCL {v.get('nccl')}, "
+        f"Python {v.get('python')}; needs an NVIDIA driver >= {v.get('driver_min')}",
+        f"- base `{m['base']['name']}` @ `{m['base']['digest']}`"
+        + ("" if m["base"]["pinned"] else " (overridden with --base)"),
+        *(f"- lockfile `{p}` sha256 `{h}`" for p, h in sorted(m["lockfiles"].items())),
+        f"- {len(m['packages'])} Python packages (list in the JSON manifest)",
+        "",
+        "## Gates passed",
+        "",
+        f"- smoke: {m['smoke']} ({'on a GPU' if m['gpu'] else 'CPU mode: no GPU visible to the test'})",
+    ]
+    bench = m.get("bench")
+    if bench:
+        best = ", ".join(f"{r['dtype']} {r['m']}x{r['n']}x{r['k']}: {r['best']}" for r in bench["best"])
+        lines.append(f"- matmul benchmark on {bench['device']} ({bench['unit']}): {best}")
+    lines += [
+        f"- scan: vulnerabilities {scan['vulnerabilities']}"
+        + (" (accepted without a vulnerability DB)" if scan["accepted_without_vuln_db"] else "")
+        + f"; findings {scan['counts']}; {len(scan['accepted'])} allowlisted",
+        "",
+        "## Package changes",
+        "",
+        *_diff_lines(m),
+        "",
+    ]
+    return "\n".join(lines)

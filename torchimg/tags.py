@@ -1,0 +1,40 @@
+"""Release tags: one immutable tag per image and commit, then the moving tags users follow.
+
+Immutable: `<variant>-<flavor>-<commit date>-<short sha>` (e.g. 2.9.1-cu128-runtime-20261127-c31bdfd),
+dated by the commit, so pushing the same build again names the same tag. Moving:
+`<variant>-<flavor>`, `<torch major.minor><rest of the name>-<flavor>` for the newest torch
+patch release among the declared variants, and `latest` (runtime) / `latest-dev` for the
+default variant.
+"""
+
+import datetime
+
+from torchimg.variants import Config, Variant
+
+
+def immutable(variant: Variant, flavor: str, epoch: int, revision: str, dirty: bool) -> str:
+    date = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y%m%d")
+    return f"{variant.name}-{flavor}-{date}-{revision[:7]}" + ("-dirty" if dirty else "")
+
+
+def _minor_name(variant: Variant) -> str | None:
+    """2.9.1-cu128-cuda -> 2.9-cu128-cuda (None when the name does not start with the version)."""
+    if not variant.name.startswith(variant.torch):
+        return None
+    major, minor, _ = variant.torch.split(".")
+    return f"{major}.{minor}{variant.name[len(variant.torch) :]}"
+
+
+def _torch_version(variant: Variant) -> tuple[int, ...]:
+    return tuple(int(p) for p in variant.torch.split("."))
+
+
+def moving(config: Config, variant: Variant, flavor: str) -> list[str]:
+    tags = [f"{variant.name}-{flavor}"]
+    minor = _minor_name(variant)
+    same_line = [v for v in config.variants.values() if _minor_name(v) == minor]
+    if minor and max(same_line, key=_torch_version) == variant:
+        tags.append(f"{minor}-{flavor}")
+    if variant.name == config.default:
+        tags.append("latest" if flavor == "runtime" else f"latest-{flavor}")
+    return tags
