@@ -22,7 +22,7 @@ class PushOptions:
     repository: str
     allow_no_vuln_db: bool = False
     allow_dirty: bool = False
-    scan: scan.ScanOptions | None = None
+    scan_options: scan.ScanOptions | None = None
 
 
 def _passed(rec: record.Record, stage: str) -> bool:
@@ -47,7 +47,7 @@ def gate(variant: Variant, flavor: str, opts: PushOptions, local_target: bool) -
         raise PipelineError(f"push refused: {what} ({rec['image_id'][:19]}) {state}", f"nox -s test {select}")
     if "scan" not in rec:
         print(f"== push: {what} has not been scanned yet: running the scan gate now", file=sys.stderr)
-        scan_opts = dataclasses.replace(opts.scan or scan.ScanOptions(), allow_no_vuln_db=True)
+        scan_opts = dataclasses.replace(opts.scan_options or scan.ScanOptions(), allow_no_vuln_db=True)
         try:
             rec = scan.scan(variant, flavor, scan_opts)
         except PipelineError as exc:
