@@ -237,7 +237,10 @@ def serves(ref: str, local_id: str) -> str | None:
 
 
 def tag(source: str, target: str) -> None:
-    docker.image.tag(source, target)
+    try:
+        docker.image.tag(source, target)
+    except DockerException as exc:
+        raise PipelineError(f"cannot tag {source} as {target} ({_first_line(exc)})") from None
 
 
 def untag(ref: str) -> None:

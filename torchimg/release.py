@@ -93,14 +93,18 @@ def _previous(ref: str, ours: str, immutable_tag: str, lock_paths: list[str]) ->
     return out
 
 
-def _push_verified(local_ref: str, ref: str, image_id: str) -> str:
-    """Push `local_ref` as `ref`, read the digest back from the registry, check it is ours."""
-    engine.tag(local_ref, ref)
+def _push_verified(rec: record.Record, ref: str) -> str:
+    """Push the recorded image as `ref`, read the digest back from the registry, check it is
+    ours. The tag is added from the image ID (not a tag that could move meanwhile), and
+    removed again unless it is the build's own tag."""
+    image_id = rec["image_id"]
+    engine.tag(image_id, ref)
     try:
         pushed = engine.push(ref)
         served = engine.serves(ref, image_id)
     finally:
-        engine.untag(ref)
+        if ref not in rec["tags"]:
+            engine.untag(ref)
     if served is None or served != pushed:
         raise PipelineError(
             f"{ref}: the registry serves {engine.remote_digest(ref)}, not the image just pushed "
@@ -118,7 +122,6 @@ def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> re
     epoch = int(rec["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
     immutable = tags.immutable(variant, flavor, epoch, git["revision"], git["dirty"])
     ref = f"{opts.repository}:{immutable}"
-    local_ref = rec["tags"][0]
     print(f"== push {variant.name} {flavor} ({rec['image_id'][:19]}) -> {ref}", file=sys.stderr)
 
     existing = engine.remote_digest(ref)
@@ -133,14 +136,14 @@ def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> re
             )
         print(f"   {immutable} already names this image ({digest}): not pushed again", file=sys.stderr)
     else:
-        digest = _push_verified(local_ref, ref, rec["image_id"])
+        digest = _push_verified(rec, ref)
         print(f"   verified: the registry serves {digest} under {immutable}", file=sys.stderr)
 
     lock_paths = sorted(rec["inputs"]["lockfiles"])
     before = _previous(f"{opts.repository}:{variant.name}-{flavor}", digest, immutable, lock_paths)
     moving = tags.moving(config, variant, flavor)
     for name in moving:
-        if _push_verified(local_ref, f"{opts.repository}:{name}", rec["image_id"]) != digest:
+        if _push_verified(rec, f"{opts.repository}:{name}") != digest:
             raise PipelineError(f"{opts.repository}:{name} does not serve {digest} after pushing it")
     print(f"   moved {', '.join(moving)} to {digest}", file=sys.stderr)
 
