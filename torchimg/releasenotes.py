@@ -60,8 +60,8 @@ def bench_summary(test: dict[str, Any]) -> dict[str, Any] | None:
 def write(manifest: Manifest) -> tuple[Path, Path]:
     folder = releases_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / manifest["immutable_tag"]
-    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    tag = manifest["immutable_tag"]
+    json_path, md_path = folder / f"{tag}.json", folder / f"{tag}.md"
     json_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     md_path.write_text(markdown(manifest))
     return json_path, md_path
