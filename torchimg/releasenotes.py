@@ -89,6 +89,10 @@ def _diff_lines(m: Manifest) -> list[str]:
     return lines
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
 def markdown(m: Manifest) -> str:
     v = m["versions"]
     scan = m["scan"]
@@ -106,13 +110,13 @@ def markdown(m: Manifest) -> str:
         f"- torch {v.get('torch')}, CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}, NCCL {v.get('nccl')}, "
         f"Python {v.get('python')}; needs an NVIDIA driver >= {v.get('driver_min')}",
         f"- base `{m['base']['name']}` @ `{m['base']['digest']}`"
-        + ("" if m["base"]["pinned"] else " (overridden with --base)"),
+        + ("" if m["base"]["pinned"] else " (not the variant's pinned base: overridden at build time)"),
         *(f"- lockfile `{p}` sha256 `{h}`" for p, h in sorted(m["lockfiles"].items())),
         f"- {len(m['packages'])} Python packages (list in the JSON manifest)",
         "",
         "## Gates passed",
         "",
-        f"- smoke: {m['smoke']} ({'on a GPU' if m['gpu'] else 'CPU mode: no GPU visible to the test'})",
+        f"- smoke: {_counts(m['smoke'])} ({'on a GPU' if m['gpu'] else 'CPU mode: no GPU visible to the test'})",
     ]
     bench = m.get("bench")
     if bench:
@@ -121,7 +125,7 @@ def markdown(m: Manifest) -> str:
     lines += [
         f"- scan: vulnerabilities {scan['vulnerabilities']}"
         + (" (accepted without a vulnerability DB)" if scan["accepted_without_vuln_db"] else "")
-        + f"; findings {scan['counts']}; {len(scan['accepted'])} allowlisted",
+        + f"; blocking-or-not findings: {_counts(scan['counts'])}; {len(scan['accepted'])} allowlisted",
         "",
         "## Package changes",
         "",
