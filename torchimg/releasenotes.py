@@ -116,7 +116,8 @@ def markdown(m: Manifest) -> str:
         "",
         "## Gates passed",
         "",
-        f"- smoke: {_counts(m['smoke'])} ({'on a GPU' if m['gpu'] else 'CPU mode: no GPU visible to the test'})",
+        f"- smoke: {_counts(m['smoke'])} "
+        + ("(on a GPU)" if m["gpu"] else "(CPU mode: no GPU visible to the test)"),
     ]
     bench = m.get("bench")
     if bench:
