@@ -5,6 +5,7 @@ image to pull); otherwise the `registry:2` image runs as a container. Real regis
 used as they are, with `docker login`'s credentials.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -180,6 +181,8 @@ class Local:
         if pid := self._pid():
             os.kill(pid, signal.SIGTERM)
             for _ in range(40):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
                 if self._pid() is None:
                     break
                 time.sleep(0.25)

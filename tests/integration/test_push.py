@@ -1,0 +1,223 @@
+"""`nox -s push` against a real registry: gates, digests read back, tag order, collisions,
+and a registry that goes away in the middle of a push.
+
+Each test pushes to its own repository on a registry the test starts (Debian's
+`docker-registry` program, as the pipeline itself does), so nothing here touches
+localhost:5000.
+"""
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from torchimg import engine, imagetest, lockfile, paths, record, registry, release, scan, tags, variants
+from torchimg.errors import PipelineError
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _tags(host: str, name: str) -> list[str]:
+    """The registry's own tag list of a repository ([] when it does not exist)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/{name}/tags/list", timeout=5) as r:
+            return sorted(json.load(r).get("tags") or [])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+
+
+@pytest.fixture(scope="module")
+def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[registry.Local]]:
+    """Start throwaway registries the way the pipeline starts the embedded one; remove them after."""
+    if not shutil.which("docker-registry"):
+        reason = "needs Debian's docker-registry program (the registry:2 image cannot be pulled here)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs docker-registry: {reason}")
+        pytest.skip(reason)
+    started: list[registry.Local] = []
+
+    class Throwaway(registry.Local):
+        def __init__(self) -> None:
+            super().__init__(f"localhost:{_free_port()}", tmp_path_factory.mktemp("registry"))
+            started.append(self)
+
+    yield Throwaway
+    for reg in started:
+        reg.stop()
+        shutil.rmtree(reg.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def target(new_registry: type[registry.Local]) -> registry.Local:
+    reg = new_registry()
+    reg.start()
+    return reg
+
+
+@pytest.fixture(scope="module")
+def releasable(runtime_image: record.Record, default_variant: variants.Variant) -> record.Record:
+    """The runtime image after the real test and scan stages (CPU mode; no vulnerability DB
+    here, which a push to a local registry accepts)."""
+    try:
+        scan.trivy()
+    except PipelineError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs trivy: {exc}")
+        pytest.skip(f"a releasable image needs the scan stage, so trivy: {exc}")
+    imagetest.test(default_variant, "runtime", imagetest.TestOptions())
+    return scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
+
+
+def _opts(repository: str) -> release.PushOptions:
+    # the working tree may be dirty where these tests are developed; the push logic is the same
+    return release.PushOptions(repository=repository, allow_dirty=True)
+
+
+def test_the_local_registry_is_started_and_stopped(new_registry: type[registry.Local]) -> None:
+    reg = new_registry()
+    assert not registry.answers(reg.host)
+    assert "docker-registry program" in reg.start()
+    assert registry.answers(reg.host)
+    assert "up, the docker-registry program" in reg.status()
+    assert reg.start() == "already up"
+    assert "stopped" in reg.stop()
+    assert not registry.answers(reg.host)
+    assert reg.status().endswith("down")
+
+
+def test_an_untested_image_is_refused(
+    dev_image: record.Record,
+    config: variants.Config,
+    default_variant: variants.Variant,
+    target: registry.Local,
+) -> None:
+    repo = f"{target.host}/untested"
+    with pytest.raises(PipelineError) as exc:
+        release.push(config, default_variant, "dev", _opts(repo))
+    assert "has not been tested" in exc.value.what
+    assert "nox -s test" in exc.value.fix
+    assert _tags(target.host, "untested") == []
+
+
+def test_push_reads_the_digest_back_then_moves_tags(
+    releasable: record.Record,
+    config: variants.Config,
+    default_variant: variants.Variant,
+    target: registry.Local,
+) -> None:
+    repo = f"{target.host}/release"
+    m = release.push(config, default_variant, "runtime", _opts(repo))
+    git = releasable["inputs"]["git"]
+    epoch = int(releasable["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
+    immutable = tags.immutable(default_variant, "runtime", epoch, git["revision"], git["dirty"])
+    assert m["immutable_tag"] == immutable
+    assert m["moving_tags"] == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
+    assert _tags(target.host, "release") == sorted([immutable, *m["moving_tags"]])
+    for t in [immutable, *m["moving_tags"]]:
+        assert engine.serves(f"{repo}:{t}", releasable["image_id"]) == m["digest"]
+    assert m["already_present"] is False
+    assert m["previous"] is None
+    lock = default_variant.lock_dir / "runtime.txt"
+    assert m["lockfiles"] == {paths.shown(lock): lockfile.sha256(lock)}
+    assert m["base"]["digest"] == releasable["labels"]["org.opencontainers.image.base.digest"]
+    assert m["smoke"]["fail"] == 0 and m["smoke"]["pass"] > 0
+    assert m["packages"]["torch"] == "2.9.1"
+    assert m["scan"]["counts"]["secret"] == 0
+    saved = record.read(default_variant.name, "runtime")
+    assert saved is not None and saved["push"]["digest"] == m["digest"]
+    manifest_md = Path(saved["push"]["manifest"]).with_suffix(".md")
+    text = manifest_md.read_text()
+    assert f"`{repo}:latest` | `{m['digest']}`" in text
+    assert "First release of this line" in text
+
+
+def test_pushing_again_is_idempotent(
+    releasable: record.Record,
+    config: variants.Config,
+    default_variant: variants.Variant,
+    target: registry.Local,
+) -> None:
+    repo = f"{target.host}/release"
+    before = _tags(target.host, "release")
+    first = engine.remote_digest(f"{repo}:latest")
+    m = release.push(config, default_variant, "runtime", _opts(repo))
+    assert m["already_present"] is True
+    assert m["digest"] == first
+    assert _tags(target.host, "release") == before
+
+
+def test_an_immutable_tag_naming_other_content_is_refused(
+    releasable: record.Record,
+    config: variants.Config,
+    default_variant: variants.Variant,
+    target: registry.Local,
+    base: str | None,
+) -> None:
+    repo = f"{target.host}/collide"
+    git = releasable["inputs"]["git"]
+    epoch = int(releasable["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
+    immutable = f"{repo}:{tags.immutable(default_variant, 'runtime', epoch, git['revision'], git['dirty'])}"
+    engine.tag(base or default_variant.base.image, immutable)  # other content, same tag
+    try:
+        squatter = engine.push(immutable)
+    finally:
+        engine.untag(immutable)
+    with pytest.raises(PipelineError) as exc:
+        release.push(config, default_variant, "runtime", _opts(repo))
+    assert "never overwritten" in exc.value.what
+    assert engine.remote_digest(immutable) == squatter
+    assert _tags(target.host, "collide") == [immutable.rsplit(":", 1)[1]]  # no moving tag
+
+
+def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
+    releasable: record.Record,
+    config: variants.Config,
+    default_variant: variants.Variant,
+    new_registry: type[registry.Local],
+) -> None:
+    reg = new_registry()
+    reg.start()
+    repo = f"{reg.host}/midpush"
+    errors: list[BaseException] = []
+
+    def push() -> None:
+        try:
+            release.push(config, default_variant, "runtime", _opts(repo))
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=push)
+    worker.start()
+    uploads = reg.dir / "storage" / "docker" / "registry" / "v2" / "repositories" / "midpush" / "_uploads"
+    deadline = time.monotonic() + 300
+    while not uploads.exists() and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert uploads.exists(), "the push never started uploading"
+    reg.stop()
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], PipelineError), errors
+    assert "push of" in str(errors[0]) and "failed" in str(errors[0])
+    assert "no moving tag" in str(errors[0]) or "nothing after the failed step" in str(errors[0])
+
+    reg.start()
+    assert not set(_tags(reg.host, "midpush")) & {"latest", "2.9.1-cu128-runtime", "2.9-cu128-runtime"}
+    m = release.push(config, default_variant, "runtime", _opts(repo))
+    assert _tags(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"]])
+    assert engine.remote_digest(f"{repo}:latest") == m["digest"]

@@ -1,0 +1,81 @@
+"""Release naming and notes: tags, registry hosts, the package diff, the Markdown manifest."""
+
+import dataclasses
+from pathlib import Path
+
+from torchimg import lockfile, registry, releasenotes, tags, variants
+
+CONFIG = variants.load()
+DEFAULT = CONFIG.variant("2.9.1-cu128")
+
+
+def test_immutable_tag_carries_commit_date_and_short_sha() -> None:
+    rev = "c31bdfd0123456789abcdef0123456789abcdef0"
+    assert (
+        tags.immutable(DEFAULT, "runtime", 1795742389, rev, False) == "2.9.1-cu128-runtime-20261127-c31bdfd"
+    )
+    assert tags.immutable(DEFAULT, "dev", 1795742389, rev, True).endswith("-c31bdfd-dirty")
+
+
+def test_moving_tags_latest_only_for_the_default_variant() -> None:
+    assert tags.moving(CONFIG, DEFAULT, "runtime") == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
+    assert tags.moving(CONFIG, DEFAULT, "dev") == ["2.9.1-cu128-dev", "2.9-cu128-dev", "latest-dev"]
+    other = CONFIG.variant("2.9.1-cu128-cuda")
+    assert tags.moving(CONFIG, other, "runtime") == ["2.9.1-cu128-cuda-runtime", "2.9-cu128-cuda-runtime"]
+
+
+def test_the_minor_tag_goes_to_the_newest_patch_release_only() -> None:
+    older = dataclasses.replace(DEFAULT, name="2.9.0-cu128", torch="2.9.0")
+    config = dataclasses.replace(CONFIG, variants={**CONFIG.variants, older.name: older})
+    assert "2.9-cu128-runtime" not in tags.moving(config, older, "runtime")
+    assert "2.9-cu128-runtime" in tags.moving(config, DEFAULT, "runtime")
+
+
+def test_registry_host_of_a_repository() -> None:
+    assert registry.host_of("localhost:5000/pytorch") == "localhost:5000"
+    assert registry.host_of("ghcr.io/org/pytorch") == "ghcr.io"
+    assert registry.host_of("org/pytorch") == "docker.io"
+    assert registry.host_of("pytorch") == "docker.io"
+    assert registry.is_local("127.0.0.1:5000") and registry.is_local("localhost:5001")
+    assert not registry.is_local("registry.example.com:5000")
+
+
+def test_package_diff_names_added_removed_and_changed() -> None:
+    lock = (DEFAULT.lock_dir / "runtime.txt").read_text()
+    before = lockfile.pins(lock)
+    after = dict(before, numpy="9.9.9", newpkg="1.0")
+    del after["filelock"]
+    d = releasenotes.diff(before, after)
+    assert d["changed"] == {"numpy": [before["numpy"], "9.9.9"]}
+    assert d["added"] == {"newpkg": "1.0"}
+    assert d["removed"] == {"filelock": before["filelock"]}
+    assert releasenotes.diff(before, before) == {"added": {}, "removed": {}, "changed": {}}
+
+
+def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
+    m: releasenotes.Manifest = {
+        "immutable_tag": "2.9.1-cu128-runtime-20261127-c31bdfd",
+        "moving_tags": ["2.9.1-cu128-runtime", "latest"],
+        "repository": "localhost:5000/pytorch",
+        "digest": "sha256:" + "a" * 64,
+        "pushed": "2026-11-27T00:00:00+00:00",
+        "git": {"revision": "c31bdfd", "dirty": False},
+        "versions": {"torch": "2.9.1", "cuda": "12.8.90", "python": "3.13", "driver_min": "570.26"},
+        "base": {
+            "name": "docker.io/library/debian:trixie-slim",
+            "digest": "sha256:" + "b" * 64,
+            "pinned": True,
+        },
+        "lockfiles": {"requirements/locks/2.9.1-cu128/runtime.txt": "c" * 64},
+        "packages": {"torch": "2.9.1"},
+        "smoke": {"pass": 10, "fail": 0, "skip": 0},
+        "gpu": True,
+        "bench": None,
+        "scan": {"vulnerabilities": "ran", "accepted_without_vuln_db": False, "counts": {}, "accepted": []},
+        "previous": {"digest": "sha256:" + "d" * 64, "revision": "0" * 40},
+        "package_diff": {"added": {}, "removed": {}, "changed": {"numpy": ["2.3.4", "2.3.5"]}},
+    }
+    text = releasenotes.markdown(m)
+    assert f"| `localhost:5000/pytorch:latest` | `sha256:{'a' * 64}` |" in text
+    assert "| numpy | 2.3.4 | 2.3.5 |" in text
+    assert "(on a GPU)" in text
