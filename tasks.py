@@ -7,35 +7,42 @@ from invoke.tasks import task
 from torchimg import devtools, registry
 
 
+@task(name="registry", help={"action": "up, down or status", "address": "host:port (default localhost:5000)"})
+def registry_(c: Context, action: str, address: str = registry.LOCAL) -> None:
+    """The embedded local registry: `inv registry up|down|status`."""
+    with devtools.user_errors():
+        print(devtools.registry_action(action, address))
+
+
 @task(
-    name="registry",
-    positional=["action"],
-    help={"action": "up, down or status (default: status)", "host": "host:port"},
+    help={
+        "variant": "variant (default: the default one)",
+        "flavor": "runtime or dev",
+        "run": "run this shell command instead of an interactive shell",
+    }
 )
-def registry_(c: Context, action: str = "status", host: str = registry.LOCAL) -> None:
-    """The embedded local registry (localhost:5000): start, stop, or show it."""
-    print(devtools.registry_action(action, host))
-
-
-@task(help={"variant": "variant (default: the default one)", "flavor": "runtime or dev"})
-def shell(c: Context, variant: str = "", flavor: str = "runtime") -> None:
+def shell(c: Context, variant: str = "", flavor: str = "runtime", run: str = "") -> None:
     """Open a shell in a built image, with the GPUs (when present) and ./workspace mounted."""
-    c.run(devtools.run_command(variant, flavor, ["bash"]), pty=True)
+    with devtools.user_errors():
+        c.run(devtools.run_command(variant, flavor, ["bash", "-c", run] if run else ["bash"]), pty=True)
 
 
 @task(help={"variant": "variant (default: the default one)", "port": "host port (default 8888)"})
 def jupyter(c: Context, variant: str = "", port: int = 8888) -> None:
     """Start Jupyter Lab from the dev image; the URL with its token is printed."""
-    c.run(devtools.run_command(variant, "dev", [], ports=[f"127.0.0.1:{port}:8888"]), pty=True)
+    with devtools.user_errors():
+        c.run(devtools.run_command(variant, "dev", [], ports={port: 8888}), pty=True)
 
 
 @task
 def images(c: Context) -> None:
     """This project's images and how far each got: build, test, scan, push."""
-    print(devtools.images_table())
+    with devtools.user_errors():
+        print(devtools.images_table())
 
 
 @task
 def clean(c: Context) -> None:
     """Remove this project's images, BuildKit cache and reports (nothing else of Docker's)."""
-    devtools.clean()
+    with devtools.user_errors():
+        devtools.clean()

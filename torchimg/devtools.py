@@ -1,14 +1,29 @@
 """What the invoke tasks do: run a built image for interactive work, clean up after us."""
 
+import contextlib
+import os
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from python_on_whales import docker
 
 from torchimg import engine, paths, record, registry, variants
 from torchimg.errors import PipelineError
+
+IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """In invoke tasks: a PipelineError ends with its message and fix, not a traceback."""
+    try:
+        yield
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _gpu_flags() -> list[str]:
@@ -17,8 +32,17 @@ def _gpu_flags() -> list[str]:
     return ["--gpus", "all"] if "nvidia" in runtimes else []
 
 
-def run_command(variant_name: str, flavor: str, command: list[str], ports: list[str] | None = None) -> str:
-    """The `docker run` line for the image last built for this variant and flavor."""
+def _user_flags() -> list[str]:
+    """Run as the host user, so files written to ./workspace belong to them (HOME in /tmp)."""
+    uid, gid = os.getuid(), os.getgid()
+    return [] if uid == IMAGE_UID else ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
+
+
+def run_command(
+    variant_name: str, flavor: str, command: list[str], ports: dict[int, int] | None = None
+) -> str:
+    """The `docker run` line for the image last built for this variant and flavor.
+    `ports` maps host ports to container ports (published on 127.0.0.1 only)."""
     config = variants.load()
     variant = config.variant(variant_name or config.default)
     rec = record.read(variant.name, flavor)
@@ -29,9 +53,9 @@ def run_command(variant_name: str, flavor: str, command: list[str], ports: list[
         )
     work = Path.cwd() / "workspace"
     work.mkdir(exist_ok=True)
-    args = ["docker", "run", "--rm", "-it", *_gpu_flags(), "-v", f"{work}:/workspace"]
-    for port in ports or []:
-        args += ["-p", port]
+    args = ["docker", "run", "--rm", "-it", *_gpu_flags(), *_user_flags(), "-v", f"{work}:/workspace"]
+    for host, container in (ports or {}).items():
+        args += ["-p", f"127.0.0.1:{host}:{container}", "-e", f"TORCHIMG_HOST_PORT={host}"]
     return shlex.join([*args, rec["tags"][0], *command])
 
 

@@ -22,7 +22,8 @@ def main() -> int:
     if token is None:
         token = secrets.token_urlsafe(32)
         print(f"Jupyter token (generated): {token}", flush=True)
-        print(f"  open http://127.0.0.1:8888/lab?token={token}", flush=True)
+        port = os.environ.get("TORCHIMG_HOST_PORT", "8888")  # where the host publishes 8888
+        print(f"  open http://127.0.0.1:{port}/lab?token={token}", flush=True)
     os.environ["JUPYTER_TOKEN"] = token
     args = [
         "jupyter",
