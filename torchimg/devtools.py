@@ -32,9 +32,17 @@ def _gpu_flags() -> list[str]:
     return ["--gpus", "all"] if "nvidia" in runtimes else []
 
 
-def _user_flags() -> list[str]:
-    """Run as the host user, so files written to ./workspace belong to them (HOME in /tmp)."""
+def _user_flags(work: Path, created: bool) -> list[str]:
+    """Run as the host user, so files written to ./workspace belong to them (HOME in /tmp).
+    Root on the host keeps the image's non-root user (Jupyter refuses root) and gives it the
+    workspace folder when this call created it."""
     uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        if created:
+            os.chown(work, IMAGE_UID, IMAGE_UID)
+        elif work.stat().st_uid != IMAGE_UID:
+            print(f"note: {work} is not owned by uid {IMAGE_UID}: the container may not write there")
+        return []
     return [] if uid == IMAGE_UID else ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
 
 
@@ -52,8 +60,10 @@ def run_command(
             f"nox -s build -- --variant {variant.name} --flavor {flavor}",
         )
     work = Path.cwd() / "workspace"
+    created = not work.exists()
     work.mkdir(exist_ok=True)
-    args = ["docker", "run", "--rm", "-it", *_gpu_flags(), *_user_flags(), "-v", f"{work}:/workspace"]
+    args = ["docker", "run", "--rm", "-it", *_gpu_flags(), *_user_flags(work, created)]
+    args += ["-v", f"{work}:/workspace"]
     for host, container in (ports or {}).items():
         args += ["-p", f"127.0.0.1:{host}:{container}", "-e", f"TORCHIMG_HOST_PORT={host}"]
     return shlex.join([*args, rec["tags"][0], *command])
