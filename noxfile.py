@@ -16,6 +16,11 @@ nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]
 
 
+def _tool(name: str) -> str:
+    """A binary installed from requirements/tools.txt, next to this Python."""
+    return str(Path(sys.executable).with_name(name))
+
+
 def _stage(session: nox.Session, stage: str) -> None:
     session.run(sys.executable, "-m", "torchimg", stage, *session.posargs)
 
@@ -57,6 +62,12 @@ def push(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def refresh_bases(session: nox.Session) -> None:
+    """Pin each base image tag's current digest in variants.toml (then: lock, build, test, scan)."""
+    _stage(session, "refresh-bases")
+
+
+@nox.session(default=False)
 def build_report(session: nox.Session) -> None:
     """Benchmark the build: cold, no-op, dev-only change, sizes; against the naive baseline."""
     _stage(session, "build-report")
@@ -64,13 +75,16 @@ def build_report(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, mypy --strict; hadolint and trivy config (where installed) over the Dockerfiles."""
+    """ruff, mypy --strict; hadolint and trivy config (where installed) over the Dockerfiles;
+    actionlint and zizmor over the workflows."""
     session.run(sys.executable, "-m", "ruff", "check", ".")
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".")
     session.run(sys.executable, "-m", "mypy")
-    hadolint = Path(sys.executable).with_name("hadolint")
-    session.run(str(hadolint), "docker/Dockerfile", "docker/baseline/Dockerfile")
+    session.run(_tool("hadolint"), "docker/Dockerfile", "docker/baseline/Dockerfile")
     session.run(sys.executable, "-m", "torchimg", "lint-config", "--if-available")
+    workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    session.run(_tool("actionlint"), *workflows)
+    session.run(_tool("zizmor"), "--offline", ".github/workflows")
 
 
 @nox.session

@@ -41,8 +41,8 @@ def images(c: Context) -> None:
         print(devtools.images_table())
 
 
-@task
-def clean(c: Context) -> None:
+@task(help={"keep_reports": "keep reports/ (records, scan reports, release manifests)"})
+def clean(c: Context, keep_reports: bool = False) -> None:
     """Remove this project's images, BuildKit cache and reports (nothing else of Docker's)."""
     with devtools.user_errors():
-        devtools.clean()
+        devtools.clean(keep_reports)

@@ -30,6 +30,19 @@ class BuildOptions:
     creds: Credentials = field(default_factory=Credentials)
     cache: bool = True
     repository: str = ""
+    builder: str | None = None  # a named buildx builder (remote BuildKit); None: the default
+    cache_repository: str | None = None  # registry cache: <repo>:<variant>-<flavor>
+    compression: str = "gzip"
+    attest: tuple[str, ...] = ()
+
+
+COMPRESSIONS = ("gzip", "zstd")
+ATTESTATIONS = ("provenance", "sbom")
+
+
+def cache_ref(opts: BuildOptions, variant: Variant, flavor: str) -> str | None:
+    """One registry cache ref per variant and flavor, so flavors never evict each other."""
+    return f"{opts.cache_repository}:{variant.name}-{flavor}" if opts.cache_repository else None
 
 
 def local_tag(repository: str, variant: Variant, flavor: str) -> str:
@@ -172,6 +185,10 @@ def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[r
         labels=image_labels,
         cache=opts.cache,
         what=f"{variant.name} {flavor}",
+        builder=opts.builder,
+        cache_ref=cache_ref(opts, variant, flavor),
+        compression=opts.compression,
+        attest=opts.attest,
     )
     rec: record.Record = {
         "variant": variant.name,
@@ -182,6 +199,10 @@ def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[r
             "ok": True,
             "seconds": round(result.seconds, 1),
             "cache": opts.cache,
+            "builder": opts.builder or "default",
+            "cache_ref": cache_ref(opts, variant, flavor),
+            "compression": opts.compression,
+            "attest": list(opts.attest),
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
         "inputs": {

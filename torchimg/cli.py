@@ -4,9 +4,11 @@ Every PipelineError ends the process with its message, its fix, and exit status 
 """
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from torchimg import (
     build,
@@ -15,10 +17,14 @@ from torchimg import (
     gate,
     imagetest,
     lock,
+    paths,
+    record,
+    refresh,
     registry,
     release,
     releasenotes,
     scan,
+    summary,
     variants,
 )
 from torchimg.credentials import resolve
@@ -34,6 +40,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
         help="variant from variants.toml (repeatable; default: the default variant)",
     )
     p.add_argument("--all", action="store_true", help="every declared variant")
+    p.add_argument("--locked", action="store_true", help="every variant whose lockfiles are committed")
     p.add_argument(
         "--base",
         default=os.environ.get("TORCHIMG_BASE") or None,
@@ -54,9 +61,13 @@ def _selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _variants(args: argparse.Namespace, config: variants.Config) -> list[variants.Variant]:
+    return config.select(args.variant, args.all, args.locked)
+
+
 def _lock(args: argparse.Namespace, config: variants.Config) -> None:
     lock.lock(
-        config.select(args.variant, args.all),
+        _variants(args, config),
         resolve(args.ca_bundle, args.netrc),
         check=args.check,
         base=args.base,
@@ -70,6 +81,10 @@ def _build(args: argparse.Namespace, config: variants.Config) -> None:
         creds=resolve(args.ca_bundle, args.netrc),
         cache=not args.no_cache,
         repository=args.repository or config.repository,
+        builder=args.builder or config.builder,
+        cache_repository=args.cache_repository or config.cache,
+        compression=args.compression,
+        attest=tuple(args.attest),
     )
     _each_image(args, config, "build", lambda variant, flavor: build.build(variant, flavor, opts))
 
@@ -82,7 +97,7 @@ def _each_image(
 ) -> None:
     """Run a stage on every selected image; one failing image does not stop the others."""
     failed = []
-    for variant in config.select(args.variant, args.all):
+    for variant in _variants(args, config):
         for flavor in args.flavor or variant.flavors:
             try:
                 run(variant, flavor)
@@ -133,6 +148,31 @@ def _registry(args: argparse.Namespace, config: variants.Config) -> None:
     print(devtools.registry_action(args.action, args.host))
 
 
+def _matrix(args: argparse.Namespace, config: variants.Config) -> None:
+    """JSON list of the variants with committed lockfiles: a CI matrix."""
+    print(json.dumps([v.name for v in config.select([], locked=True)]))
+
+
+def _digests(args: argparse.Namespace, config: variants.Config) -> None:
+    """`repository@digest` of every pushed image of the selection (what CI signs)."""
+    for variant in _variants(args, config):
+        for flavor in variant.flavors:
+            pushed = (record.read(variant.name, flavor) or {}).get("push")
+            if pushed and pushed.get("ok"):
+                print(f"{pushed['repository']}@{pushed['digest']}")
+
+
+def _summary(args: argparse.Namespace, config: variants.Config) -> None:
+    print(summary.markdown(), end="")
+
+
+def _refresh_bases(args: argparse.Namespace, config: variants.Config) -> None:
+    if args.pull_request_body:
+        print(refresh.pull_request_body().read_text())
+        return
+    refresh.refresh(args.file, args.base_key, args.check)
+
+
 def _lint_config(args: argparse.Namespace, config: variants.Config) -> None:
     try:
         scan.trivy()
@@ -181,6 +221,32 @@ def parser() -> argparse.ArgumentParser:
         help="runtime or dev (repeatable; default: the variant's flavors)",
     )
     bd.add_argument("--no-cache", action="store_true", help="build without BuildKit's cache")
+    bd.add_argument(
+        "--builder",
+        default=os.environ.get("TORCHIMG_BUILDER"),
+        help="named buildx builder, e.g. a remote BuildKit (default: $TORCHIMG_BUILDER, "
+        "variants.toml `builder`, else docker's current one)",
+    )
+    bd.add_argument(
+        "--cache-repository",
+        default=os.environ.get("TORCHIMG_CACHE"),
+        metavar="REPO",
+        help="registry cache to import and export, one ref per variant and flavor "
+        "(default: $TORCHIMG_CACHE, variants.toml `cache`, else none)",
+    )
+    bd.add_argument(
+        "--compression",
+        choices=build.COMPRESSIONS,
+        default="gzip",
+        help="layer compression (zstd: smaller and faster to pull, needs Docker >= 23 / containerd >= 1.5)",
+    )
+    bd.add_argument(
+        "--attest",
+        action="append",
+        choices=build.ATTESTATIONS,
+        default=[],
+        help="attach BuildKit attestations to the image (release builds: both)",
+    )
     bd.add_argument(
         "--repository",
         default=os.environ.get("TORCHIMG_REPOSITORY"),
@@ -235,6 +301,27 @@ def parser() -> argparse.ArgumentParser:
     rg.add_argument("action", choices=["up", "down", "status"])
     rg.add_argument("--host", default=registry.LOCAL, help=f"where it listens (default {registry.LOCAL})")
     rg.set_defaults(func=_registry)
+
+    mx = sub.add_parser("matrix", help="JSON list of the variants with committed lockfiles (CI matrix)")
+    mx.set_defaults(func=_matrix)
+
+    dg = sub.add_parser("digests", help="repository@digest of each pushed image (to sign)")
+    _selection(dg)
+    dg.set_defaults(func=_digests)
+
+    sm = sub.add_parser("summary", help="Markdown table of every recorded image and its stages")
+    sm.set_defaults(func=_summary)
+
+    rb = sub.add_parser("refresh-bases", help="pin each base tag's current digest in variants.toml")
+    rb.add_argument("--base-key", action="append", default=[], help="only this base (repeatable)")
+    rb.add_argument("--check", action="store_true", help="report moved tags and fail; change nothing")
+    rb.add_argument("--file", type=Path, default=paths.VARIANTS_FILE, help=argparse.SUPPRESS)
+    rb.add_argument(
+        "--pull-request-body",
+        action="store_true",
+        help="write reports/refresh/pull-request.md (digest, lockfile, package diffs) after re-locking",
+    )
+    rb.set_defaults(func=_refresh_bases)
 
     lc = sub.add_parser("lint-config", help="trivy config over docker/: fail on any misconfiguration")
     lc.add_argument("--if-available", action="store_true", help="warn and pass when trivy is not installed")

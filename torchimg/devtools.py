@@ -10,7 +10,7 @@ from pathlib import Path
 
 from python_on_whales import docker
 
-from torchimg import engine, paths, record, registry, variants
+from torchimg import paths, record, registry, summary, variants
 from torchimg.errors import PipelineError
 
 IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
@@ -69,8 +69,9 @@ def run_command(
     return shlex.join([*args, rec["tags"][0], *command])
 
 
-def clean() -> None:
-    """Images tagged with the configured repository or by tests and benchmarks, our cache."""
+def clean(keep_reports: bool = False) -> None:
+    """Images tagged with the configured repository or by tests and benchmarks, our cache,
+    and (unless kept, e.g. for CI artifacts) the reports."""
     config = variants.load()
     repos = (config.repository, "torchimg-test/", "torchimg-bench/", "torchimg-locker")
     for image in docker.image.list():
@@ -79,7 +80,8 @@ def clean() -> None:
                 print(f"removing {tag}", file=sys.stderr)
                 docker.image.remove(tag, force=True)
     docker.buildx.prune(all=True)
-    shutil.rmtree(paths.reports_dir(), ignore_errors=True)
+    if not keep_reports:
+        shutil.rmtree(paths.reports_dir(), ignore_errors=True)
 
 
 def registry_action(action: str, host: str) -> str:
@@ -92,26 +94,5 @@ def registry_action(action: str, host: str) -> str:
 
 
 def images_table() -> str:
-    """One line per recorded image: its tag, whether the tag still names it, each stage."""
-    rows = [("image", "id", "build", "test", "scan", "push")]
-    for path in sorted((paths.reports_dir() / "records").glob("*.json")):
-        rec = record.read(*path.stem.rsplit("-", 1))
-        if rec is None:
-            continue
-        current = engine.image_id(rec["tags"][0]) == rec["image_id"]
-
-        def state(stage: str, rec: record.Record = rec) -> str:
-            result = rec.get(stage)
-            return "-" if result is None else ("ok" if result.get("ok") else "FAILED")
-
-        rows.append(
-            (
-                rec["tags"][0],
-                rec["image_id"][7:19] + ("" if current else " (tag moved)"),
-                *(state(s) for s in ("build", "test", "scan", "push")),
-            )
-        )
-    if len(rows) == 1:
-        return "no image built yet: nox -s build"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+    """`inv images`: one line per recorded image and each stage's outcome."""
+    return summary.text()

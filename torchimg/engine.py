@@ -95,10 +95,17 @@ def build(
     labels: Mapping[str, str],
     cache: bool = True,
     what: str,
+    builder: str | None = None,
+    cache_ref: str | None = None,
+    compression: str = "gzip",
+    attest: Sequence[str] = (),
 ) -> BuildResult:
     """Build one target through BuildKit, streaming its plain progress to stderr.
 
     The image is tagged only when the whole build succeeded (buildx loads it last).
+    `cache_ref`: a registry cache imported and exported (mode=max: every stage's layers).
+    `compression`: zstd recompresses every layer (gzip keeps the blobs old clients read).
+    `attest`: provenance and/or sbom attestations, attached to the image (releases).
     """
     start = time.monotonic()
     log: list[str] = []
@@ -113,10 +120,19 @@ def build(
             secrets=list(secrets),
             labels=dict(labels),
             cache=cache,
+            builder=builder,
+            cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
+            cache_to={"type": "registry", "ref": cache_ref, "mode": "max"} if cache_ref else None,
+            output=(
+                {"type": "image", "compression": compression, "force-compression": "true"}
+                if compression != "gzip"
+                else {}
+            ),
             load=True,
-            # No attestation in local images: its timestamps would make the image ID differ
-            # between identical builds. Releases attach SBOM and provenance when pushing.
-            provenance=False,
+            # No attestation unless asked for: its timestamps make the image ID differ between
+            # identical builds. Release builds ask for provenance and SBOM.
+            provenance={"mode": "max"} if "provenance" in attest else False,
+            sbom=True if "sbom" in attest else None,
             progress="plain",
             stream_logs=True,
         )
@@ -124,7 +140,12 @@ def build(
         for line in stream:
             log.append(line.rstrip("\n"))
             print(line, end="", file=sys.stderr, flush=True)
-    except DockerException:
+    except DockerException as exc:
+        if builder and not log:
+            raise PipelineError(
+                f"build of {what} failed: builder {builder!r}: {_first_line(exc)}",
+                "`docker buildx ls` lists the builders; create one with `docker buildx create`",
+            ) from None
         raise PipelineError(
             f"build of {what} failed: {_build_error(log)}",
             "read the BuildKit log above for the failing step",

@@ -52,6 +52,11 @@ class Variant:
         return compat.CUDA.get(self.cuda)
 
     @property
+    def locked(self) -> bool:
+        """Its lockfiles are committed, so it can be built anywhere."""
+        return (self.lock_dir / "runtime.txt").exists()
+
+    @property
     def torch_requirement(self) -> str:
         return compat.torch_requirement(self.torch, self.cuda, self.index)
 
@@ -64,6 +69,8 @@ class Config:
     repository: str
     bases: dict[str, Base]
     variants: dict[str, Variant]
+    builder: str | None = None
+    cache: str | None = None
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
@@ -73,10 +80,13 @@ class Config:
             )
         return self.variants[name]
 
-    def select(self, names: list[str], everything: bool = False) -> list[Variant]:
-        """The variants named on a command line: all, the named ones, or the default."""
+    def select(self, names: list[str], everything: bool = False, locked: bool = False) -> list[Variant]:
+        """The variants named on a command line: all, those with committed lockfiles, the
+        named ones, or the default."""
         if everything:
             return list(self.variants.values())
+        if locked:
+            return [v for v in self.variants.values() if v.locked]
         return [self.variant(n) for n in (names or [self.default])]
 
 
@@ -159,7 +169,7 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
         raise PipelineError(f"{src}: no such file", "run from the repository root") from None
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{src}: not valid TOML: {exc}", f"fix the syntax in {src.name}") from None
-    _no_unknown(data, {"default", "repository", "bases", "variant"}, src.name)
+    _no_unknown(data, {"default", "repository", "bases", "variant", "builder", "cache"}, src.name)
     bases = {k: _base(k, v, src) for k, v in _field(data, "bases", src.name, dict).items()}
     variants: dict[str, Variant] = {}
     for n, table in enumerate(_field(data, "variant", src.name, list), start=1):
@@ -170,4 +180,5 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
     default = _field(data, "default", src.name)
     if default not in variants:
         raise PipelineError(f"{src.name}: default {default!r} is not a declared variant", "fix default")
-    return Config(default, _field(data, "repository", src.name), bases, variants)
+    optional = {k: _field(data, k, src.name) for k in ("builder", "cache") if k in data}
+    return Config(default, _field(data, "repository", src.name), bases, variants, **optional)

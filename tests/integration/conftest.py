@@ -4,7 +4,12 @@ Builds use the variant's pinned base, or TORCHIMG_BASE where that cannot be pull
 uses a Debian trixie base made with debootstrap). Every image a test tags is removed after.
 """
 
+import json
 import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +18,7 @@ from pathlib import Path
 import pytest
 from python_on_whales import docker
 
-from torchimg import build, credentials, engine, record, variants
+from torchimg import build, credentials, engine, record, registry, variants
 from torchimg.errors import PipelineError
 
 TEST_REPOSITORY = "torchimg-test/pytorch"
@@ -108,3 +113,41 @@ def dev_image(
     rec = build.build(default_variant, "dev", opts)
     yield rec
     remove_images(*rec["tags"])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tag_list(host: str, name: str) -> list[str]:
+    """The registry's own tag list of a repository ([] when it does not exist)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}/v2/{name}/tags/list", timeout=5) as r:
+            return sorted(json.load(r).get("tags") or [])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise
+
+
+@pytest.fixture(scope="session")
+def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[registry.Local]]:
+    """Start throwaway registries the way the pipeline starts the embedded one; remove them after."""
+    if not shutil.which("docker-registry"):
+        reason = "needs Debian's docker-registry program (the registry:2 image cannot be pulled here)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI installs docker-registry: {reason}")
+        pytest.skip(reason)
+    started: list[registry.Local] = []
+
+    class Throwaway(registry.Local):
+        def __init__(self) -> None:
+            super().__init__(f"localhost:{_free_port()}", tmp_path_factory.mktemp("registry"))
+            started.append(self)
+
+    yield Throwaway
+    for reg in started:
+        reg.stop()
+        shutil.rmtree(reg.dir, ignore_errors=True)

@@ -6,61 +6,18 @@ Each test pushes to its own repository on a registry the test starts (Debian's
 localhost:5000.
 """
 
-import json
 import os
-import shutil
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import tag_list
 from torchimg import engine, imagetest, lockfile, paths, record, registry, release, scan, tags, variants
 from torchimg.errors import PipelineError
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tags(host: str, name: str) -> list[str]:
-    """The registry's own tag list of a repository ([] when it does not exist)."""
-    try:
-        with urllib.request.urlopen(f"http://{host}/v2/{name}/tags/list", timeout=5) as r:
-            return sorted(json.load(r).get("tags") or [])
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return []
-        raise
-
-
-@pytest.fixture(scope="module")
-def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[registry.Local]]:
-    """Start throwaway registries the way the pipeline starts the embedded one; remove them after."""
-    if not shutil.which("docker-registry"):
-        reason = "needs Debian's docker-registry program (the registry:2 image cannot be pulled here)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI installs docker-registry: {reason}")
-        pytest.skip(reason)
-    started: list[registry.Local] = []
-
-    class Throwaway(registry.Local):
-        def __init__(self) -> None:
-            super().__init__(f"localhost:{_free_port()}", tmp_path_factory.mktemp("registry"))
-            started.append(self)
-
-    yield Throwaway
-    for reg in started:
-        reg.stop()
-        shutil.rmtree(reg.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +69,10 @@ def test_an_untested_image_is_refused(
         release.push(config, default_variant, "dev", _opts(repo))
     assert "has not been tested" in exc.value.what
     assert "nox -s test" in exc.value.fix
-    assert _tags(target.host, "untested") == []
+    assert tag_list(target.host, "untested") == []
 
 
-def test_push_reads_the_digest_back_then_moves_tags(
+def test_push_reads_the_digest_back_then_movestag_list(
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
@@ -128,7 +85,7 @@ def test_push_reads_the_digest_back_then_moves_tags(
     immutable = tags.immutable(default_variant, "runtime", epoch, git["revision"], git["dirty"])
     assert m["immutable_tag"] == immutable
     assert m["moving_tags"] == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
-    assert _tags(target.host, "release") == sorted([immutable, *m["moving_tags"]])
+    assert tag_list(target.host, "release") == sorted([immutable, *m["moving_tags"]])
     for t in [immutable, *m["moving_tags"]]:
         assert engine.serves(f"{repo}:{t}", releasable["image_id"]) == m["digest"]
     assert m["already_present"] is False
@@ -154,12 +111,12 @@ def test_pushing_again_is_idempotent(
     target: registry.Local,
 ) -> None:
     repo = f"{target.host}/release"
-    before = _tags(target.host, "release")
+    before = tag_list(target.host, "release")
     first = engine.remote_digest(f"{repo}:latest")
     m = release.push(config, default_variant, "runtime", _opts(repo))
     assert m["already_present"] is True
     assert m["digest"] == first
-    assert _tags(target.host, "release") == before
+    assert tag_list(target.host, "release") == before
 
 
 def test_an_immutable_tag_naming_other_content_is_refused(
@@ -182,7 +139,7 @@ def test_an_immutable_tag_naming_other_content_is_refused(
         release.push(config, default_variant, "runtime", _opts(repo))
     assert "never overwritten" in exc.value.what
     assert engine.remote_digest(immutable) == squatter
-    assert _tags(target.host, "collide") == [immutable.rsplit(":", 1)[1]]  # no moving tag
+    assert tag_list(target.host, "collide") == [immutable.rsplit(":", 1)[1]]  # no moving tag
 
 
 def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
@@ -217,7 +174,7 @@ def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
     assert "no moving tag" in str(errors[0]) or "nothing after the failed step" in str(errors[0])
 
     reg.start()
-    assert not set(_tags(reg.host, "midpush")) & {"latest", "2.9.1-cu128-runtime", "2.9-cu128-runtime"}
+    assert not set(tag_list(reg.host, "midpush")) & {"latest", "2.9.1-cu128-runtime", "2.9-cu128-runtime"}
     m = release.push(config, default_variant, "runtime", _opts(repo))
-    assert _tags(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"]])
+    assert tag_list(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"]])
     assert engine.remote_digest(f"{repo}:latest") == m["digest"]

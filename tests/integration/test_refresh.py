@@ -1,0 +1,100 @@
+"""`nox -s refresh_bases` against a real registry: a tag gets pinned by digest, a re-pushed
+tag is detected and the pin moved, an unreachable registry changes nothing."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from torchimg import engine, paths, refresh, registry, variants
+from torchimg.errors import PipelineError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def base_images(
+    base: str | None, default_variant: variants.Variant, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[str]]:
+    """Two small, different images made from the build's base: two upstream "releases"."""
+    made = []
+    for marker in ("first", "second"):
+        folder = tmp_path_factory.mktemp(f"base-{marker}")
+        (folder / "Dockerfile").write_text(
+            f"FROM {base or default_variant.base.image}\nRUN echo {marker} > /release-marker\n"
+        )
+        tag = f"torchimg-test/refresh-base:{marker}"
+        engine.build(
+            context=folder,
+            dockerfile=folder / "Dockerfile",
+            target=None,
+            tags=[tag],
+            build_args={},
+            contexts={},
+            secrets=[],
+            labels={},
+            what=f"refresh base {marker}",
+        )
+        made.append(tag)
+    yield made
+    for tag in made:
+        engine.untag(tag)
+
+
+def _publish(local_tag: str, ref: str) -> str:
+    engine.tag(local_tag, ref)
+    try:
+        return engine.push(ref)
+    finally:
+        engine.untag(ref)
+
+
+def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
+    new_registry: type[registry.Local], base_images: list[str], tmp_path: Path, reports: Path
+) -> None:
+    reg = new_registry()
+    reg.start()
+    upstream = f"{reg.host}/debian:trixie-slim"
+    first = _publish(base_images[0], upstream)
+
+    src = tmp_path / "variants.toml"
+    old = variants.load().bases["debian-trixie"].image
+    src.write_text(paths.VARIANTS_FILE.read_text().replace(old, f"{upstream}@{old.split('@')[1]}"))
+
+    moved = refresh.refresh(src, ["debian-trixie"], check=False)
+    assert [m["new"] for m in moved] == [first]
+    assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{first}"
+    assert "# Debian 13 slim" in src.read_text()  # edited in place, comments kept
+    assert refresh.refresh(src, ["debian-trixie"], check=False) == []  # nothing moved since
+
+    second = _publish(base_images[1], upstream)  # upstream re-pushes the same tag
+    assert second != first
+    with pytest.raises(PipelineError, match="moved upstream"):
+        refresh.refresh(src, ["debian-trixie"], check=True)
+    assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{first}"  # --check: unchanged
+    moved = refresh.refresh(src, ["debian-trixie"], check=False)
+    assert [(m["old"], m["new"]) for m in moved] == [(first, second)]
+    assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{second}"
+
+    body = refresh.pull_request_body().read_text()
+    assert f"`{upstream}` | `{first[:19]}` | `{second[:19]}`" in body
+
+    reg.stop()  # the registry goes away: a clear error, and the file is left exactly as it was
+    before = src.read_bytes()
+    with pytest.raises(PipelineError) as exc:
+        refresh.refresh(src, ["debian-trixie"], check=False)
+    assert "no pin was changed" in exc.value.what
+    assert reg.host in exc.value.fix
+    assert src.read_bytes() == before
+
+
+def test_a_deleted_upstream_tag_is_named(new_registry: type[registry.Local], tmp_path: Path) -> None:
+    reg = new_registry()
+    reg.start()
+    src = tmp_path / "variants.toml"
+    old = variants.load().bases["debian-trixie"].image
+    src.write_text(paths.VARIANTS_FILE.read_text().replace(old, f"{reg.host}/gone:tag@{old.split('@')[1]}"))
+    before = src.read_bytes()
+    with pytest.raises(PipelineError, match="no longer exists"):
+        refresh.refresh(src, ["debian-trixie"], check=False)
+    assert src.read_bytes() == before
