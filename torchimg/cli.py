@@ -159,7 +159,8 @@ def _digests(args: argparse.Namespace, config: variants.Config) -> None:
         for flavor in variant.flavors:
             pushed = (record.read(variant.name, flavor) or {}).get("push")
             if pushed and pushed.get("ok"):
-                print(f"{pushed['repository']}@{pushed['digest']}")
+                repository = pushed["references"][0].split("@")[0].rsplit(":", 1)[0]
+                print(f"{repository}@{pushed['digest']}")
 
 
 def _summary(args: argparse.Namespace, config: variants.Config) -> None:

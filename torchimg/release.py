@@ -185,7 +185,6 @@ def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> re
         "ok": True,
         "image_id": rec["image_id"],
         "digest": digest,
-        "repository": opts.repository,
         "references": manifest["references"],
         "manifest": str(json_path),
     }
