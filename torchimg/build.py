@@ -32,6 +32,7 @@ class BuildOptions:
     repository: str = ""
     builder: str | None = None  # a named buildx builder (remote BuildKit); None: the default
     cache_repository: str | None = None  # registry cache: <repo>:<variant>-<flavor>
+    cache_export: bool = True  # False: import the registry cache only (read-only machines)
     compression: str = "gzip"
     attest: tuple[str, ...] = ()
 
@@ -187,6 +188,7 @@ def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[r
         what=f"{variant.name} {flavor}",
         builder=opts.builder,
         cache_ref=cache_ref(opts, variant, flavor),
+        cache_export=opts.cache_export,
         compression=opts.compression,
         attest=opts.attest,
     )

@@ -1,8 +1,10 @@
 """`nox -s build_report`: build benchmarks for one variant, figures side by side.
 
 In one run, on one base: a cold build (BuildKit cache pruned), no-op rebuilds, a rebuild after
-a dev-only lock change, a second cache-less build (reproducibility), sizes with a layer
-breakdown, and the same for the naive single-stage Dockerfile in docker/baseline/.
+a dev-only lock change, a second cache-less build (reproducibility), a rebuild from a registry
+cache after pruning the local one, sizes with a layer breakdown, what a registry receives
+(bytes shared by runtime and dev, bytes pushed for a dev-only change, gzip against zstd), and
+the same for the naive single-stage Dockerfile in docker/baseline/.
 Figures are measured, never asserted: this is a report, not a timed test.
 """
 
@@ -12,6 +14,7 @@ import datetime
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -22,7 +25,7 @@ from typing import Any
 from plumbum import local
 from python_on_whales import docker
 
-from torchimg import build, buildlog, engine, layers, paths
+from torchimg import build, buildlog, engine, layers, paths, registry
 from torchimg.credentials import Credentials
 from torchimg.variants import Variant
 
@@ -35,6 +38,20 @@ _CATEGORIES = (
     ("g++", "toolchain: g++, Python headers; user"),
     ("apt-install python3", "Python (Debian)"),
 )
+
+
+@contextlib.contextmanager
+def _report_registry(folder: Path) -> Iterator[registry.Local]:
+    """A registry of the report's own on a free port, removed with its contents after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reg = registry.Local(f"localhost:{port}", folder / "registry")
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
 
 
 @contextlib.contextmanager
@@ -145,6 +162,41 @@ def _naive(variant: Variant, base: str, creds: Credentials) -> dict[str, Any]:
     }
 
 
+def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
+    """Push an image to the report's registry; its layer blobs (digest -> bytes) there."""
+    engine.tag(local_tag, ref)
+    try:
+        engine.push(ref)
+    finally:
+        engine.untag(ref)
+    manifest = docker.buildx.imagetools.inspect(ref)
+    return {str(x.digest): int(x.size or 0) for x in manifest.layers or []}
+
+
+def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
+    """What a registry holds and receives: shared layers, dev-only change, gzip vs zstd."""
+    repo = f"{host}/torchimg-bench"
+    rt = _pushed_layers(out["cold_runtime"]["tag"], f"{repo}:runtime")
+    dev = _pushed_layers(out["cold_dev"]["tag"], f"{repo}:dev")
+    changed = _pushed_layers(out["dev_change"]["tag"], f"{repo}:dev-changed")
+    zstd = _pushed_layers(out["zstd_runtime"]["tag"], f"{repo}:runtime-zstd")
+    dev_zstd = _pushed_layers(out["zstd_dev"]["tag"], f"{repo}:dev-zstd")
+    shared = set(rt) & set(dev)
+    return {
+        "runtime_gzip": sum(rt.values()),
+        "dev_gzip": sum(dev.values()),
+        "runtime_zstd": sum(zstd.values()),
+        "dev_zstd": sum(dev_zstd.values()),
+        "shared_layers": len(shared),
+        "runtime_layers": len(rt),
+        "dev_shares_every_runtime_layer": set(rt) <= set(dev),
+        "shared_bytes": sum(rt[d] for d in shared),
+        "dev_adds_bytes": sum(v for d, v in dev.items() if d not in rt),
+        "dev_change_pushed_bytes": sum(v for d, v in changed.items() if d not in rt and d not in dev),
+        "dev_change_new_layers": len([d for d in changed if d not in rt and d not in dev]),
+    }
+
+
 def run(variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any]:
     """Run every measurement; return the figures (also written under reports/)."""
     base_ref = base or variant.base.image
@@ -155,7 +207,12 @@ def run(variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "engine": engine.server_version(),
     }
-    with tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp, _records_elsewhere(Path(tmp)):
+    with (
+        tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
+        _records_elsewhere(Path(tmp)),
+        _report_registry(Path(tmp)) as reg,
+    ):
+        cached = dataclasses.replace(opts, cache_repository=f"{reg.host}/torchimg-bench-cache")
         _say("pruning BuildKit's cache: the next build is cold")
         docker.buildx.prune(all=True)
         _say("cold build, runtime")
@@ -173,6 +230,21 @@ def run(variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any
         out["dev_change"] = _build(
             changed, "dev", dataclasses.replace(opts, repository=REPOSITORY + "-changed")
         )
+        _say("registry cache: export (a no-op build that exports), prune, rebuild from it")
+        out["cache_export_runtime"] = _build(variant, "runtime", cached)
+        docker.buildx.prune(all=True)
+        out["cache_import_runtime"] = _build(
+            variant, "runtime", dataclasses.replace(cached, cache_export=False)
+        )
+        out["cache_import_runtime"]["same_image_id"] = (
+            out["cache_import_runtime"]["image_id"] == out["cold_runtime"]["image_id"]
+        )
+        _say("zstd layer compression")
+        zstd = dataclasses.replace(opts, compression="zstd", repository=REPOSITORY + "-zstd")
+        out["zstd_runtime"] = _build(variant, "runtime", zstd)
+        out["zstd_dev"] = _build(variant, "dev", zstd)
+        _say("pushing to a registry of the report's own: shared bytes, dev-only change, zstd")
+        out["registry"] = registry_figures(out, reg.host)
         _say("second cache-less runtime build (reproducibility)")
         out["nocache_runtime"] = _build(
             variant, "runtime", dataclasses.replace(opts, cache=False, repository=REPOSITORY + "-again")
@@ -227,10 +299,31 @@ def markdown(r: dict[str, Any]) -> str:
         ("noop_dev", "no-op rebuild, dev"),
         ("dev_change", "dev-only lock change, dev"),
         ("nocache_runtime", "--no-cache, runtime"),
+        ("cache_export_runtime", "no-op rebuild exporting the registry cache, runtime"),
+        ("cache_import_runtime", "local cache pruned, registry cache imported, runtime"),
+        ("zstd_runtime", "zstd layers, runtime"),
+        ("zstd_dev", "zstd layers, dev"),
     ):
         b = r[key]
         lines.append(f"| {name} | {b['seconds']} | {b['pip_ran']} | {b['torch_downloaded']} |")
     lines.append(f"| naive single stage (cache pruned) | {r['naive']['seconds']} | True | True |")
+    imp, cold, g = r["cache_import_runtime"], r["cold_runtime"], r["registry"]
+    lines += [
+        "",
+        f"Registry cache: the rebuild with a pruned local cache took {imp['seconds']} s against "
+        f"{cold['seconds']} s cold ({imp['seconds'] / cold['seconds']:.0%} of cold); pip ran: "
+        f"{imp['pip_ran']}; same image ID as the cold build: {imp['same_image_id']}.",
+        "",
+        "| in the registry | gzip | zstd |",
+        "| --- | ---: | ---: |",
+        f"| runtime (compressed layers) | {_gb(g['runtime_gzip'])} | {_gb(g['runtime_zstd'])} |",
+        f"| dev (compressed layers) | {_gb(g['dev_gzip'])} | {_gb(g['dev_zstd'])} |",
+        "",
+        f"dev shares {g['shared_layers']} of runtime's {g['runtime_layers']} layers "
+        f"(every one: {g['dev_shares_every_runtime_layer']}), {_gb(g['shared_bytes'])}; dev adds "
+        f"{_gb(g['dev_adds_bytes'])} compressed. A dev-only lock change pushes "
+        f"{g['dev_change_new_layers']} new layer(s), {g['dev_change_pushed_bytes'] / 1e6:.1f} MB.",
+    ]
     lines += [
         "",
         "| image | uncompressed (files) | uncompressed (tar) | compressed (gzip blobs) | layers |",

@@ -97,6 +97,7 @@ def build(
     what: str,
     builder: str | None = None,
     cache_ref: str | None = None,
+    cache_export: bool = True,
     compression: str = "gzip",
     attest: Sequence[str] = (),
 ) -> BuildResult:
@@ -122,7 +123,9 @@ def build(
             cache=cache,
             builder=builder,
             cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
-            cache_to={"type": "registry", "ref": cache_ref, "mode": "max"} if cache_ref else None,
+            cache_to=(
+                {"type": "registry", "ref": cache_ref, "mode": "max"} if cache_ref and cache_export else None
+            ),
             output=(
                 {"type": "image", "compression": compression, "force-compression": "true"}
                 if compression != "gzip"
