@@ -144,7 +144,7 @@ def build(
             log.append(line.rstrip("\n"))
             print(line, end="", file=sys.stderr, flush=True)
     except DockerException as exc:
-        if builder and not log:
+        if builder and not any(line.startswith("#") for line in log):  # BuildKit never started
             raise PipelineError(
                 f"build of {what} failed: builder {builder!r}: {_first_line(exc)}",
                 "`docker buildx ls` lists the builders; create one with `docker buildx create`",
