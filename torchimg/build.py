@@ -131,8 +131,9 @@ def tree_sha256(folder: Path) -> str:
 
 
 def layer_epoch(variant: Variant, git: gitinfo.GitInfo) -> int:
-    """File times for the layers: when the variant's runtime lockfile was last committed."""
-    return gitinfo.path_epoch(variant.lock_dir / "runtime.txt", git.epoch)
+    """File times for the layers: when the variant's runtime lockfile was last committed (the
+    repository's file, found by variant name, even when a build reads a copy of the locks)."""
+    return gitinfo.path_epoch(paths.LOCKS / variant.name / "runtime.txt", git.epoch)
 
 
 def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_python: str) -> dict[str, str]:

@@ -70,3 +70,12 @@ def test_build_args_for_cuda_and_cpu() -> None:
     assert int(cuda["LAYER_EPOCH"]) > 1
     cpu = build.build_args(CONFIG.variant("2.9.1-cpu"), "base", git, "3.13")
     assert (cpu["NVIDIA_REQUIRE_CUDA"], cpu["NVIDIA_VISIBLE_DEVICES"]) == ("", "void")
+
+
+def test_a_copy_of_the_locks_keeps_the_layer_file_times(tmp_path: Path) -> None:
+    """A build reading copied lockfiles (tests, the build report) must reuse the same layers."""
+    shutil.copytree(DEFAULT.lock_dir, tmp_path / "locks")
+    copy = dataclasses.replace(DEFAULT, lock_dir=tmp_path / "locks")
+    git = gitinfo.current()
+    assert build.layer_epoch(copy, git) == build.layer_epoch(DEFAULT, git)
+    assert build.layer_epoch(DEFAULT, git) == gitinfo.path_epoch(DEFAULT.lock_dir / "runtime.txt", 0) > 0

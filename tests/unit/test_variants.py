@@ -112,3 +112,17 @@ def test_dockerfile_default_base_is_the_default_variants_base() -> None:
     dockerfile = paths.DOCKERFILE.read_text()
     default_base = config.variant(config.default).base.image
     assert f"ARG BASE_IMAGE={default_base}\n" in dockerfile
+
+
+def test_builder_and_cache_are_optional_settings(tmp_path: Path) -> None:
+    assert load_text(tmp_path, GOOD).builder is None
+    config = load_text(tmp_path, 'builder = "remote"\ncache = "localhost:5000/cache"\n' + GOOD)
+    assert (config.builder, config.cache) == ("remote", "localhost:5000/cache")
+    assert "builder must be a str" in error_of(tmp_path, "builder = 1\n" + GOOD)
+
+
+def test_locked_selects_the_variants_with_committed_lockfiles() -> None:
+    config = variants.load()
+    locked = config.select([], locked=True)
+    assert "2.9.1-cu128" in [v.name for v in locked]
+    assert all((v.lock_dir / "runtime.txt").exists() for v in locked)
