@@ -1,10 +1,12 @@
 """`nox -s build_report`: build benchmarks for one variant, figures side by side.
 
 In one run, on one base: a cold build (BuildKit cache pruned), no-op rebuilds, a rebuild after
-a dev-only lock change, a second cache-less build (reproducibility), a rebuild from a registry
-cache after pruning the local one, sizes with a layer breakdown, what a registry receives
-(bytes shared by runtime and dev, bytes pushed for a dev-only change, gzip against zstd), and
-the same for the naive single-stage Dockerfile in docker/baseline/.
+a dev-only lock change, a second cache-less build (reproducibility), sizes with a layer
+breakdown, what a registry receives (bytes shared by runtime and dev, bytes pushed for a
+dev-only change, gzip against zstd), a rebuild from a registry cache with this project's
+images and BuildKit's cache removed (an empty runner), and the same for the naive
+single-stage Dockerfile in docker/baseline/. It prunes the cache and removes this project's
+images: run it on a build machine, not next to work in progress.
 Figures are measured, never asserted: this is a report, not a timed test.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 from plumbum import local
 from python_on_whales import docker
 
-from torchimg import build, buildlog, engine, layers, paths, registry
+from torchimg import build, buildlog, devtools, engine, layers, paths, registry
 from torchimg.credentials import Credentials
 from torchimg.variants import Variant
 
@@ -230,15 +232,6 @@ def run(variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any
         out["dev_change"] = _build(
             changed, "dev", dataclasses.replace(opts, repository=REPOSITORY + "-changed")
         )
-        _say("registry cache: export (a no-op build that exports), prune, rebuild from it")
-        out["cache_export_runtime"] = _build(variant, "runtime", cached)
-        docker.buildx.prune(all=True)
-        out["cache_import_runtime"] = _build(
-            variant, "runtime", dataclasses.replace(cached, cache_export=False)
-        )
-        out["cache_import_runtime"]["same_image_id"] = (
-            out["cache_import_runtime"]["image_id"] == out["cold_runtime"]["image_id"]
-        )
         _say("zstd layer compression")
         zstd = dataclasses.replace(opts, compression="zstd", repository=REPOSITORY + "-zstd")
         out["zstd_runtime"] = _build(variant, "runtime", zstd)
@@ -268,14 +261,23 @@ def run(variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any
                 if a != b
             ],
         }
+        _say("registry cache: export (a no-op build that exports), then an empty machine rebuilds")
+        out["cache_export_runtime"] = _build(variant, "runtime", cached)
+        # As on a fresh runner: no build cache and no image holding these layers; otherwise
+        # BuildKit finds the layers locally and downloads nothing.
+        docker.buildx.prune(all=True)
+        devtools.remove_project_images()
+        out["cache_import_runtime"] = _build(
+            variant, "runtime", dataclasses.replace(cached, cache_export=False)
+        )
+        out["cache_import_runtime"]["same_image_id"] = (
+            out["cache_import_runtime"]["image_id"] == out["cold_runtime"]["image_id"]
+        )
         _say("naive single-stage baseline, cold")
         docker.buildx.prune(all=True)
         out["naive"] = _naive(variant, base_ref, creds)
         out["size_naive"] = sizes(out["naive"]["tag"], base_ref)
-    for image in docker.image.list():
-        for tag in image.repo_tags:
-            if tag.startswith("torchimg-bench/"):
-                docker.image.remove(tag, force=True)
+    devtools.remove_project_images(("torchimg-bench/",))
     return out
 
 

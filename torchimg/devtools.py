@@ -69,16 +69,21 @@ def run_command(
     return shlex.join([*args, rec["tags"][0], *command])
 
 
-def clean(keep_reports: bool = False) -> None:
-    """Images tagged with the configured repository or by tests and benchmarks, our cache,
-    and (unless kept, e.g. for CI artifacts) the reports."""
-    config = variants.load()
-    repos = (config.repository, "torchimg-test/", "torchimg-bench/", "torchimg-locker")
+def remove_project_images(prefixes: tuple[str, ...] = ()) -> None:
+    """Untag every image of this project (the repository of variants.toml, tests, benchmarks,
+    the locker), or only those under `prefixes`; images of anything else stay."""
+    repos = prefixes or (variants.load().repository, "torchimg-test/", "torchimg-bench/", "torchimg-locker")
     for image in docker.image.list():
         for tag in image.repo_tags:
             if tag.startswith(repos):
                 print(f"removing {tag}", file=sys.stderr)
                 docker.image.remove(tag, force=True)
+
+
+def clean(keep_reports: bool = False) -> None:
+    """Images tagged with the configured repository or by tests and benchmarks, our cache,
+    and (unless kept, e.g. for CI artifacts) the reports."""
+    remove_project_images()
     docker.buildx.prune(all=True)
     if not keep_reports:
         shutil.rmtree(paths.reports_dir(), ignore_errors=True)
