@@ -188,8 +188,7 @@ def _lint_config(args: argparse.Namespace, config: variants.Config) -> None:
 def _build_report(args: argparse.Namespace, config: variants.Config) -> None:
     variant = config.select(args.variant)[0]
     figures = buildreport.run(variant, args.base, resolve(args.ca_bundle, args.netrc))
-    path = buildreport.write(figures)
-    print(path.read_text())
+    print(buildreport.write(figures).read_text())
 
 
 def _lock_tools(args: argparse.Namespace, config: variants.Config) -> None:
