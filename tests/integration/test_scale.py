@@ -2,10 +2,12 @@
 and layers that stay the same for the same inputs. (Dev sharing every runtime layer is
 checked in test_build.)
 
-The cache test prunes BuildKit's local cache, as a fresh CI runner would have it.
+The cache test prunes BuildKit's local cache, as a fresh CI runner would have it. The builds
+here write their records to a temp folder: the session's runtime record stays the image's.
 """
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from python_on_whales import docker
@@ -27,7 +29,10 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
     base: str | None,
     canaries: Canaries,
     new_registry: type[registry.Local],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
     reg = new_registry()
     reg.start()
     opts = build.BuildOptions(
@@ -51,8 +56,14 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
 
 
 def test_the_same_inputs_give_the_same_layers_without_any_cache(
-    runtime_image: record.Record, default_variant: variants.Variant, base: str | None, canaries: Canaries
+    runtime_image: record.Record,
+    default_variant: variants.Variant,
+    base: str | None,
+    canaries: Canaries,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
     again = dataclasses.replace(
         build.BuildOptions(base=base, creds=canaries.creds, repository="torchimg-test/again"), cache=False
     )
@@ -63,7 +74,10 @@ def test_the_same_inputs_give_the_same_layers_without_any_cache(
         remove_images(*rec["tags"])
 
 
-def test_an_unknown_builder_is_named(default_variant: variants.Variant, base: str | None) -> None:
+def test_an_unknown_builder_is_named(
+    default_variant: variants.Variant, base: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
     opts = build.BuildOptions(base=base, repository="torchimg-test/nobuilder", builder="no-such-builder")
     with pytest.raises(PipelineError) as exc:
         build.build(default_variant, "runtime", opts)
