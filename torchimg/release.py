@@ -131,8 +131,10 @@ def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> re
             raise PipelineError(
                 f"push refused: immutable tag {ref} already names {existing}, which is not this image "
                 f"({rec['image_id'][:19]}); immutable tags are never overwritten",
-                "find out why the same commit built different content (`nox -s build -- --no-cache` "
-                "and compare), or release from a new commit",
+                "a build of the same commit with other --attest or --compression options is another "
+                "image: build it as released before; else find out why the same commit built "
+                "different content (`nox -s build -- --no-cache` and compare), or release from a "
+                "new commit",
             )
         print(f"   {immutable} already names this image ({digest}): not pushed again", file=sys.stderr)
     else:
