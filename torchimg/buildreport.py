@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -45,10 +44,7 @@ _CATEGORIES = (
 @contextlib.contextmanager
 def _report_registry(folder: Path) -> Iterator[registry.Local]:
     """A registry of the report's own on a free port, removed with its contents after."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    reg = registry.Local(f"localhost:{port}", folder / "registry")
+    reg = registry.Local.on_free_port(folder / "registry")
     reg.start()
     try:
         yield reg
@@ -166,11 +162,7 @@ def _naive(variant: Variant, base: str, creds: Credentials) -> dict[str, Any]:
 
 def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
     """Push an image to the report's registry; its layer blobs (digest -> bytes) there."""
-    engine.tag(local_tag, ref)
-    try:
-        engine.push(ref)
-    finally:
-        engine.untag(ref)
+    engine.push_as(local_tag, ref)
     manifest = docker.buildx.imagetools.inspect(ref)
     return {str(x.digest): int(x.size or 0) for x in manifest.layers or []}
 

@@ -273,6 +273,17 @@ def untag(ref: str) -> None:
         run_cli([*docker.docker_cmd, "image", "rm", "--no-prune", ref])
 
 
+def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
+    """Push the local image `source` under `ref` (a tag added for the push and removed after,
+    unless kept); return the digest the engine reports."""
+    tag(source, ref)
+    try:
+        return push(ref)
+    finally:
+        if not keep_tag:
+            untag(ref)
+
+
 _PUSHED_DIGEST = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64})")
 
 

@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,14 @@ class Local:
 
     host: str = LOCAL
     folder: Path | None = None
+
+    @classmethod
+    def on_free_port(cls, folder: Path) -> "Local":
+        """A registry of its own (tests, the build report): a free port, state in `folder`."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        return cls(f"localhost:{port}", folder)
 
     @property
     def dir(self) -> Path:

@@ -98,13 +98,8 @@ def _push_verified(rec: record.Record, ref: str) -> str:
     ours. The tag is added from the image ID (not a tag that could move meanwhile), and
     removed again unless it is the build's own tag."""
     image_id = rec["image_id"]
-    engine.tag(image_id, ref)
-    try:
-        pushed = engine.push(ref)
-        served = engine.serves(ref, image_id)
-    finally:
-        if ref not in rec["tags"]:
-            engine.untag(ref)
+    pushed = engine.push_as(image_id, ref, keep_tag=ref in rec["tags"])
+    served = engine.serves(ref, image_id)
     if served is None or served != pushed:
         raise PipelineError(
             f"{ref}: the registry serves {engine.remote_digest(ref)}, not the image just pushed "
@@ -119,8 +114,7 @@ def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> re
     rec = gate(variant, flavor, opts, registry.is_local(host))
     registry.ensure(opts.repository)
     git = rec["inputs"]["git"]
-    epoch = int(rec["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
-    immutable = tags.immutable(variant, flavor, epoch, git["revision"], git["dirty"])
+    immutable = tags.immutable_of(variant, flavor, rec)
     ref = f"{opts.repository}:{immutable}"
     print(f"== push {variant.name} {flavor} ({rec['image_id'][:19]}) -> {ref}", file=sys.stderr)
 

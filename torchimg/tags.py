@@ -8,6 +8,7 @@ default variant.
 """
 
 import datetime
+from typing import Any
 
 from torchimg.variants import Config, Variant
 
@@ -15,6 +16,13 @@ from torchimg.variants import Config, Variant
 def immutable(variant: Variant, flavor: str, epoch: int, revision: str, dirty: bool) -> str:
     date = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y%m%d")
     return f"{variant.name}-{flavor}-{date}-{revision[:7]}" + ("-dirty" if dirty else "")
+
+
+def immutable_of(variant: Variant, flavor: str, rec: dict[str, Any]) -> str:
+    """The immutable tag of a recorded image: its commit's date and revision."""
+    git = rec["inputs"]["git"]
+    epoch = int(rec["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
+    return immutable(variant, flavor, epoch, git["revision"], git["dirty"])
 
 
 def _minor_name(variant: Variant) -> str | None:

@@ -7,18 +7,17 @@ uses a Debian trixie base made with debootstrap). Every image a test tags is rem
 import json
 import os
 import shutil
-import socket
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from python_on_whales import docker
 
-from torchimg import build, credentials, engine, record, registry, variants
+from torchimg import build, credentials, engine, record, registry, scan, variants
 from torchimg.errors import PipelineError
 
 TEST_REPOSITORY = "torchimg-test/pytorch"
@@ -30,9 +29,38 @@ def _engine() -> None:
     try:
         engine.preflight()
     except PipelineError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs a Docker Engine with buildx: {exc}")
-        pytest.skip(f"integration tests need a Docker Engine with buildx: {exc}")
+        missing(f"integration tests need a Docker Engine with buildx: {exc}")
+
+
+def missing(reason: str) -> None:
+    """A tool these tests need is absent: skip here, fail under CI (which installs it)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI provides it: {reason}")
+    pytest.skip(reason)
+
+
+def require_trivy() -> None:
+    try:
+        scan.trivy()
+    except PipelineError as exc:
+        missing(f"these tests need trivy: {exc}")
+
+
+def build_small(folder: Path, dockerfile: str, tag: str) -> str:
+    """Build a small throwaway image from `dockerfile` (text) in `folder`; return its tag."""
+    (folder / "Dockerfile").write_text(dockerfile)
+    engine.build(
+        context=folder,
+        dockerfile=folder / "Dockerfile",
+        target=None,
+        tags=[tag],
+        build_args={},
+        contexts={},
+        secrets=[],
+        labels={},
+        what=tag,
+    )
+    return tag
 
 
 @pytest.fixture(scope="session")
@@ -115,12 +143,6 @@ def dev_image(
     remove_images(*rec["tags"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def tag_list(host: str, name: str) -> list[str]:
     """The registry's own tag list of a repository ([] when it does not exist)."""
     try:
@@ -133,21 +155,18 @@ def tag_list(host: str, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[type[registry.Local]]:
+def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], registry.Local]]:
     """Start throwaway registries the way the pipeline starts the embedded one; remove them after."""
     if not shutil.which("docker-registry"):
-        reason = "needs Debian's docker-registry program (the registry:2 image cannot be pulled here)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI installs docker-registry: {reason}")
-        pytest.skip(reason)
+        missing("needs Debian's docker-registry program (the registry:2 image cannot be pulled here)")
     started: list[registry.Local] = []
 
-    class Throwaway(registry.Local):
-        def __init__(self) -> None:
-            super().__init__(f"localhost:{_free_port()}", tmp_path_factory.mktemp("registry"))
-            started.append(self)
+    def throwaway() -> registry.Local:
+        reg = registry.Local.on_free_port(tmp_path_factory.mktemp("registry"))
+        started.append(reg)
+        return reg
 
-    yield Throwaway
+    yield throwaway
     for reg in started:
         reg.stop()
         shutil.rmtree(reg.dir, ignore_errors=True)

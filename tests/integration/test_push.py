@@ -6,14 +6,14 @@ Each test pushes to its own repository on a registry the test starts (Debian's
 localhost:5000.
 """
 
-import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import tag_list
+from tests.integration.conftest import require_trivy, tag_list
 from torchimg import engine, imagetest, lockfile, paths, record, registry, release, scan, tags, variants
 from torchimg.errors import PipelineError
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def target(new_registry: type[registry.Local]) -> registry.Local:
+def target(new_registry: Callable[[], registry.Local]) -> registry.Local:
     reg = new_registry()
     reg.start()
     return reg
@@ -31,12 +31,7 @@ def target(new_registry: type[registry.Local]) -> registry.Local:
 def releasable(runtime_image: record.Record, default_variant: variants.Variant) -> record.Record:
     """The runtime image after the real test and scan stages (CPU mode; no vulnerability DB
     here, which a push to a local registry accepts)."""
-    try:
-        scan.trivy()
-    except PipelineError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI installs trivy: {exc}")
-        pytest.skip(f"a releasable image needs the scan stage, so trivy: {exc}")
+    require_trivy()
     imagetest.test(default_variant, "runtime", imagetest.TestOptions())
     return scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
 
@@ -46,7 +41,7 @@ def _opts(repository: str) -> release.PushOptions:
     return release.PushOptions(repository=repository, allow_dirty=True)
 
 
-def test_the_local_registry_is_started_and_stopped(new_registry: type[registry.Local]) -> None:
+def test_the_local_registry_is_started_and_stopped(new_registry: Callable[[], registry.Local]) -> None:
     reg = new_registry()
     assert not registry.answers(reg.host)
     assert "docker-registry program" in reg.start()
@@ -72,7 +67,7 @@ def test_an_untested_image_is_refused(
     assert tag_list(target.host, "untested") == []
 
 
-def test_push_reads_the_digest_back_then_movestag_list(
+def test_push_reads_the_digest_back_then_moves_tags(
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
@@ -80,9 +75,7 @@ def test_push_reads_the_digest_back_then_movestag_list(
 ) -> None:
     repo = f"{target.host}/release"
     m = release.push(config, default_variant, "runtime", _opts(repo))
-    git = releasable["inputs"]["git"]
-    epoch = int(releasable["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
-    immutable = tags.immutable(default_variant, "runtime", epoch, git["revision"], git["dirty"])
+    immutable = tags.immutable_of(default_variant, "runtime", releasable)
     assert m["immutable_tag"] == immutable
     assert m["moving_tags"] == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
     assert tag_list(target.host, "release") == sorted([immutable, *m["moving_tags"]])
@@ -127,14 +120,8 @@ def test_an_immutable_tag_naming_other_content_is_refused(
     base: str | None,
 ) -> None:
     repo = f"{target.host}/collide"
-    git = releasable["inputs"]["git"]
-    epoch = int(releasable["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
-    immutable = f"{repo}:{tags.immutable(default_variant, 'runtime', epoch, git['revision'], git['dirty'])}"
-    engine.tag(base or default_variant.base.image, immutable)  # other content, same tag
-    try:
-        squatter = engine.push(immutable)
-    finally:
-        engine.untag(immutable)
+    immutable = f"{repo}:{tags.immutable_of(default_variant, 'runtime', releasable)}"
+    squatter = engine.push_as(base or default_variant.base.image, immutable)  # other content, same tag
     with pytest.raises(PipelineError) as exc:
         release.push(config, default_variant, "runtime", _opts(repo))
     assert "never overwritten" in exc.value.what
@@ -146,7 +133,7 @@ def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    new_registry: type[registry.Local],
+    new_registry: Callable[[], registry.Local],
 ) -> None:
     reg = new_registry()
     reg.start()

@@ -1,11 +1,12 @@
 """`nox -s refresh_bases` against a real registry: a tag gets pinned by digest, a re-pushed
 tag is detected and the pin moved, an unreachable registry changes nothing."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import build_small
 from torchimg import engine, paths, refresh, registry, variants
 from torchimg.errors import PipelineError
 
@@ -19,43 +20,21 @@ def base_images(
     """Two small, different images made from the build's base: two upstream "releases"."""
     made = []
     for marker in ("first", "second"):
+        dockerfile = f"FROM {base or default_variant.base.image}\nRUN echo {marker} > /release-marker\n"
         folder = tmp_path_factory.mktemp(f"base-{marker}")
-        (folder / "Dockerfile").write_text(
-            f"FROM {base or default_variant.base.image}\nRUN echo {marker} > /release-marker\n"
-        )
-        tag = f"torchimg-test/refresh-base:{marker}"
-        engine.build(
-            context=folder,
-            dockerfile=folder / "Dockerfile",
-            target=None,
-            tags=[tag],
-            build_args={},
-            contexts={},
-            secrets=[],
-            labels={},
-            what=f"refresh base {marker}",
-        )
-        made.append(tag)
+        made.append(build_small(folder, dockerfile, f"torchimg-test/refresh-base:{marker}"))
     yield made
     for tag in made:
         engine.untag(tag)
 
 
-def _publish(local_tag: str, ref: str) -> str:
-    engine.tag(local_tag, ref)
-    try:
-        return engine.push(ref)
-    finally:
-        engine.untag(ref)
-
-
 def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
-    new_registry: type[registry.Local], base_images: list[str], tmp_path: Path, reports: Path
+    new_registry: Callable[[], registry.Local], base_images: list[str], tmp_path: Path, reports: Path
 ) -> None:
     reg = new_registry()
     reg.start()
     upstream = f"{reg.host}/debian:trixie-slim"
-    first = _publish(base_images[0], upstream)
+    first = engine.push_as(base_images[0], upstream)
 
     src = tmp_path / "variants.toml"
     old = variants.load().bases["debian-trixie"].image
@@ -67,7 +46,7 @@ def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
     assert "# Debian 13 slim" in src.read_text()  # edited in place, comments kept
     assert refresh.refresh(src, ["debian-trixie"], check=False) == []  # nothing moved since
 
-    second = _publish(base_images[1], upstream)  # upstream re-pushes the same tag
+    second = engine.push_as(base_images[1], upstream)  # upstream re-pushes the same tag
     assert second != first
     with pytest.raises(PipelineError, match="moved upstream"):
         refresh.refresh(src, ["debian-trixie"], check=True)
@@ -88,7 +67,7 @@ def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
     assert src.read_bytes() == before
 
 
-def test_a_deleted_upstream_tag_is_named(new_registry: type[registry.Local], tmp_path: Path) -> None:
+def test_a_deleted_upstream_tag_is_named(new_registry: Callable[[], registry.Local], tmp_path: Path) -> None:
     reg = new_registry()
     reg.start()
     src = tmp_path / "variants.toml"

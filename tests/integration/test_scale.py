@@ -7,6 +7,7 @@ here write their records to a temp folder: the session's runtime record stays th
 """
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
     default_variant: variants.Variant,
     base: str | None,
     canaries: Canaries,
-    new_registry: type[registry.Local],
+    new_registry: Callable[[], registry.Local],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:

@@ -2,13 +2,12 @@
 
 import datetime
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import remove_images
-from torchimg import engine, gate, record, scan, variants
+from tests.integration.conftest import build_small, remove_images, require_trivy
+from torchimg import gate, record, scan, variants
 from torchimg.errors import PipelineError
 
 pytestmark = pytest.mark.integration
@@ -16,12 +15,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module", autouse=True)
 def _trivy() -> None:
-    try:
-        scan.trivy()
-    except PipelineError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI installs trivy (requirements/trivy-ci.txt): {exc}")
-        pytest.skip(f"these tests need trivy: {exc}")
+    require_trivy()
 
 
 def test_scan_writes_reports_sbom_sarif_and_records_the_outcome(
@@ -73,18 +67,10 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
         f"aws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n"
     )
     base_ref = base or variants.load().bases["debian-trixie"].image
-    (tmp_path / "Dockerfile").write_text(f"FROM {base_ref}\nCOPY credentials.ini /app/credentials.ini\n")
-    tag = "torchimg-test/planted-secret:latest"
-    engine.build(
-        context=tmp_path,
-        dockerfile=tmp_path / "Dockerfile",
-        target=None,
-        tags=[tag],
-        build_args={},
-        contexts={},
-        secrets=[],
-        labels={},
-        what="an image with a planted secret",
+    tag = build_small(
+        tmp_path,
+        f"FROM {base_ref}\nCOPY credentials.ini /app/credentials.ini\n",
+        "torchimg-test/planted-secret:latest",
     )
     try:
         out = tmp_path / "reports"
