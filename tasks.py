@@ -43,6 +43,6 @@ def images(c: Context) -> None:
 
 @task(help={"keep_reports": "keep reports/ (records, scan reports, release manifests)"})
 def clean(c: Context, keep_reports: bool = False) -> None:
-    """Remove this project's images, BuildKit cache and reports (nothing else of Docker's)."""
+    """Remove this project's images (by their labels) and reports; say what was removed."""
     with devtools.user_errors():
-        devtools.clean(keep_reports)
+        print("\n".join(devtools.clean(keep_reports)))

@@ -63,7 +63,20 @@ def lockfiles(variant: Variant, flavor: str) -> list[Path]:
                 f"make it with `nox -s lock -- --variant {variant.name}` on a machine that "
                 f"reaches its index{where}, and commit it",
             )
+        lockfile.verify(path, variant.torch if path.name == "runtime.txt" else None)
     return needed
+
+
+def check_inputs(variant: Variant, flavor: str, opts: BuildOptions) -> list[Path]:
+    """Everything about one image's inputs that can be checked without the engine."""
+    if flavor not in variant.flavors:
+        raise PipelineError(
+            f"variant {variant.name} has no flavor {flavor!r} (it has {', '.join(variant.flavors)})",
+            "pick one of those with --flavor",
+        )
+    locks = lockfiles(variant, flavor)
+    check_lock_python(variant, locks[0], opts.base)
+    return locks
 
 
 def check_lock_python(variant: Variant, runtime_lock: Path, base_override: str | None) -> str:
@@ -161,12 +174,7 @@ def build(variant: Variant, flavor: str, opts: BuildOptions) -> record.Record:
 
 def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[record.Record, list[str]]:
     """Like build(), also returning BuildKit's log (the build report reads its steps)."""
-    if flavor not in variant.flavors:
-        raise PipelineError(
-            f"variant {variant.name} has no flavor {flavor!r} (it has {', '.join(variant.flavors)})",
-            "pick one of those with --flavor",
-        )
-    locks = lockfiles(variant, flavor)
+    locks = check_inputs(variant, flavor, opts)
     lock_python = check_lock_python(variant, locks[0], opts.base)
     engine.preflight()
     base_ref = opts.base or variant.base.image
@@ -193,30 +201,31 @@ def build_with_log(variant: Variant, flavor: str, opts: BuildOptions) -> tuple[r
         compression=opts.compression,
         attest=opts.attest,
     )
-    rec: record.Record = {
-        "variant": variant.name,
-        "flavor": flavor,
-        "image_id": result.image_id,
-        "tags": [tag],
-        "build": {
-            "ok": True,
-            "seconds": round(result.seconds, 1),
-            "cache": opts.cache,
-            "builder": opts.builder or "default",
-            "cache_ref": cache_ref(opts, variant, flavor),
-            "compression": opts.compression,
-            "attest": list(opts.attest),
-            "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        },
-        "inputs": {
-            "docker_sha256": tree_sha256(paths.DOCKER),
-            "lockfiles": {paths.shown(p): lockfile.sha256(p) for p in locks},
-            "base": {"ref": base_ref, "id": base_id, "pinned": base_ref == variant.base.image},
-            "build_args": args,
-            "git": {"revision": git.revision, "dirty": git.dirty},
-        },
-        "labels": image_labels,
-    }
+    rec = record.Record(
+        variant=variant.name,
+        flavor=flavor,
+        image_id=result.image_id,
+        tags=[tag],
+        build=record.Built(
+            ok=True,
+            image_id=result.image_id,
+            seconds=round(result.seconds, 1),
+            cache=opts.cache,
+            builder=opts.builder or "default",
+            cache_ref=cache_ref(opts, variant, flavor),
+            compression=opts.compression,
+            attest=list(opts.attest),
+            finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        ),
+        inputs=record.Inputs(
+            docker_sha256=tree_sha256(paths.DOCKER),
+            lockfiles={paths.shown(p): lockfile.sha256(p) for p in locks},
+            base=record.BaseInput(ref=base_ref, id=base_id, pinned=base_ref == variant.base.image),
+            build_args=args,
+            git=record.GitInput(revision=git.revision, dirty=git.dirty),
+        ),
+        labels=image_labels,
+    )
     path = record.write(rec)
     print(
         f"== built {tag} ({result.image_id[:19]}) in {result.seconds:.1f} s; record {path}", file=sys.stderr

@@ -130,8 +130,8 @@ def _build(variant: Variant, flavor: str, opts: build.BuildOptions) -> dict[str,
     rec, log = build.build_with_log(variant, flavor, opts)
     return {
         "seconds": round(time.monotonic() - start, 1),
-        "image_id": rec["image_id"],
-        "tag": rec["tags"][0],
+        "image_id": rec.image_id,
+        "tag": rec.tags[0],
         "steps": [dataclasses.asdict(s) for s in buildlog.steps(log) if s.seconds >= 0.5],
         "builder_cached": not buildlog.ran(log, "[builder "),
         "torch_downloaded": any("Downloading torch-" in line for line in log),

@@ -1,16 +1,21 @@
 """Command line of the pipeline: `python -m torchimg STAGE [options]`; nox sessions call it.
 
-Every PipelineError ends the process with its message, its fix, and exit status 2.
+Exit status: 0 done, 1 a gate refused (test failed, scan blocks, push refused), 2 bad input
+or configuration, 3 a tool or service failed (engine, registry, trivy, git, pip-compile).
+Every input is checked before the engine is touched.
 """
 
 import argparse
+import datetime
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torchimg import (
+    allowlist,
     build,
     buildreport,
     devtools,
@@ -19,6 +24,7 @@ from torchimg import (
     lock,
     paths,
     record,
+    references,
     refresh,
     registry,
     release,
@@ -28,7 +34,7 @@ from torchimg import (
     variants,
 )
 from torchimg.credentials import resolve
-from torchimg.errors import PipelineError
+from torchimg.errors import TOOL_FAILED, PipelineError, worst
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -44,6 +50,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--base",
         default=os.environ.get("TORCHIMG_BASE") or None,
+        type=_reference("--base ($TORCHIMG_BASE)", references.image),
         metavar="REF",
         help="build on this base image instead of the variant's pinned one "
         "(a local image works; default: $TORCHIMG_BASE)",
@@ -61,8 +68,34 @@ def _selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _reference(what: str, check: Callable[[str, str], str]) -> Callable[[str], str]:
+    """argparse type: an image reference or repository, checked against Docker's grammar."""
+
+    def parse(value: str) -> str:
+        try:
+            return check(value, what)
+        except PipelineError as exc:
+            raise argparse.ArgumentTypeError(f"{exc.what}; {exc.fix}") from None
+
+    return parse
+
+
 def _variants(args: argparse.Namespace, config: variants.Config) -> list[variants.Variant]:
     return config.select(args.variant, args.all, args.locked)
+
+
+def _images(args: argparse.Namespace, config: variants.Config) -> list[tuple[variants.Variant, str]]:
+    """The (variant, flavor) pairs a per-image stage runs on; an unknown flavor is bad input."""
+    pairs = []
+    for variant in _variants(args, config):
+        for flavor in args.flavor or variant.flavors:
+            if flavor not in variant.flavors:
+                raise PipelineError(
+                    f"variant {variant.name} has no flavor {flavor!r} (it has {', '.join(variant.flavors)})",
+                    "pick one of those with --flavor",
+                )
+            pairs.append((variant, flavor))
+    return pairs
 
 
 def _lock(args: argparse.Namespace, config: variants.Config) -> None:
@@ -86,26 +119,35 @@ def _build(args: argparse.Namespace, config: variants.Config) -> None:
         compression=args.compression,
         attest=tuple(args.attest),
     )
-    _each_image(args, config, "build", lambda variant, flavor: build.build(variant, flavor, opts))
+    images = _images(args, config)
+    for variant, flavor in images:
+        build.check_inputs(variant, flavor, opts)
+    _each_image(images, "build", lambda variant, flavor: build.build(variant, flavor, opts))
 
 
 def _each_image(
-    args: argparse.Namespace,
-    config: variants.Config,
+    images: list[tuple[variants.Variant, str]],
     stage: str,
     run: Callable[[variants.Variant, str], object],
 ) -> None:
-    """Run a stage on every selected image; one failing image does not stop the others."""
-    failed = []
-    for variant in _variants(args, config):
-        for flavor in args.flavor or variant.flavors:
-            try:
-                run(variant, flavor)
-            except PipelineError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                failed.append(f"{variant.name} {flavor}")
+    """Run a stage on every selected image; one failing image does not stop the others. The
+    run ends with one summary line, and the exit status of the worst failure."""
+    failed: list[tuple[str, PipelineError]] = []
+    for variant, flavor in images:
+        try:
+            run(variant, flavor)
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed.append((f"{variant.name} {flavor}", exc))
     if failed:
-        raise PipelineError(f"{stage} failed for: {', '.join(failed)}")
+        done = len(images) - len(failed)
+        error = PipelineError(
+            f"{stage}: {done} of {len(images)} image(s) done; failed: "
+            + ", ".join(f"{name} (exit {exc.exit_code})" for name, exc in failed)
+        )
+        error.exit_code = worst([exc.exit_code for _, exc in failed])
+        raise error
+    print(f"== {stage}: {len(images)} image(s) done", file=sys.stderr)
 
 
 def _test(args: argparse.Namespace, config: variants.Config) -> None:
@@ -115,17 +157,24 @@ def _test(args: argparse.Namespace, config: variants.Config) -> None:
         threshold=args.threshold,
         update_baseline=args.update_baseline,
     )
-    _each_image(args, config, "test", lambda variant, flavor: imagetest.test(variant, flavor, opts))
+    _each_image(_images(args, config), "test", lambda variant, flavor: imagetest.test(variant, flavor, opts))
 
 
-def _scan(args: argparse.Namespace, config: variants.Config) -> None:
+def _scan_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> scan.ScanOptions:
     opts = scan.ScanOptions(
         policy=gate.Policy(vuln_min=args.severity, fixed_only=not args.include_unfixed),
-        allow_no_vuln_db=args.allow_no_vuln_db,
+        allowlist=args.allowlist,
+        allow_no_vuln_db=allow_no_vuln_db,
         cache_dir=args.cache_dir,
         db_repository=args.db_repository,
     )
-    _each_image(args, config, "scan", lambda variant, flavor: scan.scan(variant, flavor, opts))
+    allowlist.load(opts.allowlist, datetime.date.today())  # bad input fails before any image
+    return opts
+
+
+def _scan(args: argparse.Namespace, config: variants.Config) -> None:
+    opts = _scan_options(args, args.allow_no_vuln_db)
+    _each_image(_images(args, config), "scan", lambda variant, flavor: scan.scan(variant, flavor, opts))
 
 
 def _push(args: argparse.Namespace, config: variants.Config) -> None:
@@ -133,10 +182,13 @@ def _push(args: argparse.Namespace, config: variants.Config) -> None:
         repository=args.repository or config.repository,
         allow_no_vuln_db=args.allow_no_vuln_db,
         allow_dirty=args.allow_dirty,
+        force_move=args.force_move,
+        scan_options=_scan_options(args, True),
     )
+    images = _images(args, config)
     pushed: list[releasenotes.Manifest] = []
     try:
-        _each_image(args, config, "push", lambda v, f: pushed.append(release.push(config, v, f, opts)))
+        _each_image(images, "push", lambda v, f: pushed.append(release.push(config, v, f, opts)))
     finally:
         for m in pushed:
             print(f"pushed {m['variant']} {m['flavor']}: {m['digest']}")
@@ -157,10 +209,9 @@ def _digests(args: argparse.Namespace, config: variants.Config) -> None:
     """`repository@digest` of every pushed image of the selection (what CI signs)."""
     for variant in _variants(args, config):
         for flavor in variant.flavors:
-            pushed = (record.read(variant.name, flavor) or {}).get("push")
-            if pushed and pushed.get("ok"):
-                repository = pushed["references"][0].split("@")[0].rsplit(":", 1)[0]
-                print(f"{repository}@{pushed['digest']}")
+            rec = record.read(variant.name, flavor)
+            if rec is not None and rec.push is not None and rec.passed("push"):
+                print(f"{rec.push.repository}@{rec.push.digest}")
 
 
 def _summary(args: argparse.Namespace, config: variants.Config) -> None:
@@ -195,8 +246,29 @@ def _lock_tools(args: argparse.Namespace, config: variants.Config) -> None:
     lock.lock_tools(check=args.check)
 
 
+def _scan_policy(p: argparse.ArgumentParser) -> None:
+    """The scan gate's options: `scan` uses them, and `push` for the scan it runs itself."""
+    p.add_argument("--severity", choices=gate.SEVERITIES, default="HIGH", help="lowest blocking severity")
+    p.add_argument("--include-unfixed", action="store_true", help="vulnerabilities without a fix block too")
+    p.add_argument(
+        "--allowlist",
+        type=Path,
+        default=paths.ROOT / "scan-allowlist.toml",
+        help="accepted findings, each with a reason and an expiry (default: scan-allowlist.toml)",
+    )
+    p.add_argument("--cache-dir", help="trivy cache dir (e.g. a pre-filled one for offline use)")
+    p.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m torchimg", description=__doc__)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("TORCHIMG_CONFIG") or paths.VARIANTS_FILE),
+        metavar="PATH",
+        help="the variants file (default: variants.toml; $TORCHIMG_CONFIG)",
+    )
     sub = p.add_subparsers(dest="stage", required=True)
 
     lk = sub.add_parser("lock", help="pip-compile hash-pinned lockfiles per variant")
@@ -230,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument(
         "--cache-repository",
         default=os.environ.get("TORCHIMG_CACHE"),
+        type=_reference("--cache-repository ($TORCHIMG_CACHE)", references.repository),
         metavar="REPO",
         help="registry cache to import and export, one ref per variant and flavor "
         "(default: $TORCHIMG_CACHE, variants.toml `cache`, else none)",
@@ -250,7 +323,8 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument(
         "--repository",
         default=os.environ.get("TORCHIMG_REPOSITORY"),
-        help="image repository for tags (default: variants.toml `repository`)",
+        type=_reference("--repository ($TORCHIMG_REPOSITORY)", references.repository),
+        help="image repository for tags (default: $TORCHIMG_REPOSITORY, variants.toml `repository`)",
     )
     bd.set_defaults(func=_build)
 
@@ -259,22 +333,24 @@ def parser() -> argparse.ArgumentParser:
     ts.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[])
     ts.add_argument("--require-gpu", action="store_true", help="no GPU visible is a failure (GPU runners)")
     ts.add_argument("--no-bench", action="store_true", help="smoke checks only")
-    ts.add_argument("--threshold", type=float, default=0.10, help="bench regression gate (default 0.10)")
+    ts.add_argument(
+        "--threshold",
+        type=imagetest.threshold,
+        default=0.10,
+        help="bench regression gate: a fraction in (0, 1) (default 0.10)",
+    )
     ts.add_argument("--update-baseline", action="store_true", help="store this bench as the GPU's baseline")
     ts.set_defaults(func=_test)
 
     sc = sub.add_parser("scan", help="trivy: vulnerabilities, secrets, licenses, misconfigurations; the gate")
     _selection(sc)
     sc.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[])
-    sc.add_argument("--severity", choices=gate.SEVERITIES, default="HIGH", help="lowest blocking severity")
-    sc.add_argument("--include-unfixed", action="store_true", help="vulnerabilities without a fix block too")
+    _scan_policy(sc)
     sc.add_argument(
         "--allow-no-vuln-db",
         action="store_true",
         help="accept that the vulnerability part cannot run (offline, no DB mirror); recorded as such",
     )
-    sc.add_argument("--cache-dir", help="trivy cache dir (e.g. a pre-filled one for offline use)")
-    sc.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
     sc.set_defaults(func=_scan)
 
     ps = sub.add_parser("push", help="push images that passed build, test and scan; verify; move tags")
@@ -283,7 +359,8 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument(
         "--repository",
         default=os.environ.get("TORCHIMG_REPOSITORY"),
-        help="target image repository (default: variants.toml `repository`, the local registry)",
+        type=_reference("--repository ($TORCHIMG_REPOSITORY)", references.repository),
+        help="target image repository (default: $TORCHIMG_REPOSITORY, variants.toml `repository`)",
     )
     ps.add_argument(
         "--allow-no-vuln-db",
@@ -295,6 +372,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="release an image built from uncommitted changes (its immutable tag ends in -dirty)",
     )
+    ps.add_argument(
+        "--force-move",
+        action="store_true",
+        help="move the moving tags even when they name an image of a newer commit (a deliberate rollback)",
+    )
+    _scan_policy(ps)
     ps.set_defaults(func=_push)
 
     rg = sub.add_parser("registry", help="the embedded local registry: up, down, status")
@@ -341,8 +424,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     func: Callable[[argparse.Namespace, variants.Config], None] = args.func
     try:
-        func(args, variants.load())
+        func(args, variants.load(args.config))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no moving tag is moved before its image is verified", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure no adapter classified: still no traceback for the user
+        if os.environ.get("TORCHIMG_DEBUG"):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(
+            f"error: {args.stage} failed: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:"
+            f"{where.lineno})\n  fix: rerun with TORCHIMG_DEBUG=1 for the traceback, and report it",
+            file=sys.stderr,
+        )
+        return TOOL_FAILED
     return 0

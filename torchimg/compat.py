@@ -41,14 +41,15 @@ class TorchRelease:
     minor: str
     builds: frozenset[str]
     pypi_cuda: str
+    patches: tuple[str, ...]  # the releases published (a typo such as 2.9.99 fails at load)
 
 
 RELEASES: dict[str, TorchRelease] = {
     r.minor: r
     for r in (
-        TorchRelease("2.7", frozenset({"cu118", "cu126", "cu128", CPU}), "cu126"),
-        TorchRelease("2.8", frozenset({"cu126", "cu128", "cu129", CPU}), "cu128"),
-        TorchRelease("2.9", frozenset({"cu126", "cu128", "cu130", CPU}), "cu128"),
+        TorchRelease("2.7", frozenset({"cu118", "cu126", "cu128", CPU}), "cu126", ("2.7.0", "2.7.1")),
+        TorchRelease("2.8", frozenset({"cu126", "cu128", "cu129", CPU}), "cu128", ("2.8.0",)),
+        TorchRelease("2.9", frozenset({"cu126", "cu128", "cu130", CPU}), "cu128", ("2.9.0", "2.9.1")),
     )
 }
 
@@ -68,6 +69,11 @@ def release(torch: str) -> TorchRelease:
 def check_pair(torch: str, cuda: str) -> None:
     """Fail when PyTorch does not publish torch `torch` for `cuda`."""
     rel = release(torch)
+    if torch not in rel.patches:
+        raise PipelineError(
+            f"torch {torch} was never released; torch {rel.minor} releases: {', '.join(rel.patches)}",
+            "pick one of those, or add the new release to RELEASES in torchimg/compat.py",
+        )
     if cuda not in rel.builds:
         raise PipelineError(
             f"torch {torch} is not published for {cuda}; "

@@ -8,9 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from python_on_whales import docker
-
-from torchimg import paths, record, registry, summary, variants
+from torchimg import engine, paths, record, registry, summary, variants
 from torchimg.errors import PipelineError
 
 IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
@@ -23,13 +21,12 @@ def user_errors() -> Iterator[None]:
         yield
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(exc.exit_code) from None
 
 
 def _gpu_flags() -> list[str]:
     """`--gpus all` only when the engine has the NVIDIA runtime (detected, not assumed)."""
-    runtimes = docker.system.info().runtimes or {}
-    return ["--gpus", "all"] if "nvidia" in runtimes else []
+    return ["--gpus", "all"] if engine.gpu_runtime() else []
 
 
 def _user_flags(work: Path, created: bool) -> list[str]:
@@ -66,27 +63,51 @@ def run_command(
     args += ["-v", f"{work}:/workspace"]
     for host, container in (ports or {}).items():
         args += ["-p", f"127.0.0.1:{host}:{container}", "-e", f"TORCHIMG_HOST_PORT={host}"]
-    return shlex.join([*args, rec["tags"][0], *command])
+    return shlex.join([*args, rec.tags[0], *command])
 
 
-def remove_project_images(prefixes: tuple[str, ...] = ()) -> None:
-    """Untag every image of this project (the repository of variants.toml, tests, benchmarks,
-    the locker), or only those under `prefixes`; images of anything else stay."""
-    repos = prefixes or (variants.load().repository, "torchimg-test/", "torchimg-bench/", "torchimg-locker")
-    for image in docker.image.list():
-        for tag in image.repo_tags:
-            if tag.startswith(repos):
-                print(f"removing {tag}", file=sys.stderr)
-                docker.image.remove(tag, force=True)
+# Repositories only this project's tests, benchmarks and locker tag into.
+_OWN_REPOSITORIES = ("torchimg-test", "torchimg-bench", "torchimg-locker")
 
 
-def clean(keep_reports: bool = False) -> None:
-    """Images tagged with the configured repository or by tests and benchmarks, our cache,
-    and (unless kept, e.g. for CI artifacts) the reports."""
-    remove_project_images()
-    docker.buildx.prune(all=True)
-    if not keep_reports:
+def _repositories() -> set[str]:
+    """Every repository this project tags images in: variants.toml's, $TORCHIMG_REPOSITORY,
+    those its records name, and its own test, benchmark and locker repositories."""
+    repos = {variants.load().repository, *_OWN_REPOSITORIES}
+    if env := os.environ.get("TORCHIMG_REPOSITORY"):
+        repos.add(env)
+    for rec in record.every():
+        repos.update(tag.rsplit(":", 1)[0] for tag in rec.tags)
+    return repos
+
+
+def remove_project_images(repositories: tuple[str, ...] = ()) -> list[str]:
+    """Untag this project's images: only images carrying its io.torchimg.* labels, and only
+    their tags in this project's repositories (or those under `repositories`). Returns what
+    was removed; an image of anything else is never touched, even under the same name."""
+    repos = set(repositories) or _repositories()
+    removed = []
+    for tag in engine.labelled_tags(engine.PROJECT_LABEL_PREFIX):
+        repo = tag.rsplit(":", 1)[0]
+        if any(repo == r.rstrip("/") or repo.startswith(r.rstrip("/") + "/") for r in repos):
+            engine.untag(tag, force=True)
+            removed.append(tag)
+    return removed
+
+
+def clean(keep_reports: bool = False) -> list[str]:
+    """This project's images, and (unless kept, e.g. for CI artifacts) the reports. BuildKit's
+    cache is shared with everything else built on this engine, so it is left alone."""
+    removed = remove_project_images()
+    lines = [f"removed {tag}" for tag in removed] or ["no image of this project to remove"]
+    if not keep_reports and paths.reports_dir().exists():
         shutil.rmtree(paths.reports_dir(), ignore_errors=True)
+        lines.append(f"removed {paths.shown(paths.reports_dir())}/")
+    lines.append(
+        "BuildKit's cache was left as it is (it holds other projects' layers too): `docker buildx du` "
+        "shows it, `docker buildx prune --filter until=168h` trims what is older than a week"
+    )
+    return lines
 
 
 def registry_action(action: str, host: str) -> str:

@@ -6,8 +6,11 @@ Every failure a user can fix is turned into a PipelineError naming the command t
 import contextlib
 import json
 import re
+import subprocess
 import sys
+import tarfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,11 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
 from python_on_whales.utils import run as run_cli
 
-from torchimg.errors import PipelineError
+from torchimg.errors import RefusedError, ToolError
+
+# Every image this project builds carries a label under this prefix (`inv clean` finds them by it).
+PROJECT_LABEL_PREFIX = "io.torchimg."
+BUILT_BY = PROJECT_LABEL_PREFIX + "built-by"
 
 # A step's own error line ("#12 0.31 error: ...", pip's "ERROR: ..."), then BuildKit's summary.
 _STEP_OUTPUT_ERROR = re.compile(r"^#\d+ [\d.]+ (?:error|ERROR): (?P<msg>.*)")
@@ -28,14 +35,14 @@ def preflight() -> None:
     try:
         docker.system.info()
     except DockerException as exc:
-        raise PipelineError(
+        raise ToolError(
             f"the Docker Engine does not answer ({_first_line(exc)})",
             "start it (`sudo systemctl start docker`, or `dockerd &`), or point DOCKER_HOST at one",
         ) from None
     except FileNotFoundError:
-        raise PipelineError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
+        raise ToolError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
     if not docker.buildx.is_installed():
-        raise PipelineError(
+        raise ToolError(
             "the docker buildx plugin is missing (BuildKit builds need it)",
             "install it: `apt-get install docker-buildx` (Debian) or `docker-buildx-plugin` "
             "(Docker's repository)",
@@ -48,8 +55,18 @@ def _first_line(exc: DockerException) -> str:
 
 
 def server_version() -> str:
-    server = docker.version().server
+    try:
+        server = docker.version().server
+    except DockerException as exc:
+        raise _engine_failed("reading the engine's version", exc) from None
     return str(server.version) if server else "unknown"
+
+
+def _engine_failed(doing: str, exc: DockerException) -> ToolError:
+    return ToolError(
+        f"the Docker Engine failed while {doing}: {_first_line(exc)}",
+        "check that the engine answers (`docker info`), then run the same command again",
+    )
 
 
 def image_id(ref: str) -> str | None:
@@ -58,6 +75,16 @@ def image_id(ref: str) -> str | None:
         return str(docker.image.inspect(ref).id)
     except NoSuchImage:
         return None
+    except DockerException as exc:
+        raise _engine_failed(f"looking up {ref}", exc) from None
+
+
+def gpu_runtime() -> bool:
+    """Whether containers can get GPUs here: the engine knows the NVIDIA runtime."""
+    try:
+        return "nvidia" in (docker.system.info().runtimes or {})
+    except DockerException as exc:
+        raise _engine_failed("reading its runtimes", exc) from None
 
 
 def require_base(ref: str) -> str:
@@ -68,7 +95,7 @@ def require_base(ref: str) -> str:
     try:
         manifest = docker.buildx.imagetools.inspect(ref)
     except DockerException as exc:
-        raise PipelineError(
+        raise ToolError(
             f"base image {ref} is neither in the local engine nor reachable in its registry "
             f"({_first_line(exc)})",
             f"`docker pull {ref}`, or pass another base with --base (a local image works)",
@@ -119,7 +146,7 @@ def build(
             build_args=dict(build_args),
             build_contexts={k: str(v) for k, v in contexts.items()},
             secrets=list(secrets),
-            labels=dict(labels),
+            labels={BUILT_BY: "torchimg", **labels},
             cache=cache,
             builder=builder,
             cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
@@ -145,18 +172,18 @@ def build(
             print(line, end="", file=sys.stderr, flush=True)
     except DockerException as exc:
         if builder and not any(line.startswith("#") for line in log):  # BuildKit never started
-            raise PipelineError(
+            raise ToolError(
                 f"build of {what} failed: builder {builder!r}: {_first_line(exc)}",
                 "`docker buildx ls` lists the builders; create one with `docker buildx create`",
             ) from None
-        raise PipelineError(
+        raise ToolError(
             f"build of {what} failed: {_build_error(log)}",
             "read the BuildKit log above for the failing step",
         ) from None
     seconds = time.monotonic() - start
     found = image_id(tags[0])
     if found is None:
-        raise PipelineError(f"build of {what} finished but {tags[0]} is not in the engine")
+        raise ToolError(f"build of {what} finished but {tags[0]} is not in the engine", "build again")
     return BuildResult(found, seconds, log)
 
 
@@ -204,7 +231,7 @@ def run(
                 print(text, end="", file=sys.stderr, flush=True)
     except DockerException as exc:
         tail = "".join(stderr).strip().splitlines()[-5:] or ["(no stderr)"]
-        raise PipelineError(
+        raise ToolError(
             f"`{' '.join(command) or '(image default command)'}` failed in {image} "
             f"(exit {exc.return_code}): " + "\n    ".join(tail)
         ) from None
@@ -224,7 +251,7 @@ def _imagetools(ref: str, fmt: str) -> str | None:
         text = (exc.stderr or str(exc)).lower()
         if any(s in text for s in _NOT_FOUND):
             return None
-        raise PipelineError(
+        raise ToolError(
             f"cannot read {ref} from its registry ({_first_line(exc)})",
             "check that the registry answers and that `docker login` has credentials for it",
         ) from None
@@ -254,7 +281,13 @@ def serves(ref: str, local_id: str) -> str | None:
         return None
     if digest == local_id:
         return digest
-    manifest = docker.buildx.imagetools.inspect(ref)
+    try:
+        manifest = docker.buildx.imagetools.inspect(ref)
+    except DockerException as exc:
+        raise ToolError(
+            f"cannot read {ref} from its registry ({_first_line(exc)})",
+            "check that the registry answers and that `docker login` has credentials for it",
+        ) from None
     if manifest.config is not None and manifest.config.digest == local_id:
         return digest
     return None
@@ -264,13 +297,27 @@ def tag(source: str, target: str) -> None:
     try:
         docker.image.tag(source, target)
     except DockerException as exc:
-        raise PipelineError(f"cannot tag {source} as {target} ({_first_line(exc)})") from None
+        raise ToolError(f"cannot tag {source} as {target} ({_first_line(exc)})", "check the engine") from None
 
 
-def untag(ref: str) -> None:
+def untag(ref: str, force: bool = False) -> None:
     """Remove a tag only (the image stays while another tag or the record's ID names it)."""
     with contextlib.suppress(DockerException):
-        run_cli([*docker.docker_cmd, "image", "rm", "--no-prune", ref])
+        run_cli([*docker.docker_cmd, "image", "rm", "--no-prune", *(["--force"] if force else []), ref])
+
+
+def labelled_tags(prefix: str) -> list[str]:
+    """Every local tag of an image carrying a label that starts with `prefix`."""
+    try:
+        images = docker.image.list()
+    except DockerException as exc:
+        raise _engine_failed("listing images", exc) from None
+    found = []
+    for image in images:
+        labels = (image.config.labels if image.config else None) or {}
+        if any(key.startswith(prefix) for key in labels):
+            found += image.repo_tags
+    return sorted(found)
 
 
 def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
@@ -298,12 +345,115 @@ def push(ref: str) -> str:
             lines.append(text)
             print(text, end="" if text.endswith("\n") else "\n", file=sys.stderr, flush=True)
     except DockerException as exc:
-        raise PipelineError(
+        raise ToolError(
             f"push of {ref} failed ({_first_line(exc)})",
             "check that the registry answers (`inv registry status`) and `docker login` for it; "
             "then push again: nothing after the failed step was changed",
         ) from None
     found = _PUSHED_DIGEST.findall("".join(lines))
     if not found:
-        raise PipelineError(f"push of {ref} reported no digest", "push again")
+        raise ToolError(f"push of {ref} reported no digest", "push again")
     return str(found[-1])
+
+
+# --- probe containers: run, then copy a result file out as a regular file only -----------
+
+RESULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Exited:
+    code: int
+    output: str
+
+
+def run_kept(
+    image: str,
+    command: Sequence[str],
+    name: str,
+    *,
+    gpus: bool,
+    env: Mapping[str, str],
+    shm_size: str,
+) -> Exited:
+    """Run a container that is kept after it exits (so files can be copied out of it), echoing
+    its output. Nothing of the host is mounted into it."""
+    lines: list[str] = []
+    try:
+        for _, chunk in docker.run(
+            image,
+            list(command),
+            name=name,
+            remove=False,
+            stream=True,
+            gpus="all" if gpus else None,
+            envs=dict(env),
+            shm_size=shm_size,
+        ):
+            text = chunk.decode(errors="replace")
+            lines.append(text)
+            print(text, end="", file=sys.stderr, flush=True)
+    except DockerException as exc:
+        if exc.return_code == 125:  # the engine could not create or start the container
+            raise ToolError(
+                f"the engine could not start {' '.join(command[:3])} in {image[:19]}: {_first_line(exc)}",
+                "check the engine (and the NVIDIA runtime for --gpus): `docker info`",
+            ) from None
+        return Exited(exc.return_code, "".join(lines))
+    return Exited(0, "".join(lines))
+
+
+def new_container_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def remove_container(name: str) -> None:
+    with contextlib.suppress(DockerException):
+        docker.container.remove(name, force=True, volumes=True)
+
+
+def copy_file_out(container: str, path: str, max_bytes: int = RESULT_MAX_BYTES) -> bytes | None:
+    """The bytes of one regular file in a (stopped) container; None when there is none.
+
+    `docker cp` to stdout gives a tar stream, read as a stream: the member is inspected, never
+    extracted, so a symlink or device planted in the container never reaches the host's files,
+    and a huge file is refused from its header without being read."""
+    with subprocess.Popen(
+        [*docker.docker_cmd, "cp", f"{container}:{path}", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                member = tar.next()
+                data = _regular_file(tar, member, path, max_bytes) if member else None
+        except tarfile.TarError:
+            data = None
+        finally:
+            proc.kill()
+        err = proc.stderr.read().decode(errors="replace").strip()
+    if data is not None:
+        return data
+    if "could not find the file" in err.lower() or "no such file" in err.lower():
+        return None
+    raise ToolError(
+        f"cannot copy {path} out of container {container}: {err[-300:] or 'no output'}", "check the engine"
+    )
+
+
+def _regular_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, max_bytes: int) -> bytes:
+    if not member.isreg():
+        kind = "a symlink" if member.issym() or member.islnk() else "not a regular file"
+        raise RefusedError(
+            f"{path} in the container is {kind}: refused (results are read as regular files only)",
+            "the image's probe must write its results as plain files",
+        )
+    if member.size > max_bytes:
+        raise RefusedError(
+            f"{path} in the container is {member.size} bytes, over the {max_bytes} byte cap",
+            "the image's probe must write small JSON results",
+        )
+    handle = tar.extractfile(member)
+    assert handle is not None
+    return handle.read(max_bytes)

@@ -122,12 +122,12 @@ def judge(found: list[Finding], allow: list[Allow], policy: Policy, today: datet
     for f in found:
         if not gates(f, policy):
             continue
-        entry = next((a for a in live if a.matches(f.id, f.package)), None)
+        entry = next((a for a in live if a.matches(f.kind, f.id, f.package, f.target)), None)
         if entry:
             verdict.accepted.append((f, entry))
             used.add(entry)
         else:
             verdict.blocking.append(f)
-    matched_any = {a for a in allow for f in found if a.matches(f.id, f.package)}
+    matched_any = {a for a in allow for f in found if a.matches(f.kind, f.id, f.package, f.target)}
     verdict.stale = [a for a in live if a not in used and a not in matched_any]
     return verdict

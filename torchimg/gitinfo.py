@@ -1,6 +1,8 @@
 """The commit an image is built from: revision, its time (SOURCE_DATE_EPOCH), source URL."""
 
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +25,44 @@ def _git(*args: str) -> str:
     return str(git(*args)).strip()
 
 
+# What goes into the image: untracked files there make the tree dirty too.
+IMAGE_INPUTS = ("docker", "requirements")
+_SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>[^/].*)$")
+
+
+def public_url(url: str) -> str:
+    """The origin URL without credentials: `https://user:token@host/x` -> `https://host/x`,
+    `git@host:org/x.git` -> `https://host/org/x`; it goes into labels, records and manifests."""
+    url = url.strip()
+    if "://" in url:
+        parts = urllib.parse.urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            return "unknown"
+        netloc = (parts.hostname or "") + (f":{port}" if port else "")
+        clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    elif m := _SCP_LIKE.match(url):
+        clean = f"https://{m['host']}/{m['path']}"
+    else:
+        return url
+    return clean.removesuffix(".git") if clean.startswith("https://") else clean
+
+
 def current() -> GitInfo:
     """Read from git; outside a checkout, SOURCE_DATE_EPOCH (or 0) and revision 'unknown'."""
     source = os.environ.get("TORCHIMG_SOURCE", "")
     try:
         revision = _git("rev-parse", "HEAD")
         epoch = int(_git("log", "-1", "--format=%ct"))
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) or bool(
+            _git("status", "--porcelain", "--untracked-files=all", "--", *IMAGE_INPUTS)
+        )
         if not source:
             source = _git("config", "--default", "", "--get", "remote.origin.url")
     except (ProcessExecutionError, CommandNotFound):
         revision, epoch, dirty = "unknown", int(os.environ.get("SOURCE_DATE_EPOCH", "0")), True
-    return GitInfo(revision, epoch, dirty, source or "unknown")
+    return GitInfo(revision, epoch, dirty, public_url(source) or "unknown")
 
 
 def path_epoch(path: Path, fallback: int) -> int:

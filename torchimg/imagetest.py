@@ -6,22 +6,22 @@ the image's record and reports/<variant>-<flavor>/; a benchmark regression again
 baseline for the same GPU model fails the stage.
 """
 
+import argparse
+import datetime
 import json
-import shutil
+import math
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from python_on_whales import docker
-
-from torchimg import charts, paths, record
-from torchimg.errors import PipelineError
+from torchimg import charts, engine, paths, record
+from torchimg.errors import PipelineError, RefusedError
 from torchimg.variants import Variant
 
 BASELINES = paths.ROOT / "benchmarks" / "baselines"
 PROBE_TIMEOUT_S = 1800
+_RESULTS_IN_CONTAINER = "/tmp"  # the image's user can write there; nothing of the host is mounted
 
 
 @dataclass(frozen=True)
@@ -31,10 +31,23 @@ class TestOptions:
     threshold: float = 0.10
     update_baseline: bool = False
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold) and 0 < self.threshold < 1):
+            raise PipelineError(
+                f"--threshold {self.threshold}: the regression gate needs a fraction between 0 and 1",
+                "e.g. --threshold 0.10 (fail when a benchmark is more than 10 % below its baseline)",
+            )
 
-def gpu_runtime() -> bool:
-    """Whether containers can get GPUs here: the engine knows the NVIDIA runtime."""
-    return "nvidia" in (docker.system.info().runtimes or {})
+
+def threshold(text: str) -> float:
+    """argparse type for --threshold: a finite number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.10)")
+    return value
 
 
 def expected(labels: dict[str, str]) -> dict[str, str]:
@@ -50,24 +63,35 @@ def expected(labels: dict[str, str]) -> dict[str, str]:
     return {k: labels[ns + v] for k, v in keys.items() if ns + v in labels}
 
 
-def _probe(image: str, what: str, out: Path, gpu: bool, env: dict[str, str], extra: list[str]) -> None:
-    args = ["timeout", str(PROBE_TIMEOUT_S), "torchimg-probe", what, "--json", f"/out/{what}.json", *extra]
+def run_probe(image: str, what: str, gpu: bool, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+    """Run `torchimg-probe WHAT` in the image and return its JSON result.
+
+    The result is copied out of the stopped container as one regular file under a size cap (no
+    host folder is shared with the container). The probe exits 1 on a failed check: its JSON
+    says which; no JSON at all means the probe itself did not finish, which fails the test.
+    """
+    result = f"{_RESULTS_IN_CONTAINER}/torchimg-{what}.json"
+    args = ["timeout", str(PROBE_TIMEOUT_S), "torchimg-probe", what, "--json", result, *extra]
     print(f"== test: {what} in {image[:19]} ({'GPU' if gpu else 'CPU mode'})", file=sys.stderr)
+    name = engine.new_container_name(f"torchimg-{what}")
     try:
-        for _, chunk in docker.run(
-            image,
-            args,
-            remove=True,
-            stream=True,
-            gpus="all" if gpu else None,
-            volumes=[(str(out), "/out", "rw")],
-            envs=env,
-            shm_size="2g",
-        ):
-            print(chunk.decode(errors="replace"), end="", file=sys.stderr, flush=True)
-    except Exception as exc:  # the probe exits 1 on a failed check: the JSON says which
-        if not (out / f"{what}.json").exists():
-            raise PipelineError(f"the {what} probe did not finish in {image}: {exc}") from None
+        exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size="2g")
+        data = engine.copy_file_out(name, result)
+    finally:
+        engine.remove_container(name)
+    if data is None:
+        tail = "\n    ".join(exited.output.strip().splitlines()[-5:]) or "(no output)"
+        raise RefusedError(
+            f"the {what} probe did not finish in {image[:19]} (exit {exited.code}):\n    {tail}",
+            "run it by hand: `inv shell --run 'torchimg-probe " + what + "'`",
+        )
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RefusedError(f"the {what} probe wrote unreadable JSON in {image[:19]} ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise RefusedError(f"the {what} probe wrote {type(parsed).__name__}, not a JSON object")
+    return parsed
 
 
 def baseline_path(peak_key: str) -> Path:
@@ -87,45 +111,56 @@ def regressions(bench: dict[str, Any], baseline: dict[str, Any], threshold: floa
 
 def test(variant: Variant, flavor: str, opts: TestOptions) -> record.Record:
     rec = record.of_built_image(variant.name, flavor)
-    gpu = gpu_runtime()
+    gpu = engine.gpu_runtime()
     if opts.require_gpu and not gpu:
         raise PipelineError(
             "--require-gpu: the engine has no NVIDIA runtime, so containers cannot see a GPU",
             "install the NVIDIA Container Toolkit and `nvidia-ctk runtime configure --runtime=docker`",
         )
-    env = {"TORCHIMG_EXPECT": json.dumps(expected(rec["labels"]))}
+    env = {"TORCHIMG_EXPECT": json.dumps(expected(rec.labels))}
     reports = paths.reports_dir() / f"{variant.name}-{flavor}"
     reports.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="torchimg-test-") as tmp:
-        out = Path(tmp)
-        out.chmod(0o777)
-        _probe(rec["image_id"], "smoke", out, gpu, env, ["--require-gpu"] if opts.require_gpu else [])
-        if opts.bench:
-            _probe(rec["image_id"], "bench", out, gpu, env, [])
-        for f in out.glob("*.json"):
-            shutil.copy(f, reports / f.name)
-    smoke = json.loads((reports / "smoke.json").read_text())
-    problems = [f"smoke: {c['name']}: {c['detail']}" for c in smoke["checks"] if c["status"] == "fail"]
-    result: dict[str, Any] = {"image_id": rec["image_id"], "gpu": gpu, "smoke": smoke["counts"]}
+    smoke = run_probe(rec.image_id, "smoke", gpu, env, ["--require-gpu"] if opts.require_gpu else [])
+    _save(reports / "smoke.json", smoke)
+    problems = [
+        f"smoke: {c['name']}: {c['detail']}" for c in smoke.get("checks", []) if c.get("status") == "fail"
+    ]
+    if not smoke.get("checks"):
+        problems.append("smoke: the probe reported no checks")
+    result = record.Tested(ok=False, image_id=rec.image_id, gpu=gpu, smoke=smoke.get("counts") or {})
     if opts.bench:
-        bench = json.loads((reports / "bench.json").read_text())
+        bench = run_probe(rec.image_id, "bench", gpu, env, [])
+        _save(reports / "bench.json", bench)
         charts.bench_chart(bench, reports / "bench.png")
-        result["bench"] = {"device": bench["device"], "unit": bench["unit"], "results": bench["results"]}
-        key = bench.get("peak_key")
-        if gpu and key:
-            base = baseline_path(key)
-            if opts.update_baseline:
-                base.parent.mkdir(parents=True, exist_ok=True)
-                base.write_text(json.dumps(bench, indent=2) + "\n")
-            elif base.exists():
-                problems += [
-                    f"bench regression: {r}"
-                    for r in regressions(bench, json.loads(base.read_text()), opts.threshold)
-                ]
-    result["ok"] = not problems
-    result["problems"] = problems
-    rec["test"] = result
-    record.write(rec)
+        result.bench = {"device": bench["device"], "unit": bench["unit"], "results": bench["results"]}
+        problems += _against_baseline(bench, gpu, opts)
+    result.ok = not problems
+    result.problems = problems
+    result.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    rec = record.save_section(variant.name, flavor, "test", result)
     if problems:
-        raise PipelineError(f"test of {variant.name} {flavor} failed:\n  " + "\n  ".join(problems))
+        raise RefusedError(
+            f"test of {variant.name} {flavor} failed:\n  " + "\n  ".join(problems),
+            f"read reports/{variant.name}-{flavor}/smoke.json",
+        )
     return rec
+
+
+def _save(file: Path, data: dict[str, Any]) -> None:
+    file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _against_baseline(bench: dict[str, Any], gpu: bool, opts: TestOptions) -> list[str]:
+    key = bench.get("peak_key")
+    if not (gpu and key):
+        return []
+    base = baseline_path(key)
+    if opts.update_baseline:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        _save(base, bench)
+        return []
+    if not base.exists():
+        return []
+    return [
+        f"bench regression: {r}" for r in regressions(bench, json.loads(base.read_text()), opts.threshold)
+    ]

@@ -2,8 +2,12 @@
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from torchimg.errors import PipelineError
 
@@ -71,3 +75,62 @@ def shared_mismatches(runtime: dict[str, str], dev: dict[str, str]) -> list[str]
         for n in sorted(runtime.keys() & dev.keys())
         if runtime[n] != dev[n]
     ]
+
+
+# The only pip option a lockfile may carry: wheels only (pip-compile writes it from --pip-args).
+_ALLOWED_OPTIONS = ("--only-binary :all:", "--only-binary=:all:")
+_HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each requirement line, continuations joined, comments dropped."""
+    out: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not pending:
+            start = n
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        if pending.strip():
+            out.append((start, pending.strip()))
+        pending = ""
+    if pending.strip():
+        out.append((start, pending.strip()))
+    return out
+
+
+def verify(path: Path, torch: str | None) -> None:
+    """A lockfile installs exactly what it names: every requirement `==` with sha256 hashes, no
+    index, find-links or other pip option, and (when `torch` is given) torch at that version."""
+    fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
+    found_torch = None
+    for n, line in _logical_lines(path.read_text()):
+        where = f"{path.name} line {n}"
+        if line.startswith("-"):
+            if line in _ALLOWED_OPTIONS:
+                continue
+            raise PipelineError(f"{where}: pip option {line.split()[0]!r} in a lockfile", fix)
+        words = shlex.split(line)
+        spec = [w for w in words if not w.startswith("--")]
+        options = [w for w in words if w.startswith("--")]
+        try:
+            req = Requirement(" ".join(spec))
+        except InvalidRequirement as exc:
+            raise PipelineError(f"{where}: not a requirement ({exc})", fix) from None
+        pins = list(req.specifier)
+        if req.url or len(pins) != 1 or pins[0].operator != "==" or "*" in pins[0].version:
+            raise PipelineError(f"{where}: {req.name} is not pinned with == to one version", fix)
+        bad = [o for o in options if not _HASH.match(o)]
+        if bad or not options:
+            what = f"option {bad[0]!r}" if bad else "no --hash=sha256:..."
+            raise PipelineError(f"{where}: {req.name}: {what}", fix)
+        if canonicalize_name(req.name) == "torch":
+            found_torch = pins[0].version
+    if torch is not None and (found_torch or "").split("+")[0] != torch:
+        raise PipelineError(
+            f"{path.name} pins torch {found_torch or '(none)'}, but variants.toml asks for torch {torch}",
+            fix,
+        )

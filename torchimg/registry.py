@@ -101,10 +101,15 @@ class Local:
         return CONTAINER if self.port == 5000 else f"{CONTAINER}-{self.port}"
 
     def _pid(self) -> int | None:
+        """The pid in the pid file, if that process is alive and is a registry serving our config
+        (a stale pid file may name any process by now: it must never get our signal)."""
         try:
             pid = int(self.pid_file.read_text())
-            os.kill(pid, 0)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
+            return None
+        ours = [b"serve", str(self.dir / "config.yml").encode()]
+        if not (cmdline and cmdline[0].endswith(b"docker-registry") and cmdline[1:3] == ours):
             return None
         return pid
 

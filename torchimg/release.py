@@ -8,13 +8,14 @@ release manifest and record.
 """
 
 import dataclasses
-import datetime
 import sys
 from dataclasses import dataclass
 
 from torchimg import engine, record, registry, releasenotes, scan, tags
-from torchimg.errors import PipelineError
+from torchimg.errors import PipelineError, RefusedError
 from torchimg.variants import Config, Variant
+
+CREATED = "org.opencontainers.image.created"
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,37 @@ class PushOptions:
     repository: str
     allow_no_vuln_db: bool = False
     allow_dirty: bool = False
+    force_move: bool = False
     scan_options: scan.ScanOptions | None = None
 
 
-def _passed(rec: record.Record, stage: str) -> bool:
-    result = rec.get(stage) or {}
-    return bool(result.get("ok")) and result.get("image_id", rec["image_id"]) == rec["image_id"]
+def refusal(rec: record.Record, opts: PushOptions, local_target: bool) -> RefusedError | None:
+    """Why the record does not allow this push (None: it does). Pure: reads the record only."""
+    what = f"{rec.variant} {rec.flavor}"
+    select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
+    if not rec.passed("build"):
+        return RefusedError(f"push refused: {what} has no successful build", f"nox -s build {select}")
+    if not rec.passed("test"):
+        state = "failed its test" if rec.test is not None else "has not been tested"
+        return RefusedError(f"push refused: {what} ({rec.image_id[:19]}) {state}", f"nox -s test {select}")
+    if rec.scan is None or not rec.passed("scan"):
+        problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
+        return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")
+    if not rec.scan.vuln_db.available and not (local_target or opts.allow_no_vuln_db):
+        return RefusedError(
+            f"push refused: the scan of {what} could not check vulnerabilities ({rec.scan.vuln_db.how}); "
+            f"a release to {opts.repository} needs that",
+            "scan where trivy's DB is reachable (or mirrored: --db-repository), or accept it "
+            "with push --allow-no-vuln-db",
+        )
+    git = rec.inputs.git
+    if git.dirty and not opts.allow_dirty:
+        return RefusedError(
+            f"push refused: {what} was built from a working tree with uncommitted changes, so "
+            f"commit {git.revision[:7]} does not describe it",
+            "commit, rebuild and test; or pass --allow-dirty (the immutable tag then ends in -dirty)",
+        )
+    return None
 
 
 def gate(variant: Variant, flavor: str, opts: PushOptions, local_target: bool) -> record.Record:
@@ -35,40 +61,24 @@ def gate(variant: Variant, flavor: str, opts: PushOptions, local_target: bool) -
 
     A scan not yet run for this image runs now (it is part of the release gate). A scan
     whose vulnerability part could not run is accepted for the embedded local registry (it
-    stays on this machine) and elsewhere only with --allow-no-vuln-db.
+    stays on this machine) and elsewhere only with --allow-no-vuln-db. A scan that failed to
+    run is never accepted.
     """
-    what = f"{variant.name} {flavor}"
     rec = record.of_built_image(variant.name, flavor)
-    select = f"-- --variant {variant.name} --flavor {flavor}"
-    if not _passed(rec, "build"):
-        raise PipelineError(f"push refused: {what} has no successful build", f"nox -s build {select}")
-    if not _passed(rec, "test"):
-        state = "failed test" if "test" in rec else "has not been tested"
-        raise PipelineError(f"push refused: {what} ({rec['image_id'][:19]}) {state}", f"nox -s test {select}")
-    if "scan" not in rec:
-        print(f"== push: {what} has not been scanned yet: running the scan gate now", file=sys.stderr)
+    if rec.passed("build") and rec.passed("test") and rec.scan is None:
+        print(
+            f"== push: {variant.name} {flavor} has not been scanned yet: running the scan gate now",
+            file=sys.stderr,
+        )
         scan_opts = dataclasses.replace(opts.scan_options or scan.ScanOptions(), allow_no_vuln_db=True)
         try:
             rec = scan.scan(variant, flavor, scan_opts)
         except PipelineError as exc:
-            raise PipelineError(f"push refused: {exc.what}", exc.fix or f"nox -s scan {select}") from None
-    if not _passed(rec, "scan"):
-        problems = "; ".join(rec["scan"].get("problems", [])) or "see its reports"
-        raise PipelineError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")
-    if rec["scan"].get("vulnerabilities") != "ran" and not (local_target or opts.allow_no_vuln_db):
-        raise PipelineError(
-            f"push refused: the scan of {what} could not check vulnerabilities "
-            f"({rec['scan']['vulnerabilities']}); a release to {opts.repository} needs that",
-            "scan where trivy's DB is reachable (or mirrored: --db-repository), or accept it "
-            "with push --allow-no-vuln-db",
-        )
-    git = rec["inputs"]["git"]
-    if git["dirty"] and not opts.allow_dirty:
-        raise PipelineError(
-            f"push refused: {what} was built from a working tree with uncommitted changes, so "
-            f"commit {git['revision'][:7]} does not describe it",
-            "commit, rebuild and test; or pass --allow-dirty (the immutable tag then ends in -dirty)",
-        )
+            exc.what = f"push refused: {exc.what}"
+            raise
+    refused = refusal(rec, opts, local_target)
+    if refused is not None:
+        raise refused
     return rec
 
 
@@ -97,34 +107,53 @@ def _push_verified(rec: record.Record, ref: str) -> str:
     """Push the recorded image as `ref`, read the digest back from the registry, check it is
     ours. The tag is added from the image ID (not a tag that could move meanwhile), and
     removed again unless it is the build's own tag."""
-    image_id = rec["image_id"]
-    pushed = engine.push_as(image_id, ref, keep_tag=ref in rec["tags"])
-    served = engine.serves(ref, image_id)
-    if served is None or served != pushed:
-        raise PipelineError(
+    pushed = engine.push_as(rec.image_id, ref, keep_tag=ref in rec.tags)
+    _still_serves(rec, ref, pushed)
+    return pushed
+
+
+def _still_serves(rec: record.Record, ref: str, digest: str) -> None:
+    served = engine.serves(ref, rec.image_id)
+    if served is None or served != digest:
+        raise RefusedError(
             f"{ref}: the registry serves {engine.remote_digest(ref)}, not the image just pushed "
-            f"({pushed}, local {image_id[:19]})",
-            "check who else pushes to this repository; no moving tag was changed",
+            f"({digest}, local {rec.image_id[:19]})",
+            "check who else pushes to this repository (a concurrent push?); no moving tag was changed",
         )
-    return served
+
+
+def _forward_only(rec: record.Record, repository: str, moving: list[str], digest: str, force: bool) -> None:
+    """Refuse, before any moving tag moves, when one names an image built from a newer commit."""
+    ours = rec.labels.get(CREATED, "")
+    for name in moving:
+        ref = f"{repository}:{name}"
+        current = engine.remote_digest(ref)
+        if current is None or current == digest:
+            continue
+        theirs = engine.remote_labels(ref).get(CREATED)
+        if tags.backwards(ours, theirs) and not force:
+            raise RefusedError(
+                f"push refused: {ref} names {current[:19]}, created {theirs or 'at an unknown time'}, "
+                f"newer than this image ({ours}): moving tags never move backwards; none was moved",
+                "release from a newer commit, or pass --force-move to roll the tags back deliberately",
+            )
 
 
 def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> releasenotes.Manifest:
     host = registry.host_of(opts.repository)
     rec = gate(variant, flavor, opts, registry.is_local(host))
     registry.ensure(opts.repository)
-    git = rec["inputs"]["git"]
     immutable = tags.immutable_of(variant, flavor, rec)
     ref = f"{opts.repository}:{immutable}"
-    print(f"== push {variant.name} {flavor} ({rec['image_id'][:19]}) -> {ref}", file=sys.stderr)
+    print(f"== push {variant.name} {flavor} ({rec.image_id[:19]}) -> {ref}", file=sys.stderr)
 
     existing = engine.remote_digest(ref)
     if existing is not None:
-        digest = engine.serves(ref, rec["image_id"])
+        digest = engine.serves(ref, rec.image_id)
         if digest is None:
-            raise PipelineError(
+            raise RefusedError(
                 f"push refused: immutable tag {ref} already names {existing}, which is not this image "
-                f"({rec['image_id'][:19]}); immutable tags are never overwritten",
+                f"({rec.image_id[:19]}); immutable tags are never overwritten",
                 "a build of the same commit with other --attest or --compression options is another "
                 "image: build it as released before; else find out why the same commit built "
                 "different content (`nox -s build -- --no-cache` and compare), or release from a "
@@ -135,55 +164,27 @@ def push(config: Config, variant: Variant, flavor: str, opts: PushOptions) -> re
         digest = _push_verified(rec, ref)
         print(f"   verified: the registry serves {digest} under {immutable}", file=sys.stderr)
 
-    lock_paths = sorted(rec["inputs"]["lockfiles"])
+    lock_paths = sorted(rec.inputs.lockfiles)
     before = _previous(f"{opts.repository}:{variant.name}-{flavor}", digest, immutable, lock_paths)
     moving = tags.moving(config, variant, flavor)
+    _forward_only(rec, opts.repository, moving, digest, opts.force_move)
+    _still_serves(rec, ref, digest)  # a concurrent push may have replaced it meanwhile
     for name in moving:
-        if _push_verified(rec, f"{opts.repository}:{name}") != digest:
-            raise PipelineError(f"{opts.repository}:{name} does not serve {digest} after pushing it")
+        _push_verified(rec, f"{opts.repository}:{name}")
     print(f"   moved {', '.join(moving)} to {digest}", file=sys.stderr)
 
-    labels = rec["labels"]
-    ns = "io.torchimg."
-    manifest: releasenotes.Manifest = {
-        "variant": variant.name,
-        "flavor": flavor,
-        "pushed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "repository": opts.repository,
-        "digest": digest,
-        "image_id": rec["image_id"],
-        "immutable_tag": immutable,
-        "moving_tags": moving,
-        "already_present": existing is not None,
-        "references": [f"{opts.repository}:{t}@{digest}" for t in [immutable, *moving]],
-        "git": git,
-        "base": {
-            "name": labels["org.opencontainers.image.base.name"],
-            "digest": labels["org.opencontainers.image.base.digest"],
-            "pinned": rec["inputs"]["base"]["pinned"],
-        },
-        "lockfiles": rec["inputs"]["lockfiles"],
-        "versions": {
-            k: labels.get(f"{ns}{k}.version" if k != "driver_min" else f"{ns}driver.min")
-            for k in ("torch", "cuda", "cudnn", "nccl", "python", "driver_min")
-        },
-        "smoke": rec["test"]["smoke"],
-        "gpu": rec["test"]["gpu"],
-        "bench": releasenotes.bench_summary(rec["test"]),
-        "scan": {
-            k: rec["scan"][k] for k in ("vulnerabilities", "accepted_without_vuln_db", "counts", "accepted")
-        },
-        "packages": releasenotes.packages(lock_paths),
-        **before,
-    }
+    manifest = releasenotes.manifest(rec, opts.repository, digest, immutable, moving, existing is not None)
+    manifest.update(before)
     json_path, md_path = releasenotes.write(manifest)
-    rec["push"] = {
-        "ok": True,
-        "image_id": rec["image_id"],
-        "digest": digest,
-        "references": manifest["references"],
-        "manifest": str(json_path),
-    }
-    record.write(rec)
+    pushed = record.Pushed(
+        ok=True,
+        image_id=rec.image_id,
+        repository=opts.repository,
+        digest=digest,
+        references=manifest["references"],
+        manifest=str(json_path),
+        finished=manifest["pushed"],
+    )
+    record.save_section(variant.name, flavor, "push", pushed)
     print(f"== pushed {ref}@{digest}; release manifest {md_path}", file=sys.stderr)
     return manifest

@@ -1,6 +1,7 @@
 """The release manifest written per push (JSON and Markdown): what was released, from what,
 what it passed, and which packages changed since the previous release of the same line."""
 
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
 
-from torchimg import lockfile, paths
+from torchimg import lockfile, paths, record
 
 Manifest = dict[str, Any]
 
@@ -46,14 +47,58 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def bench_summary(test: dict[str, Any]) -> dict[str, Any] | None:
-    bench = test.get("bench")
+def bench_summary(test: record.Tested) -> dict[str, Any] | None:
+    bench = test.bench
     if not bench:
         return None
     return {
         "device": bench["device"],
         "unit": bench["unit"],
         "best": [{k: r[k] for k in ("dtype", "m", "n", "k", "best")} for r in bench["results"]],
+    }
+
+
+def manifest(
+    rec: record.Record, repository: str, digest: str, immutable: str, moving: list[str], present: bool
+) -> Manifest:
+    """What was released, from what, and what it passed: read from the image's record."""
+    assert rec.test is not None and rec.scan is not None
+    labels = rec.labels
+    ns = "io.torchimg."
+    lock_paths = sorted(rec.inputs.lockfiles)
+    return {
+        "variant": rec.variant,
+        "flavor": rec.flavor,
+        "pushed": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "repository": repository,
+        "digest": digest,
+        "image_id": rec.image_id,
+        "immutable_tag": immutable,
+        "moving_tags": moving,
+        "already_present": present,
+        "references": [f"{repository}:{t}@{digest}" for t in [immutable, *moving]],
+        "git": rec.inputs.git.model_dump(),
+        "base": {
+            "name": labels["org.opencontainers.image.base.name"],
+            "digest": labels["org.opencontainers.image.base.digest"],
+            "pinned": rec.inputs.base.pinned,
+        },
+        "lockfiles": rec.inputs.lockfiles,
+        "versions": {
+            k: labels.get(f"{ns}{k}.version" if k != "driver_min" else f"{ns}driver.min")
+            for k in ("torch", "cuda", "cudnn", "nccl", "python", "driver_min")
+        },
+        "smoke": rec.test.smoke,
+        "gpu": rec.test.gpu,
+        "bench": bench_summary(rec.test),
+        "scan": {
+            "vulnerabilities": rec.scan.vulnerabilities,
+            "vuln_db": rec.scan.vuln_db.how,
+            "accepted_without_vuln_db": rec.scan.accepted_without_vuln_db,
+            "counts": rec.scan.counts,
+            "accepted": rec.scan.accepted,
+        },
+        "packages": packages(lock_paths),
     }
 
 

@@ -3,36 +3,34 @@ Markdown table CI writes to the job summary. Read from the records only."""
 
 from typing import Any
 
-from torchimg import engine, paths, record
+from torchimg import engine, record
 
 _STAGES = ("build", "test", "scan", "push")
 
 
 def _state(rec: record.Record, stage: str) -> str:
-    result = rec.get(stage)
+    result = rec.section(stage)
     if result is None:
         return "-"
-    return "ok" if result.get("ok") else "FAILED"
+    if result.image_id != rec.image_id:
+        return "stale"
+    return "ok" if result.ok else "FAILED"
 
 
 def rows() -> list[dict[str, Any]]:
     out = []
-    for path in sorted((paths.reports_dir() / "records").glob("*.json")):
-        rec = record.read(*path.stem.rsplit("-", 1))
-        if rec is None:
-            continue
-        test = rec.get("test") or {}
-        bench = test.get("bench") or {}
+    for rec in record.every():
+        bench = (rec.test.bench if rec.test else None) or {}
         best = max((r["best"] for r in bench.get("results", [])), default=None)
         out.append(
             {
-                "image": rec["tags"][0],
-                "id": rec["image_id"][7:19],
-                "current": engine.image_id(rec["tags"][0]) == rec["image_id"],
+                "image": rec.tags[0],
+                "id": rec.image_id[7:19],
+                "current": engine.image_id(rec.tags[0]) == rec.image_id,
                 **{s: _state(rec, s) for s in _STAGES},
                 "bench": f"{best} {bench['unit']} ({bench['device']})" if best is not None else "-",
-                "vulnerabilities": (rec.get("scan") or {}).get("vulnerabilities", "-"),
-                "digest": (rec.get("push") or {}).get("digest", "-"),
+                "vulnerabilities": rec.scan.vulnerabilities if rec.scan else "-",
+                "digest": rec.push.digest if rec.push else "-",
             }
         )
     return out

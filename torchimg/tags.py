@@ -8,8 +8,8 @@ default variant.
 """
 
 import datetime
-from typing import Any
 
+from torchimg.record import Record
 from torchimg.variants import Config, Variant
 
 
@@ -18,11 +18,27 @@ def immutable(variant: Variant, flavor: str, epoch: int, revision: str, dirty: b
     return f"{variant.name}-{flavor}-{date}-{revision[:7]}" + ("-dirty" if dirty else "")
 
 
-def immutable_of(variant: Variant, flavor: str, rec: dict[str, Any]) -> str:
+def immutable_of(variant: Variant, flavor: str, rec: Record) -> str:
     """The immutable tag of a recorded image: its commit's date and revision."""
-    git = rec["inputs"]["git"]
-    epoch = int(rec["inputs"]["build_args"]["SOURCE_DATE_EPOCH"])
-    return immutable(variant, flavor, epoch, git["revision"], git["dirty"])
+    git = rec.inputs.git
+    epoch = int(rec.inputs.build_args["SOURCE_DATE_EPOCH"])
+    return immutable(variant, flavor, epoch, git.revision, git.dirty)
+
+
+def _instant(created: str) -> datetime.datetime | None:
+    try:
+        when = datetime.datetime.fromisoformat(created)
+    except ValueError:
+        return None
+    return when if when.tzinfo else None
+
+
+def backwards(ours: str, theirs: str | None) -> bool:
+    """Whether moving a tag from an image created at `theirs` to ours (both the OCI `created`
+    label: the commit time) would move it back in time. Unknown or unreadable times count as
+    backwards: the tag is then only moved deliberately."""
+    mine, other = _instant(ours), _instant(theirs or "")
+    return mine is None or other is None or other > mine
 
 
 def _minor_name(variant: Variant) -> str | None:

@@ -3,13 +3,15 @@
 A variant is torch x CUDA x base image; each variant builds the flavors `runtime` and `dev`.
 """
 
+import difflib
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchimg import compat, paths
+from torchimg import compat, paths, references
 from torchimg.errors import PipelineError
 
 FLAVORS = ("runtime", "dev")
@@ -74,15 +76,24 @@ class Config:
 
     def variant(self, name: str) -> Variant:
         if name not in self.variants:
+            close = difflib.get_close_matches(name, self.variants, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise PipelineError(
                 f"unknown variant {name!r}; declared: {', '.join(self.variants)}",
-                "pick one of those, or declare it in variants.toml",
+                f"{hint}pick one of those, or declare it in variants.toml",
             )
         return self.variants[name]
 
     def select(self, names: list[str], everything: bool = False, locked: bool = False) -> list[Variant]:
         """The variants named on a command line: all, those with committed lockfiles, the
         named ones, or the default."""
+        if names and (everything or locked):
+            raise PipelineError(
+                f"--variant {' --variant '.join(names)} together with --{'all' if everything else 'locked'}",
+                "give either --variant NAME (repeatable) or --all / --locked, not both",
+            )
+        if everything and locked:
+            raise PipelineError("--all together with --locked", "give one of them")
         if everything:
             return list(self.variants.values())
         if locked:
@@ -111,8 +122,15 @@ def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
         )
 
 
-def _base(key: str, table: dict[str, Any], src: Path) -> Base:
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PipelineError(f"{where}: must be a table, got {value!r}", f"write it as a [table] in {where}")
+    return value
+
+
+def _base(key: str, value: Any, src: Path) -> Base:
     where = f"{src.name} [bases.{key}]"
+    table = _table(value, where)
     _no_unknown(table, {"image", "python"}, where)
     image = _field(table, "image", where)
     if not _DIGEST.match(image):
@@ -127,8 +145,44 @@ def _base(key: str, table: dict[str, Any], src: Path) -> Base:
     return Base(key=key, image=image, python=python)
 
 
-def _variant(table: dict[str, Any], bases: dict[str, Base], src: Path, n: int) -> Variant:
+def _flavors(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    value = table.get("flavors", list(FLAVORS))
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise PipelineError(
+            f"{where}: flavors must be a list of names, got {value!r}", 'e.g. flavors = ["runtime", "dev"]'
+        )
+    flavors = tuple(value)
+    bad = [f for f in flavors if f not in FLAVORS]
+    if bad or not flavors or flavors[0] != "runtime" or len(set(flavors)) != len(flavors):
+        raise PipelineError(
+            f"{where}: flavors {list(flavors)} invalid; known: {', '.join(FLAVORS)}, each once",
+            "list runtime first (dev is built on top of it), each flavor once",
+        )
+    return flavors
+
+
+def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
+    if "index" not in table:
+        return compat.default_index(torch, cuda)
+    index: str = _field(table, "index", where)
+    url = urllib.parse.urlsplit(index)
+    if url.username or url.password:
+        raise PipelineError(
+            f"{where}: index URL carries credentials; they would end up in lockfiles, labels and logs",
+            "remove them from the URL and give them to the build as a secret: --netrc PATH "
+            "(or $TORCHIMG_NETRC)",
+        )
+    if url.scheme != "https" or not url.netloc:
+        raise PipelineError(
+            f"{where}: index {index!r} is not an https:// URL",
+            "use the index's https URL (e.g. https://pypi.org/simple)",
+        )
+    return index
+
+
+def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
     where = f"{src.name} [[variant]] #{n}"
+    table = _table(value, where)
     _no_unknown(table, {"name", "torch", "cuda", "base", "index", "flavors"}, where)
     name = _field(table, "name", where)
     where = f"{src.name} variant {name!r}"
@@ -150,23 +204,23 @@ def _variant(table: dict[str, Any], bases: dict[str, Base], src: Path, n: int) -
             f"{where}: unknown base {base_key!r}; declared: {', '.join(bases)}",
             "declare it under [bases.NAME] or pick a declared one",
         )
-    flavors = tuple(table.get("flavors", FLAVORS))
-    bad = [f for f in flavors if f not in FLAVORS]
-    if bad or not flavors or flavors[0] != "runtime":
-        raise PipelineError(
-            f"{where}: flavors {list(flavors)} invalid; known: {', '.join(FLAVORS)}",
-            "list runtime first (dev is built on top of it)",
-        )
-    index = table.get("index", compat.default_index(torch, cuda))
-    return Variant(name, torch, cuda, index, bases[base_key], flavors, paths.LOCKS / name)
+    flavors = _flavors(table, where)
+    index = _index(table, where, torch, cuda)
+    return Variant(
+        name, torch, cuda, index, bases[base_key], flavors, src.parent / "requirements" / "locks" / name
+    )
 
 
 def load(src: Path = paths.VARIANTS_FILE) -> Config:
     """Read and validate variants.toml; every problem is a PipelineError naming the entry."""
     try:
-        data = tomllib.loads(src.read_text())
-    except FileNotFoundError:
+        data = tomllib.loads(src.read_bytes().decode("utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
         raise PipelineError(f"{src}: no such file", "run from the repository root") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"{src}: not UTF-8 text ({exc.reason} at byte {exc.start})", f"save {src.name} as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{src}: not valid TOML: {exc}", f"fix the syntax in {src.name}") from None
     _no_unknown(data, {"default", "repository", "bases", "variant", "builder", "cache"}, src.name)
@@ -181,4 +235,7 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
     if default not in variants:
         raise PipelineError(f"{src.name}: default {default!r} is not a declared variant", "fix default")
     optional = {k: _field(data, k, src.name) for k in ("builder", "cache") if k in data}
-    return Config(default, _field(data, "repository", src.name), bases, variants, **optional)
+    if "cache" in optional:
+        references.repository(optional["cache"], f"{src.name} cache")
+    repository = references.repository(_field(data, "repository", src.name), f"{src.name} repository")
+    return Config(default, repository, bases, variants, **optional)

@@ -126,7 +126,7 @@ def runtime_image(
     opts = build.BuildOptions(base=base, creds=canaries.creds, repository=TEST_REPOSITORY)
     rec = build.build(default_variant, "runtime", opts)
     yield rec
-    remove_images(*rec["tags"])
+    remove_images(*rec.tags)
 
 
 @pytest.fixture(scope="session")
@@ -140,7 +140,7 @@ def dev_image(
     opts = build.BuildOptions(base=base, creds=canaries.creds, repository=TEST_REPOSITORY)
     rec = build.build(default_variant, "dev", opts)
     yield rec
-    remove_images(*rec["tags"])
+    remove_images(*rec.tags)
 
 
 def tag_list(host: str, name: str) -> list[str]:

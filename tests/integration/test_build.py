@@ -33,7 +33,7 @@ def test_torch_is_the_locked_build_for_cuda_12_8(
     pins = lockfile.pins((default_variant.lock_dir / "runtime.txt").read_text())
     out = json.loads(
         py(
-            runtime_image["image_id"],
+            runtime_image.image_id,
             "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda, "
             "torch.backends.cudnn.version(), torch.cuda.is_available()]))",
         )
@@ -46,14 +46,14 @@ def test_torch_is_the_locked_build_for_cuda_12_8(
 
 
 def test_runs_as_a_non_root_user_in_workspace(runtime_image: record.Record) -> None:
-    out = engine.run(runtime_image["image_id"], ["sh", "-c", "id -u; pwd; touch x && echo writable"])
+    out = engine.run(runtime_image.image_id, ["sh", "-c", "id -u; pwd; touch x && echo writable"])
     uid, cwd, writable = out.split()
     assert uid != "0"
     assert (cwd, writable) == ("/workspace", "writable")
 
 
 def test_labels_are_present_and_true(runtime_image: record.Record, default_variant: variants.Variant) -> None:
-    labels = labels_of(runtime_image["image_id"])
+    labels = labels_of(runtime_image.image_id)
     runtime_lock = default_variant.lock_dir / "runtime.txt"
     pins = lockfile.pins(runtime_lock.read_text())
     git = gitinfo.current()
@@ -65,13 +65,14 @@ def test_labels_are_present_and_true(runtime_image: record.Record, default_varia
     assert labels["io.torchimg.cudnn.version"] == pins["nvidia-cudnn-cu12"]
     assert labels["io.torchimg.driver.min"] == "570.26"
     assert labels["io.torchimg.lock.runtime.sha256"] == lockfile.sha256(runtime_lock)
-    base = runtime_image["inputs"]["base"]
+    base = runtime_image.inputs.base
     assert labels["org.opencontainers.image.base.digest"] == (
-        default_variant.base.digest if base["pinned"] else base["id"]
+        default_variant.base.digest if base.pinned else base.id
     )
-    nccl = py(runtime_image["image_id"], "import torch; print('.'.join(map(str, torch.cuda.nccl.version())))")
+    assert labels["io.torchimg.built-by"] == "torchimg"
+    nccl = py(runtime_image.image_id, "import torch; print('.'.join(map(str, torch.cuda.nccl.version())))")
     assert pins["nvidia-nccl-cu12"].startswith(nccl)
-    env = py(runtime_image["image_id"], "import os; print(os.environ['NVIDIA_REQUIRE_CUDA'])")
+    env = py(runtime_image.image_id, "import os; print(os.environ['NVIDIA_REQUIRE_CUDA'])")
     assert env == "cuda>=12.8"
 
 
@@ -84,23 +85,23 @@ def test_torch_compile_runs_on_cpu(runtime_image: record.Record) -> None:
         "torch.testing.assert_close(g(x), f(x))\n"
         "print('compiled ok')\n"
     )
-    assert py(runtime_image["image_id"], code).endswith("compiled ok")
+    assert py(runtime_image.image_id, code).endswith("compiled ok")
 
 
 def test_no_ca_bundle_or_token_in_any_layer(runtime_image: record.Record, canaries: Canaries) -> None:
     needles = (canaries.ca_marker.encode(), canaries.netrc_password.encode())
-    saved = layers.scan(runtime_image["image_id"], needles)
+    saved = layers.scan(runtime_image.image_id, needles)
     assert sum(b.content for b in saved.layers) > 5_000_000_000  # the whole image was read
-    assert len(saved.layers) == len(layers_of(runtime_image["image_id"]))
+    assert len(saved.layers) == len(layers_of(runtime_image.image_id))
     assert saved.found == {n: [] for n in needles}
 
 
 def test_the_record_describes_the_image(runtime_image: record.Record) -> None:
     saved = record.read("2.9.1-cu128", "runtime")
     assert saved is not None
-    assert saved["image_id"] == runtime_image["image_id"] == engine.image_id(saved["tags"][0])
-    assert saved["build"]["ok"] is True
-    assert saved["inputs"]["lockfiles"]["requirements/locks/2.9.1-cu128/runtime.txt"] == lockfile.sha256(
+    assert saved.image_id == runtime_image.image_id == engine.image_id(saved.tags[0])
+    assert saved.build.ok is True
+    assert saved.inputs.lockfiles["requirements/locks/2.9.1-cu128/runtime.txt"] == lockfile.sha256(
         build.lockfiles(variants.load().variant("2.9.1-cu128"), "runtime")[0]
     )
 
@@ -108,16 +109,16 @@ def test_the_record_describes_the_image(runtime_image: record.Record) -> None:
 def test_dev_flavor_adds_jupyter_on_top_of_runtime(
     dev_image: record.Record, runtime_image: record.Record
 ) -> None:
-    runtime_layers = layers_of(runtime_image["image_id"])
-    dev_layers = layers_of(dev_image["image_id"])
+    runtime_layers = layers_of(runtime_image.image_id)
+    dev_layers = layers_of(dev_image.image_id)
     assert dev_layers[: len(runtime_layers)] == runtime_layers  # shares every runtime layer
     assert len(dev_layers) > len(runtime_layers)
-    out = py(dev_image["image_id"], "import jupyterlab, pandas, sklearn, seaborn, tqdm; print('ok')")
+    out = py(dev_image.image_id, "import jupyterlab, pandas, sklearn, seaborn, tqdm; print('ok')")
     assert out == "ok"
-    inspect = docker.image.inspect(dev_image["image_id"])
+    inspect = docker.image.inspect(dev_image.image_id)
     assert "8888/tcp" in (inspect.config.exposed_ports or {})
     with pytest.raises(PipelineError, match="refusing to start Jupyter without authentication"):
-        engine.run(dev_image["image_id"], [], env={"JUPYTER_TOKEN": ""})
+        engine.run(dev_image.image_id, [], env={"JUPYTER_TOKEN": ""})
 
 
 def _variant_with_locks(variant: variants.Variant, tmp_path: Path) -> variants.Variant:

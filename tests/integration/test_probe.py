@@ -14,11 +14,12 @@ pytestmark = pytest.mark.integration
 def test_cpu_mode_passes_and_records_results(
     runtime_image: record.Record, default_variant: variants.Variant, reports: Path
 ) -> None:
-    if imagetest.gpu_runtime():
+    if engine.gpu_runtime():
         pytest.skip("this engine has the NVIDIA runtime: the CPU path is not what runs here")
     rec = imagetest.test(default_variant, "runtime", imagetest.TestOptions())
-    assert rec["test"]["ok"] is True and rec["test"]["gpu"] is False
-    assert rec["test"]["image_id"] == runtime_image["image_id"]
+    assert rec.test is not None
+    assert rec.test.ok is True and rec.test.gpu is False
+    assert rec.test.image_id == runtime_image.image_id
     smoke = json.loads((reports / "2.9.1-cu128-runtime" / "smoke.json").read_text())
     status = {c["name"]: c for c in smoke["checks"]}
     for name in ("versions match labels", "torch.compile", "determinism", "transformer training step"):
@@ -33,19 +34,19 @@ def test_cpu_mode_passes_and_records_results(
     assert all(r["best"] > 0 and r["peak_pct"] is None for r in bench["results"])
     assert (reports / "2.9.1-cu128-runtime" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = record.read("2.9.1-cu128", "runtime")
-    assert saved is not None and saved["test"]["smoke"]["fail"] == 0
+    assert saved is not None and saved.test is not None and saved.test.smoke["fail"] == 0
 
 
 def test_a_failing_check_fails_the_probe(runtime_image: record.Record) -> None:
     env = {"TORCHIMG_EXPECT": json.dumps({"torch": "9.9.9"})}
     with pytest.raises(PipelineError, match="exit 1"):
-        engine.run(runtime_image["image_id"], ["torchimg-probe", "smoke"], env=env)
+        engine.run(runtime_image.image_id, ["torchimg-probe", "smoke"], env=env)
 
 
 def test_require_gpu_without_gpu_fails(
     runtime_image: record.Record, default_variant: variants.Variant
 ) -> None:
-    if imagetest.gpu_runtime():
+    if engine.gpu_runtime():
         pytest.skip("this engine has the NVIDIA runtime")
     with pytest.raises(PipelineError, match="--require-gpu: the engine has no NVIDIA runtime"):
         imagetest.test(default_variant, "runtime", imagetest.TestOptions(require_gpu=True))
@@ -53,6 +54,6 @@ def test_require_gpu_without_gpu_fails(
 
 def test_healthcheck_passes(runtime_image: record.Record) -> None:
     out = engine.run(
-        runtime_image["image_id"], ["/opt/venv/bin/python", "-I", "/usr/local/bin/torchimg-healthcheck"]
+        runtime_image.image_id, ["/opt/venv/bin/python", "-I", "/usr/local/bin/torchimg-healthcheck"]
     )
     assert out == ""

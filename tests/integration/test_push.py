@@ -80,18 +80,18 @@ def test_push_reads_the_digest_back_then_moves_tags(
     assert m["moving_tags"] == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
     assert tag_list(target.host, "release") == sorted([immutable, *m["moving_tags"]])
     for t in [immutable, *m["moving_tags"]]:
-        assert engine.serves(f"{repo}:{t}", releasable["image_id"]) == m["digest"]
+        assert engine.serves(f"{repo}:{t}", releasable.image_id) == m["digest"]
     assert m["already_present"] is False
     assert m["previous"] is None
     lock = default_variant.lock_dir / "runtime.txt"
     assert m["lockfiles"] == {paths.shown(lock): lockfile.sha256(lock)}
-    assert m["base"]["digest"] == releasable["labels"]["org.opencontainers.image.base.digest"]
+    assert m["base"]["digest"] == releasable.labels["org.opencontainers.image.base.digest"]
     assert m["smoke"]["fail"] == 0 and m["smoke"]["pass"] > 0
     assert m["packages"]["torch"] == "2.9.1"
     assert m["scan"]["counts"]["secret"] == 0
     saved = record.read(default_variant.name, "runtime")
-    assert saved is not None and saved["push"]["digest"] == m["digest"]
-    manifest_md = Path(saved["push"]["manifest"]).with_suffix(".md")
+    assert saved is not None and saved.push is not None and saved.push.digest == m["digest"]
+    manifest_md = Path(saved.push.manifest).with_suffix(".md")
     text = manifest_md.read_text()
     assert f"`{repo}:latest` | `{m['digest']}`" in text
     assert "First release of this line" in text

@@ -43,9 +43,9 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
         cache_repository=f"{reg.host}/cache",
     )
     exported, log = build.build_with_log(default_variant, "runtime", opts)  # warm here: exports only
-    assert exported["image_id"] == runtime_image["image_id"]
+    assert exported.image_id == runtime_image.image_id
     assert any("writing cache" in line or "exporting cache" in line for line in log), log[-5:]
-    assert exported["build"]["cache_ref"] == f"{reg.host}/cache:2.9.1-cu128-runtime"
+    assert exported.build.cache_ref == f"{reg.host}/cache:2.9.1-cu128-runtime"
 
     docker.buildx.prune(all=True)  # an empty local cache, as on a fresh runner
     rebuilt, log = build.build_with_log(
@@ -53,7 +53,7 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
     )
     assert not buildlog.ran(log, "[builder "), "pip ran although the registry cache had its layer"
     assert not any("Downloading torch-" in line for line in log)
-    assert rebuilt["image_id"] == runtime_image["image_id"]
+    assert rebuilt.image_id == runtime_image.image_id
 
 
 def test_the_same_inputs_give_the_same_layers_without_any_cache(
@@ -70,9 +70,9 @@ def test_the_same_inputs_give_the_same_layers_without_any_cache(
     )
     rec = build.build(default_variant, "runtime", again)
     try:
-        assert _layers(rec["image_id"]) == _layers(runtime_image["image_id"])
+        assert _layers(rec.image_id) == _layers(runtime_image.image_id)
     finally:
-        remove_images(*rec["tags"])
+        remove_images(*rec.tags)
 
 
 def test_an_unknown_builder_is_named(

@@ -1,4 +1,5 @@
-"""`nox -s scan` with real trivy on the real image, and on an image with a planted secret."""
+"""`nox -s scan` with real trivy on the real image, on an image with a planted secret, and with
+the real trivy made to fail in the ways that once let the gate pass."""
 
 import datetime
 import json
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import build_small, remove_images, require_trivy
-from torchimg import gate, record, scan, variants
-from torchimg.errors import PipelineError
+from torchimg import engine, gate, record, release, scan, variants
+from torchimg.errors import BAD_INPUT, TOOL_FAILED, PipelineError, RefusedError, ToolError
 
 pytestmark = pytest.mark.integration
 
@@ -18,19 +19,28 @@ def _trivy() -> None:
     require_trivy()
 
 
+def _wrapper(tmp_path: Path, script: str) -> Path:
+    """A `trivy` that runs the real binary (its path written in), altered by `script`."""
+    real = str(scan.trivy())
+    path = tmp_path / "trivy"
+    path.write_text(f'#!/bin/sh\nREAL="{real}"\n{script}')
+    path.chmod(0o755)
+    return path
+
+
 def test_scan_writes_reports_sbom_sarif_and_records_the_outcome(
     runtime_image: record.Record, default_variant: variants.Variant, reports: Path
 ) -> None:
     opts = scan.ScanOptions(allow_no_vuln_db=True)
     try:
-        outcome = scan.scan(default_variant, "runtime", opts)["scan"]
-    except PipelineError:
+        outcome = scan.scan(default_variant, "runtime", opts).scan
+    except RefusedError:
         saved = record.read(default_variant.name, "runtime")
-        if saved is None or "scan" not in saved:
-            raise  # trivy itself failed: nothing was recorded
-        outcome = saved["scan"]
-        # the only acceptable failures here are real vulnerabilities found with a database
-        assert outcome["vulnerabilities"] == "ran", outcome["problems"]
+        assert saved is not None and saved.scan is not None
+        outcome = saved.scan
+        # the only acceptable refusal here: real vulnerabilities found with a database
+        assert outcome.vulnerabilities == "ran", outcome.problems
+    assert outcome is not None
     folder = reports / "2.9.1-cu128-runtime"
     for name in ("image.json", "config.json", "sbom.cdx.json", "image.sarif", "config.sarif"):
         assert (folder / name).stat().st_size > 0, name
@@ -38,10 +48,15 @@ def test_scan_writes_reports_sbom_sarif_and_records_the_outcome(
     components = {c["name"]: c.get("version") for c in sbom["components"]}
     assert components["torch"] == "2.9.1"
     assert components["nvidia-cudnn-cu12"] == "9.10.2.21"
-    assert outcome["image_id"] == runtime_image["image_id"]
-    assert outcome["counts"]["secret"] == 0
-    assert outcome["counts"]["misconfiguration"] == 0
-    assert outcome["licenses"]  # licenses reported, for information
+    assert outcome.image_id == runtime_image.image_id
+    # the report names the recorded image: trivy was given its ID, not a tag
+    image_report = json.loads((folder / "image.json").read_text())
+    assert image_report["Metadata"]["ImageID"] == runtime_image.image_id
+    assert image_report["ArtifactName"] == runtime_image.image_id
+    assert outcome.counts["secret"] == 0
+    assert outcome.counts["misconfiguration"] == 0
+    assert outcome.licenses  # licenses reported, for information
+    assert "--download-db-only" in outcome.vuln_db.how or outcome.vuln_db.available
     sarif = json.loads((folder / "image.sarif").read_text())
     assert sarif["version"] == "2.1.0"
 
@@ -52,12 +67,92 @@ def test_no_vulnerability_database_fails_unless_accepted(
     with pytest.raises(PipelineError) as exc:
         scan.scan(default_variant, "runtime", scan.ScanOptions())
     saved = record.read(default_variant.name, "runtime")
-    assert saved is not None and "scan" in saved, str(exc.value)
-    if saved["scan"]["vulnerabilities"] == "ran":
+    assert saved is not None and saved.scan is not None, str(exc.value)
+    if saved.scan.vuln_db.available:
         pytest.skip("trivy's vulnerability database is reachable here: the offline case cannot be shown")
-    assert "no vulnerability database" in str(exc.value)
+    assert isinstance(exc.value, RefusedError)
+    assert "vulnerabilities not checked" in str(exc.value)
     assert "--allow-no-vuln-db" in str(exc.value)
-    assert saved["scan"]["ok"] is False
+    assert saved.scan.ok is False
+    assert saved.scan.vulnerabilities.startswith("not run")
+
+
+def test_a_trivy_crash_after_its_db_line_is_a_failed_scan_no_flag_waives(
+    runtime_image: record.Record,
+    default_variant: variants.Variant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DB step succeeds (a DB appears in the cache); the vulnerability scan then prints
+    trivy's normal DB line and dies. Once recorded as "no database" and waived: now exit 3."""
+    fake = _wrapper(
+        tmp_path,
+        'case " $* " in\n'
+        '  *" --download-db-only "*)\n'
+        '    cache=$(echo " $* " | sed -n "s/.* --cache-dir \\([^ ]*\\) .*/\\1/p")\n'
+        '    mkdir -p "$cache/db" && echo \'{"Version": 2}\' > "$cache/db/metadata.json"\n'
+        '    echo junk > "$cache/db/trivy.db"; exit 0 ;;\n'
+        '  *" --scanners vuln "*)\n'
+        '    echo "2026-11-27T00:00:00Z INFO [vulndb] Downloading vulnerability DB..." >&2; exit 2 ;;\n'
+        "esac\n"
+        'exec "$REAL" "$@"\n',
+    )
+    monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))
+    opts = scan.ScanOptions(allow_no_vuln_db=True, cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ToolError) as exc:
+        scan.scan(default_variant, "runtime", opts)
+    assert exc.value.exit_code == TOOL_FAILED
+    assert "vulnerability scan exited 2" in exc.value.what
+    saved = record.read(default_variant.name, "runtime")
+    assert saved is not None and saved.scan is not None
+    assert saved.scan.ok is False and saved.scan.vulnerabilities == "scan failed"
+    assert saved.scan.vuln_db.available is True  # decided before the scan, from the cache folder
+    refused = release.refusal(saved, release.PushOptions("localhost:5000/x", allow_no_vuln_db=True), True)
+    assert refused is not None and "failed its scan gate" in refused.what
+
+
+def test_a_truncated_report_is_a_failed_scan(
+    runtime_image: record.Record,
+    default_variant: variants.Variant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = _wrapper(
+        tmp_path,
+        'out=""; prev=""\n'
+        'for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
+        '"$REAL" "$@"; code=$?\n'
+        'case " $* " in *" --list-all-pkgs "*) head -c 200 "$out" > "$out.part"; mv "$out.part" "$out" ;; esac\n'
+        "exit $code\n",
+    )
+    monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))
+    with pytest.raises(ToolError, match=r"image\.json is empty, truncated or not JSON"):
+        scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
+    saved = record.read(default_variant.name, "runtime")
+    assert saved is not None and saved.scan is not None and saved.scan.ok is False
+
+
+def test_a_report_about_another_image_is_refused(runtime_image: record.Record, reports: Path) -> None:
+    report = reports / "2.9.1-cu128-runtime" / "image.json"
+    assert scan.read_report(report, runtime_image.image_id)["Metadata"]["ImageID"] == runtime_image.image_id
+    other = "sha256:" + "0" * 64
+    with pytest.raises(RefusedError, match="not the recorded"):
+        scan.read_report(report, other)
+
+
+def test_a_retag_between_test_and_scan_never_scans_the_other_image(
+    runtime_image: record.Record, default_variant: variants.Variant, base: str | None
+) -> None:
+    tag = runtime_image.tags[0]
+    other = base or default_variant.base.image
+    engine.tag(other, tag)
+    try:
+        with pytest.raises(PipelineError, match="no longer names") as exc:
+            scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
+        assert exc.value.exit_code == BAD_INPUT
+    finally:
+        engine.tag(runtime_image.image_id, tag)
+    assert engine.image_id(tag) == runtime_image.image_id
 
 
 def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path) -> None:
@@ -75,8 +170,11 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
     try:
         out = tmp_path / "reports"
         out.mkdir()
-        scan.run_trivy(tag, out, scan.ScanOptions())
-        found = gate.findings(json.loads((out / "image.json").read_text()))
+        image_id = engine.image_id(tag)
+        assert image_id is not None
+        no_db = record.VulnDb(available=False, how="not needed for secrets")
+        reports = scan.run_trivy(image_id, out, scan.ScanOptions(), no_db)
+        found = gate.findings(reports["image"])
         verdict = gate.judge(found, [], gate.Policy(), datetime.date.today())
         assert {f.id for f in verdict.blocking if f.kind == "secret"} >= {"aws-access-key-id"}
         assert any(f.target.endswith("app/credentials.ini") for f in verdict.blocking)
@@ -86,6 +184,6 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
 
 def test_missing_trivy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCHIMG_TRIVY", "/nonexistent/trivy")
-    with pytest.raises(PipelineError, match="trivy not found") as exc:
+    with pytest.raises(ToolError, match="trivy not found") as exc:
         scan.trivy()
     assert "install it the official way" in str(exc.value)

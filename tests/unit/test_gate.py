@@ -64,8 +64,8 @@ def test_an_entry_for_another_package_does_not_match() -> None:
 def test_an_entry_matching_nothing_is_stale() -> None:
     found = gate.findings(report("secret-planted.json"))
     entries = [
-        allow("aws-access-key-id", TODAY),
-        allow("aws-secret-access-key", TODAY),
+        allowlist.Allow("aws-access-key-id", "test key", TODAY, kind="secret", path="app/credentials.ini"),
+        allowlist.Allow("aws-secret-access-key", "test key", TODAY, kind="secret", path="app/credentials.ini"),
         allow("CVE-1", TODAY),
     ]
     verdict = gate.judge(found, entries, gate.Policy(), TODAY)
@@ -76,15 +76,26 @@ def test_an_entry_matching_nothing_is_stale() -> None:
 def test_allowlist_entries_need_a_reason_and_a_date(tmp_path: Path) -> None:
     path = tmp_path / "allow.toml"
     path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = 2027-01-31\n')
-    assert allowlist.load(path) == [allowlist.Allow("CVE-1", "x", datetime.date(2027, 1, 31))]
+    assert allowlist.load(path, TODAY) == [allowlist.Allow("CVE-1", "x", datetime.date(2027, 1, 31))]
     path.write_text('[[allow]]\nid = "CVE-1"\nexpires = 2027-01-31\n')
-    with pytest.raises(PipelineError, match=r"CVE-1.*no reason"):
-        allowlist.load(path)
+    with pytest.raises(PipelineError, match=r"CVE-1.*reason must be a non-empty string"):
+        allowlist.load(path, TODAY)
     path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = "soon"\n')
     with pytest.raises(PipelineError, match="expires must be a date"):
-        allowlist.load(path)
-    assert allowlist.load(tmp_path / "missing.toml") == []
+        allowlist.load(path, TODAY)
+    assert allowlist.load(tmp_path / "missing.toml", TODAY) == []
 
 
 def test_the_repository_allowlist_loads() -> None:
-    allowlist.load(Path(__file__).resolve().parents[2] / "scan-allowlist.toml")
+    allowlist.load(Path(__file__).resolve().parents[2] / "scan-allowlist.toml", TODAY)
+
+
+def test_a_secret_entry_accepts_only_its_own_file() -> None:
+    found = gate.findings(report("secret-planted.json"))
+    target = next(f.target for f in found if f.id == "aws-access-key-id")
+    here = allowlist.Allow("aws-access-key-id", "test key", TODAY, kind="secret", path=target)
+    elsewhere = allowlist.Allow("aws-access-key-id", "test key", TODAY, kind="secret", path="/other/file")
+    as_vulnerability = allowlist.Allow("aws-access-key-id", "wrong kind", TODAY)
+    assert "aws-access-key-id" not in {f.id for f in gate.judge(found, [here], gate.Policy(), TODAY).blocking}
+    for entry in (elsewhere, as_vulnerability):
+        assert "aws-access-key-id" in {f.id for f in gate.judge(found, [entry], gate.Policy(), TODAY).blocking}

@@ -1,0 +1,47 @@
+"""Image references checked against Docker's grammar before any engine or registry call.
+
+The grammar is distribution's (github.com/distribution/reference, regexp.go): a name of
+lowercase path components with an optional registry host and port, an optional tag, an
+optional digest. A typo such as `Localhost:5000/PyTorch` or `host:port/a..b` is refused here
+with the fix, instead of failing deep inside BuildKit or after a tag was pushed.
+"""
+
+import re
+
+from torchimg.errors import PipelineError
+
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+
+REPOSITORY = re.compile(rf"^{_NAME}$")
+IMAGE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+_MAX_NAME = 255
+
+
+def _refuse(value: str, what: str, shape: str) -> PipelineError:
+    return PipelineError(
+        f"{what} {value!r} is not a valid image {shape} (Docker's reference grammar: lowercase "
+        "path components separated by '/', '.', '_' or '-', an optional host[:port] first)",
+        f"fix {what}, e.g. localhost:5000/pytorch or ghcr.io/org/pytorch",
+    )
+
+
+def repository(value: str, what: str) -> str:
+    """A repository: name only, no tag or digest (e.g. --repository, --cache-repository)."""
+    if not REPOSITORY.match(value) or len(value) > _MAX_NAME:
+        raise _refuse(value, what, "repository (no tag, no digest)")
+    return value
+
+
+def image(value: str, what: str) -> str:
+    """An image reference: name, optional tag, optional digest (e.g. --base)."""
+    found = IMAGE.match(value)
+    if not found or len(found["name"]) > _MAX_NAME:
+        raise _refuse(value, what, "reference")
+    return value
