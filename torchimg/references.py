@@ -32,9 +32,17 @@ def _refuse(value: str, what: str, shape: str) -> PipelineError:
     )
 
 
+def _valid_name(name: str) -> bool:
+    """Docker reads the first component as a registry host only when it has a '.' or ':' or
+    is `localhost`; otherwise it is a path component, which must be lowercase."""
+    first, _, rest = name.partition("/")
+    is_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    return len(name) <= _MAX_NAME and (is_host or name == name.lower())
+
+
 def repository(value: str, what: str) -> str:
     """A repository: name only, no tag or digest (e.g. --repository, --cache-repository)."""
-    if not REPOSITORY.match(value) or len(value) > _MAX_NAME:
+    if not REPOSITORY.match(value) or not _valid_name(value):
         raise _refuse(value, what, "repository (no tag, no digest)")
     return value
 
@@ -42,6 +50,6 @@ def repository(value: str, what: str) -> str:
 def image(value: str, what: str) -> str:
     """An image reference: name, optional tag, optional digest (e.g. --base)."""
     found = IMAGE.match(value)
-    if not found or len(found["name"]) > _MAX_NAME:
+    if not found or not _valid_name(found["name"]):
         raise _refuse(value, what, "reference")
     return value

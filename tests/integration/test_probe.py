@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from python_on_whales import docker
 
+from tests.integration.conftest import build_small, remove_images
 from torchimg import engine, imagetest, record, variants
-from torchimg.errors import PipelineError
+from torchimg.errors import PipelineError, RefusedError
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +59,41 @@ def test_healthcheck_passes(runtime_image: record.Record) -> None:
         runtime_image.image_id, ["/opt/venv/bin/python", "-I", "/usr/local/bin/torchimg-healthcheck"]
     )
     assert out == ""
+
+
+def _fake_probe(base: str | None, tmp_path: Path, script: str, name: str) -> str:
+    """A small image whose `torchimg-probe` is `script`: what a hostile image could do."""
+    base_ref = base or variants.load().bases["debian-trixie"].image
+    (tmp_path / "torchimg-probe").write_text(f"#!/bin/sh\n{script}\n")
+    (tmp_path / "torchimg-probe").chmod(0o755)
+    tag = build_small(
+        tmp_path,
+        f"FROM {base_ref}\nCOPY torchimg-probe /usr/local/bin/torchimg-probe\n",
+        f"torchimg-test/{name}:1",
+    )
+    image_id = engine.image_id(tag)
+    assert image_id is not None
+    return image_id
+
+
+@pytest.mark.parametrize(
+    ("script", "refusal"),
+    [
+        ("ln -s /etc/passwd /tmp/torchimg-smoke.json", "is a symlink"),
+        ("head -c 17000000 /dev/zero > /tmp/torchimg-smoke.json", "over the 16777216 byte cap"),
+        ("mkfifo /tmp/torchimg-smoke.json", "not a regular file"),
+        ("echo not json > /tmp/torchimg-smoke.json", "unreadable JSON"),
+        ("exit 1", "did not finish"),
+    ],
+)
+def test_probe_results_are_read_as_small_regular_files_only(
+    base: str | None, tmp_path: Path, script: str, refusal: str
+) -> None:
+    image_id = _fake_probe(base, tmp_path, script, "hostile-probe")
+    try:
+        with pytest.raises(RefusedError, match=refusal):
+            imagetest.run_probe(image_id, "smoke", False, {}, [])
+        left = docker.container.list(all=True, filters={"ancestor": image_id})
+        assert left == [], "the probe container was not removed"
+    finally:
+        remove_images("torchimg-test/hostile-probe:1")

@@ -122,7 +122,9 @@ def test_a_truncated_report_is_a_failed_scan(
         'out=""; prev=""\n'
         'for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
         '"$REAL" "$@"; code=$?\n'
-        'case " $* " in *" --list-all-pkgs "*) head -c 200 "$out" > "$out.part"; mv "$out.part" "$out" ;; esac\n'
+        'case " $* " in *" --list-all-pkgs "*)\n'
+        '  head -c 200 "$out" > "$out.part"; mv "$out.part" "$out" ;;\n'
+        "esac\n"
         "exit $code\n",
     )
     monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))

@@ -65,7 +65,9 @@ def test_an_entry_matching_nothing_is_stale() -> None:
     found = gate.findings(report("secret-planted.json"))
     entries = [
         allowlist.Allow("aws-access-key-id", "test key", TODAY, kind="secret", path="app/credentials.ini"),
-        allowlist.Allow("aws-secret-access-key", "test key", TODAY, kind="secret", path="app/credentials.ini"),
+        allowlist.Allow(
+            "aws-secret-access-key", "test key", TODAY, kind="secret", path="app/credentials.ini"
+        ),
         allow("CVE-1", TODAY),
     ]
     verdict = gate.judge(found, entries, gate.Policy(), TODAY)
@@ -98,4 +100,6 @@ def test_a_secret_entry_accepts_only_its_own_file() -> None:
     as_vulnerability = allowlist.Allow("aws-access-key-id", "wrong kind", TODAY)
     assert "aws-access-key-id" not in {f.id for f in gate.judge(found, [here], gate.Policy(), TODAY).blocking}
     for entry in (elsewhere, as_vulnerability):
-        assert "aws-access-key-id" in {f.id for f in gate.judge(found, [entry], gate.Policy(), TODAY).blocking}
+        assert "aws-access-key-id" in {
+            f.id for f in gate.judge(found, [entry], gate.Policy(), TODAY).blocking
+        }

@@ -3,7 +3,7 @@
 import dataclasses
 from pathlib import Path
 
-from torchimg import lockfile, registry, releasenotes, tags, variants
+from torchimg import gitinfo, lockfile, record, registry, release, releasenotes, tags, variants
 
 CONFIG = variants.load()
 DEFAULT = CONFIG.variant("2.9.1-cu128")
@@ -79,3 +79,95 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
     assert f"| `localhost:5000/pytorch:latest` | `sha256:{'a' * 64}` |" in text
     assert "| numpy | 2.3.4 | 2.3.5 |" in text
     assert "(on a GPU)" in text
+
+
+def test_moving_tags_never_move_back_in_time() -> None:
+    assert not tags.backwards("2026-11-27T10:00:00Z", "2026-11-26T10:00:00Z")
+    assert not tags.backwards("2026-11-27T10:00:00Z", "2026-11-27T10:00:00Z")  # same commit
+    assert tags.backwards("2026-11-27T10:00:00Z", "2026-11-28T10:00:00Z")
+    assert tags.backwards("2026-11-27T10:00:00Z", None)  # unknown: only deliberately
+    assert tags.backwards("2026-11-27T10:00:00Z", "yesterday")
+    assert tags.backwards("not a date", "2026-11-26T10:00:00Z")
+
+
+def test_credentials_never_leave_the_origin_url() -> None:
+    assert gitinfo.public_url("https://user:ghp_token@github.com/org/x.git") == "https://github.com/org/x"
+    assert gitinfo.public_url("https://ghp_token@github.com/org/x") == "https://github.com/org/x"
+    assert gitinfo.public_url("git@github.com:org/x.git") == "https://github.com/org/x"
+    assert gitinfo.public_url("ssh://git@host:2222/org/x") == "ssh://host:2222/org/x"
+    assert gitinfo.public_url("http://u:p@host:8080/x?token=1#f") == "http://host:8080/x"
+    assert gitinfo.public_url("https://u:p@host:bad/x") == "unknown"
+
+
+def _record(**changes: object) -> record.Record:
+    image = "sha256:" + "a" * 64
+    rec = record.Record(
+        variant="2.9.1-cu128",
+        flavor="runtime",
+        image_id=image,
+        tags=["localhost:5000/pytorch:2.9.1-cu128-runtime"],
+        labels={},
+        inputs=record.Inputs(
+            docker_sha256="0",
+            lockfiles={},
+            base=record.BaseInput(ref="b", id=image, pinned=True),
+            build_args={"SOURCE_DATE_EPOCH": "0"},
+            git=record.GitInput(revision="c31bdfd", dirty=False),
+        ),
+        build=record.Built(ok=True, image_id=image, seconds=1, cache=True, builder="default"),
+        test=record.Tested(ok=True, image_id=image, gpu=False),
+        scan=record.Scanned(
+            ok=True, image_id=image, vulnerabilities="ran", vuln_db=record.VulnDb(available=True, how="t")
+        ),
+    )
+    for key, value in changes.items():
+        setattr(rec, key, value)
+    return rec
+
+
+REMOTE = release.PushOptions("ghcr.io/org/pytorch")
+
+
+def test_push_gate_passes_a_tested_and_scanned_clean_image() -> None:
+    assert release.refusal(_record(), REMOTE, local_target=False) is None
+
+
+def test_push_gate_refuses_each_missing_or_failed_stage() -> None:
+    image = "sha256:" + "a" * 64
+    other = "sha256:" + "b" * 64
+    no_db = record.Scanned(
+        ok=True,
+        image_id=image,
+        vulnerabilities="not run",
+        vuln_db=record.VulnDb(available=False, how="offline"),
+    )
+    failed_scan = record.Scanned(
+        ok=False,
+        image_id=image,
+        vulnerabilities="scan failed",
+        vuln_db=no_db.vuln_db,
+        problems=["trivy died"],
+    )
+    cases = {
+        "has not been tested": _record(test=None),
+        "failed its test": _record(test=record.Tested(ok=False, image_id=image, gpu=False)),
+        "tested another image": _record(test=record.Tested(ok=True, image_id=other, gpu=False)),
+        "trivy died": _record(scan=failed_scan),
+        "not scanned": _record(scan=None),
+        "could not check vulnerabilities": _record(scan=no_db),
+        "uncommitted changes": _record(inputs=_record().inputs.model_copy(
+            update={"git": record.GitInput(revision="c31bdfd", dirty=True)})),
+    }  # fmt: skip
+    for expected, rec in cases.items():
+        refused = release.refusal(rec, REMOTE, local_target=False)
+        assert refused is not None and refused.exit_code == 1, expected
+        if expected != "tested another image":
+            assert expected in refused.what, (expected, refused.what)
+        else:
+            assert "failed its test" in refused.what
+    # the local registry accepts a scan without DB; a remote one only when told so
+    assert release.refusal(_record(scan=no_db), REMOTE, local_target=True) is None
+    allowed = dataclasses.replace(REMOTE, allow_no_vuln_db=True)
+    assert release.refusal(_record(scan=no_db), allowed, local_target=False) is None
+    # a scan that failed to run is waived by nothing
+    assert release.refusal(_record(scan=failed_scan), allowed, local_target=True) is not None

@@ -1,0 +1,163 @@
+"""Bad input through the real command line: exit 2, the input and the fix named, nothing written.
+
+Every case runs with DOCKER_HOST pointing at a socket that does not exist: had any of them
+reached the engine before its input was checked, it would end with exit 3 ("the Docker
+Engine does not answer") instead.
+"""
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from torchimg import cli, paths
+
+Edit = Callable[[Path], None]
+VARIANT = "2.9.1-cu128"
+
+
+def _variants(old: str, new: str) -> Edit:
+    def edit(root: Path) -> None:
+        path = root / "variants.toml"
+        text = path.read_text()
+        assert old in text, old
+        path.write_text(text.replace(old, new, 1))
+
+    return edit
+
+
+def _write(name: str, content: bytes) -> Edit:
+    def edit(root: Path) -> None:
+        (root / name).write_bytes(content)
+
+    return edit
+
+
+def _lock(old: str, new: str) -> Edit:
+    def edit(root: Path) -> None:
+        path = root / "requirements" / "locks" / VARIANT / "runtime.txt"
+        text = path.read_text()
+        assert old in text, old
+        path.write_text(text.replace(old, new, 1))
+
+    return edit
+
+
+def _nothing(root: Path) -> None:
+    pass
+
+
+FIRST_VARIANT = '[[variant]]\nname = "2.9.1-cu128"\ntorch = "2.9.1"\ncuda = "cu128"\nbase = "debian-trixie"\n'
+ALLOW = '[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = 2027-01-31\n'
+
+# (case id, edit of a copy of the repository's inputs, command line, what the message names)
+CASES: list[tuple[str, Edit, list[str], str]] = [
+    ("flavors-not-a-list", _variants(FIRST_VARIANT, FIRST_VARIANT + "flavors = 3\n"), ["build"], "flavors"),
+    ("duplicate-flavors", _variants(FIRST_VARIANT, FIRST_VARIANT + 'flavors = ["runtime", "runtime"]\n'),
+     ["build"], "each flavor once"),
+    ("base-not-a-table", _variants("[[variant]]", "[bases]\nx = 5\n\n[[variant]]"), ["build"], "bases"),
+    ("base-value-not-a-table", _variants('python = "3.13"', 'python = "3.13"\n\n[bases.x]\n'), ["build"],
+     "bases.x"),
+    ("index-not-a-string", _variants(FIRST_VARIANT, FIRST_VARIANT + "index = 42\n"), ["build"], "index"),
+    ("index-with-credentials",
+     _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://user:tok@pypi.example.com/simple"\n'),
+     ["build"], "--netrc"),
+    ("index-not-https", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "http://pypi.example.com/simple"\n'),
+     ["build"], "https://"),
+    ("torch-never-released", _variants('torch = "2.9.1"', 'torch = "2.9.99"'), ["build"], "2.9.99"),
+    ("not-utf8", _write("variants.toml", b'default = "\xff\xfe"\n'), ["build"], "not UTF-8"),
+    ("repository-in-config", _variants('repository = "localhost:5000/pytorch"', 'repository = "Bad/Repo"'),
+     ["build"], "repository"),
+    ("unknown-variant", _nothing, ["build", "--variant", "2.9.1-cu12"], "did you mean '2.9.1-cu128'"),
+    ("all-with-variant", _nothing, ["build", "--all", "--variant", VARIANT], "--all"),
+    ("flavor-not-declared", _variants(FIRST_VARIANT, FIRST_VARIANT + 'flavors = ["runtime"]\n'),
+     ["build", "--flavor", "dev"], "no flavor 'dev'"),
+    ("repository-uppercase", _nothing, ["build", "--repository", "Localhost:5000/PyTorch"], "--repository"),
+    ("repository-port-not-numeric", _nothing, ["push", "--repository", "localhost:abc/pytorch"],
+     "--repository"),
+    ("repository-double-dot", _nothing, ["push", "--repository", "localhost:5000/a..b"], "--repository"),
+    ("repository-with-tag", _nothing, ["push", "--repository", "localhost:5000/pytorch:latest"],
+     "--repository"),
+    ("cache-repository", _nothing, ["build", "--cache-repository", "cache@sha256:12"], "--cache-repository"),
+    ("base-reference", _nothing, ["build", "--base", "UPPER/debian:trixie"], "--base"),
+    ("threshold-negative", _nothing, ["test", "--threshold=-1"], "--threshold"),
+    ("threshold-above-one", _nothing, ["test", "--threshold", "5"], "--threshold"),
+    ("threshold-nan", _nothing, ["test", "--threshold", "nan"], "--threshold"),
+    ("threshold-inf", _nothing, ["test", "--threshold", "inf"], "--threshold"),
+    ("allowlist-unknown-table", _write("allow.toml", b'[[alow]]\nid = "CVE-1"\n'),
+     ["scan", "--allowlist", "{root}/allow.toml"], "alow"),
+    ("allowlist-wrong-type", _write("allow.toml", ALLOW.replace('"CVE-1"', "5").encode()),
+     ["scan", "--allowlist", "{root}/allow.toml"], "id must be a non-empty string"),
+    ("allowlist-expiry-too-far", _write("allow.toml", ALLOW.replace("2027-01-31", "2099-01-31").encode()),
+     ["push", "--allowlist", "{root}/allow.toml"], "days ahead"),
+    ("allowlist-secret-without-path",
+     _write("allow.toml", ALLOW.replace("[[allow]]", '[[allow]]\nkind = "secret"').encode()),
+     ["scan", "--allowlist", "{root}/allow.toml"], "must say where"),
+    ("lock-torch-other-version", _lock("torch==2.9.1", "torch==2.9.0"), ["build"], "torch 2.9.0"),
+    ("lock-without-hash", _lock("filelock==4.3.1 \\\n    --hash=sha256:", "filelock==4.3.1\n# "), ["build"],
+     "no --hash"),
+    ("lock-not-pinned", _lock("filelock==4.3.1", "filelock>=4.3.1"), ["build"], "not pinned with =="),
+    ("lock-index-url", _lock("--only-binary :all:", "--only-binary :all:\n--index-url https://evil.example"),
+     ["build"], "--index-url"),
+    ("lock-find-links", _lock("--only-binary :all:", "--only-binary :all:\n--find-links /tmp/wheels"),
+     ["build"], "--find-links"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A copy of the repository's inputs (variants.toml and the committed lockfiles)."""
+    shutil.copy(paths.VARIANTS_FILE, tmp_path / "variants.toml")
+    shutil.copytree(paths.LOCKS, tmp_path / "requirements" / "locks")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("edit", "argv", "named"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_naming_it_before_touching_docker(
+    root: Path,
+    edit: Edit,
+    argv: list[str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    edit(root)
+    reports = root / "reports"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(reports))
+    monkeypatch.delenv("TORCHIMG_REPOSITORY", raising=False)
+    argv = [a.replace("{root}", str(root)) for a in argv]
+    code: object
+    try:
+        code = cli.main(["--config", str(root / "variants.toml"), *argv])
+    except SystemExit as exc:  # argparse refuses a malformed option value itself
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert named in err, err
+    assert "Traceback" not in err and "Docker Engine" not in err
+    assert "fix" in err or "usage:" in err, err
+    assert not reports.exists(), "bad input wrote something"
+
+
+def test_a_bad_repository_in_the_environment_is_named(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TORCHIMG_REPOSITORY", "Not A Repository")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--config", str(root / "variants.toml"), "push"])
+    assert exc.value.code == 2
+    assert "$TORCHIMG_REPOSITORY" in capsys.readouterr().err
+
+
+def test_the_untouched_copy_reaches_the_engine_and_fails_there_with_exit_3(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The control: the same command with valid input does reach the (missing) engine."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(root / "reports"))
+    assert cli.main(["--config", str(root / "variants.toml"), "build", "--flavor", "runtime"]) == 3
+    err = capsys.readouterr().err
+    assert "the Docker Engine does not answer" in err and "Traceback" not in err

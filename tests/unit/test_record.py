@@ -1,0 +1,145 @@
+"""The record store: typed, versioned, locked read-modify-writes, atomic replaces, clear errors."""
+
+import json
+import multiprocessing
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from torchimg import record
+from torchimg.errors import BAD_INPUT, PipelineError
+
+IMAGE = "sha256:" + "a" * 64
+STAGE_SECTIONS: dict[str, Callable[[], record.Section]] = {
+    "build": lambda: record.Built(ok=True, image_id=IMAGE, seconds=1.0, cache=True, builder="default"),
+    "test": lambda: record.Tested(ok=True, image_id=IMAGE, gpu=False),
+    "scan": lambda: record.Scanned(
+        ok=True, image_id=IMAGE, vulnerabilities="ran", vuln_db=record.VulnDb(available=True, how="test")
+    ),
+    "push": lambda: record.Pushed(
+        ok=True, image_id=IMAGE, repository="localhost:5000/x", digest=IMAGE, references=[], manifest="m"
+    ),
+}
+
+
+def a_record(image_id: str = IMAGE) -> record.Record:
+    return record.Record(
+        variant="2.9.1-cu128",
+        flavor="runtime",
+        image_id=image_id,
+        tags=["localhost:5000/pytorch:2.9.1-cu128-runtime"],
+        labels={},
+        inputs=record.Inputs(
+            docker_sha256="0" * 64,
+            lockfiles={},
+            base=record.BaseInput(ref="debian", id=IMAGE, pinned=True),
+            build_args={"SOURCE_DATE_EPOCH": "0"},
+            git=record.GitInput(revision="r", dirty=False),
+        ),
+        build=record.Built(ok=True, image_id=image_id, seconds=1.0, cache=True, builder="default"),
+    )
+
+
+@pytest.fixture(autouse=True)
+def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
+    return tmp_path
+
+
+def test_a_record_round_trips_with_its_schema_version() -> None:
+    path = record.write(a_record())
+    assert json.loads(path.read_text())["schema_version"] == record.SCHEMA_VERSION
+    assert record.read("2.9.1-cu128", "runtime") == a_record()
+    assert not list(path.parent.glob("*.tmp")), "no temp file left behind"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty, truncated or not JSON"),
+        (b'{"variant": "2.9.1-cu128", "fla', "empty, truncated or not JSON"),
+        (b"\xff\xfe garbage", "empty, truncated or not JSON"),
+        (b"[]", "not a record of this pipeline"),
+        (b"{}", "not a record of this pipeline"),
+        (b'{"variant": "x", "image_id": "sha256:1", "tags": []}', "record schema 1"),
+        (b'{"schema_version": 2, "variant": "x"}', "not a valid record"),
+        (b'{"schema_version": 3}', "record schema 3"),
+    ],
+)
+def test_a_bad_record_is_a_clear_error_naming_the_file_and_the_fix(
+    reports: Path, content: bytes, message: str
+) -> None:
+    path = reports / "records" / "2.9.1-cu128-runtime.json"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(PipelineError) as exc:
+        record.read("2.9.1-cu128", "runtime")
+    assert message in exc.value.what
+    assert "2.9.1-cu128-runtime.json" in exc.value.what
+    assert "nox -s build -- --variant 2.9.1-cu128 --flavor runtime" in exc.value.fix
+    assert "remove" in exc.value.fix
+    assert exc.value.exit_code == BAD_INPUT
+
+
+def test_a_section_about_another_image_is_not_filed() -> None:
+    record.write(a_record())
+    other = record.Tested(ok=True, image_id="sha256:" + "b" * 64, gpu=False)
+    with pytest.raises(PipelineError, match="rebuilt meanwhile"):
+        record.save_section("2.9.1-cu128", "runtime", "test", other)
+    saved = record.read("2.9.1-cu128", "runtime")
+    assert saved is not None and saved.test is None
+
+
+def test_passed_needs_the_same_image() -> None:
+    rec = a_record()
+    rec.test = record.Tested(ok=True, image_id="sha256:" + "b" * 64, gpu=False)
+    assert rec.passed("build") and not rec.passed("test") and not rec.passed("scan")
+
+
+def _writer(reports: str, stage: str, worker: int, rounds: int) -> None:
+    os.environ["TORCHIMG_REPORTS"] = reports
+
+    def change(n: int) -> Callable[[record.Record], None]:
+        def add(rec: record.Record) -> None:
+            section = rec.section(stage) or STAGE_SECTIONS[stage]()
+            section.problems.append(f"w{worker}-{n}")
+            setattr(rec, stage, section)
+
+        return add
+
+    for n in range(rounds):
+        record.modify("2.9.1-cu128", "runtime", change(n))
+
+
+def _reader(reports: str, reads: int, bad: "multiprocessing.Queue[str]") -> None:
+    os.environ["TORCHIMG_REPORTS"] = reports
+    for _ in range(reads):
+        try:
+            record.read("2.9.1-cu128", "runtime")
+        except PipelineError as exc:
+            bad.put(exc.what)
+            return
+
+
+def test_eight_writers_on_four_stages_lose_no_update_and_every_read_parses(reports: Path) -> None:
+    record.write(a_record())
+    rounds, stages = 200, list(STAGE_SECTIONS)
+    ctx = multiprocessing.get_context("fork")
+    bad: multiprocessing.Queue[str] = ctx.Queue()
+    writers = [ctx.Process(target=_writer, args=(str(reports), stages[w % 4], w, rounds)) for w in range(8)]
+    reader = ctx.Process(target=_reader, args=(str(reports), 3000, bad))
+    for p in [*writers, reader]:
+        p.start()
+    for p in [*writers, reader]:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    assert bad.empty(), bad.get()
+    saved = record.read("2.9.1-cu128", "runtime")
+    assert saved is not None
+    for w in range(8):
+        section = saved.section(stages[w % 4])
+        assert section is not None
+        mine = [p for p in section.problems if p.startswith(f"w{w}-")]
+        assert mine == [f"w{w}-{n}" for n in range(rounds)], f"writer {w} lost updates"
