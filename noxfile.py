@@ -6,6 +6,7 @@ sessions start instantly and use exactly the pinned tools. Options follow `--`, 
 `nox -s build -- --variant 2.9.1-cu128 --flavor runtime`; `python -m torchimg STAGE -h` lists them.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]
+# `nox -s build test push`: a failed build must not be followed by a test and a push.
+nox.options.stop_on_first_error = True
 
 
 def _tool(name: str) -> str:
@@ -22,7 +25,14 @@ def _tool(name: str) -> str:
 
 
 def _stage(session: nox.Session, stage: str) -> None:
-    session.run(sys.executable, "-m", "torchimg", stage, *session.posargs)
+    """Run a stage; a failure ends nox at once with the stage's own exit status (1 a gate
+    refused, 2 bad input, 3 a tool failed), which nox itself would flatten to 1."""
+    command = [sys.executable, "-m", "torchimg", stage, *session.posargs]
+    session.log(" ".join(["python -m torchimg", stage, *session.posargs]))
+    code = subprocess.call(command)
+    if code:
+        session.log(f"{stage} failed with exit status {code}; later sessions are not run")
+        raise SystemExit(code)
 
 
 @nox.session

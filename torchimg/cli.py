@@ -137,7 +137,7 @@ def _each_image(
         try:
             run(variant, flavor)
         except PipelineError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {stage} of {variant.name} {flavor}: {exc}", file=sys.stderr)
             failed.append((f"{variant.name} {flavor}", exc))
     if failed:
         done = len(images) - len(failed)

@@ -20,7 +20,7 @@ from plumbum import local
 
 from torchimg import build, compat, engine, gitinfo, lockfile, paths
 from torchimg.credentials import Credentials
-from torchimg.errors import PipelineError
+from torchimg.errors import PipelineError, RefusedError, ToolError, worst
 from torchimg.variants import Variant
 
 _CA_IN_CONTAINER = "/run/torchimg-ca.pem"
@@ -39,7 +39,7 @@ def require_index(variant: Variant, creds: Credentials) -> None:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=15, context=ctx):
             pass
     except (urllib.error.URLError, OSError) as exc:
-        raise PipelineError(
+        raise ToolError(
             f"variant {variant.name} takes torch from {variant.index}, which does not answer "
             f"from this machine ({getattr(exc, 'reason', exc)}); its lockfiles cannot be made here",
             f"run `nox -s lock -- --variant {variant.name}` on a machine that reaches "
@@ -71,7 +71,7 @@ def _value(output: str, key: str) -> str:
     for line in output.splitlines():
         if line.startswith(f"{key}="):
             return line.split("=", 1)[1].strip()
-    raise PipelineError(f"the locker did not report {key}; output was:\n{output[-2000:]}")
+    raise ToolError(f"the locker did not report {key}; output was:\n{output[-2000:]}", "run the lock again")
 
 
 def compile_variant(
@@ -169,8 +169,10 @@ def drift(variant: Variant, files: dict[str, str]) -> str:
 def lock(
     variants: list[Variant], creds: Credentials, *, check: bool, base: str | None, upgrade: bool = False
 ) -> None:
-    """Compile each variant; write its files, or with check=True fail on any difference."""
+    """Compile each variant; write its files, or with check=True fail on any difference. One
+    variant that cannot be locked here (its index unreachable) does not stop the others."""
     failed: list[str] = []
+    codes: list[int] = []
     for variant in variants:
         print(f"== lock {variant.name} ({variant.torch_requirement}, {variant.index})", file=sys.stderr)
         try:
@@ -178,12 +180,14 @@ def lock(
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed.append(variant.name)
+            codes.append(exc.exit_code)
             continue
         if check:
             if diff := drift(variant, files):
                 print(diff, file=sys.stderr)
                 print(f"error: lockfiles of {variant.name} drifted from their inputs", file=sys.stderr)
                 failed.append(variant.name)
+                codes.append(RefusedError.exit_code)
             else:
                 print(f"ok: lockfiles of {variant.name} are up to date", file=sys.stderr)
             continue
@@ -193,7 +197,11 @@ def lock(
         print(f"wrote {paths.shown(variant.lock_dir)}/", file=sys.stderr)
     if failed:
         fix = "re-lock with `nox -s lock -- --variant NAME` and commit" if check else ""
-        raise PipelineError(f"lock failed for: {', '.join(failed)}", fix)
+        error = PipelineError(
+            f"lock: {len(variants) - len(failed)} of {len(variants)} done; failed: {', '.join(failed)}", fix
+        )
+        error.exit_code = worst(codes)
+        raise error
 
 
 # The pipeline's own tools, compiled on the host for the host's Python.
@@ -216,7 +224,14 @@ def lock_tools(*, check: bool) -> None:
             target = Path(tmp) / out
             shutil.copy(paths.REQUIREMENTS / out, target)
             with local.cwd(paths.REQUIREMENTS), local.env(**env):
-                pip_compile("--index-url", compat.PYPI_INDEX, "-o", str(target), src)
+                code, _, err = pip_compile["--index-url", compat.PYPI_INDEX, "-o", str(target), src].run(
+                    retcode=None
+                )
+            if code != 0:
+                raise ToolError(
+                    f"pip-compile of requirements/{src} failed (exit {code}): {str(err).strip()[-500:]}",
+                    "check that PyPI answers from this machine, then run `nox -s lock_tools` again",
+                )
             new, old = target.read_text(), (paths.REQUIREMENTS / out).read_text()
             if new != old:
                 if check:
@@ -228,6 +243,6 @@ def lock_tools(*, check: bool) -> None:
                     (paths.REQUIREMENTS / out).write_text(new)
                     print(f"wrote requirements/{out}", file=sys.stderr)
     if drifted:
-        raise PipelineError(
+        raise RefusedError(
             f"tool lockfiles drifted: {', '.join(drifted)}", "run `nox -s lock_tools` and commit"
         )

@@ -16,7 +16,7 @@ from plumbum import local
 from plumbum.commands.processes import ProcessExecutionError
 
 from torchimg import engine, lockfile, paths, releasenotes, variants
-from torchimg.errors import PipelineError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 
 
 def report_dir() -> Path:
@@ -38,12 +38,12 @@ def resolve(config: variants.Config, keys: list[str]) -> list[dict[str, str]]:
         try:
             digest = engine.remote_digest(base.name)
         except PipelineError as exc:
-            raise PipelineError(
+            raise ToolError(
                 f"base {key}: {exc.what}; no pin was changed",
                 f"check that {base.name.split('/')[0]} answers, then run the refresh again",
             ) from None
         if digest is None:
-            raise PipelineError(
+            raise ToolError(
                 f"base {key}: tag {base.name} no longer exists in its registry; no pin was changed",
                 "pick a current tag for it in variants.toml (the old digest stays pinned meanwhile)",
             )
@@ -78,7 +78,7 @@ def refresh(src: Path, keys: list[str], check: bool) -> list[dict[str, str]]:
         state = "moved" if m["old"] != m["new"] else "unchanged"
         print(f"   {m['base']}: {m['name']} {state}: {m['old'][:19]} -> {m['new'][:19]}", file=sys.stderr)
     if check and changed:
-        raise PipelineError(
+        raise RefusedError(
             f"{len(changed)} base tag(s) moved upstream: {', '.join(m['base'] for m in changed)}",
             "nox -s refresh_bases (then re-lock, build, test, scan)",
         )

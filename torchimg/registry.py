@@ -22,7 +22,7 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
 from torchimg import engine
-from torchimg.errors import PipelineError
+from torchimg.errors import ToolError
 
 LOCAL = "localhost:5000"
 # registry 2.8.3 (the multi-platform index); pulled only where the program is not installed.
@@ -141,7 +141,7 @@ class Local:
                 print(f"== registry: started on {self.host} ({how})", file=sys.stderr)
                 return how
             time.sleep(0.5)
-        raise PipelineError(
+        raise ToolError(
             f"the local registry did not answer on {self.host} after starting it ({how})",
             f"read {self.log_file}" if program else f"`docker logs {self.container}`",
         )
@@ -182,7 +182,7 @@ class Local:
                     restart="unless-stopped",
                 )
         except DockerException as exc:
-            raise PipelineError(
+            raise ToolError(
                 f"cannot start a local registry on {self.host}: no `docker-registry` program, "
                 f"and the {IMAGE.split('@')[0]} container failed ({str(exc).strip().splitlines()[-1]})",
                 "install Debian's docker-registry package, make the registry image pullable, "
@@ -216,7 +216,7 @@ def ensure(repository: str) -> None:
     if host == LOCAL or host == LOCAL.replace("localhost", "127.0.0.1"):
         Local(host).start()
     elif is_local(host) and not answers(host):
-        raise PipelineError(
+        raise ToolError(
             f"no registry answers on {host} (repository {repository})",
             f"start one there, or use the embedded default {LOCAL} (`inv registry up`)",
         )

@@ -6,6 +6,9 @@ Each test pushes to its own repository on a registry the test starts (Debian's
 localhost:5000.
 """
 
+import dataclasses
+import http.client
+import http.server
 import threading
 import time
 from collections.abc import Callable
@@ -13,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import require_trivy, tag_list
-from torchimg import engine, imagetest, lockfile, paths, record, registry, release, scan, tags, variants
-from torchimg.errors import PipelineError
+from tests.integration.conftest import build_small, remove_images, require_trivy, tag_list
+from torchimg import cli, engine, imagetest, lockfile, paths, record, registry, release, scan, tags, variants
+from torchimg.errors import PipelineError, RefusedError
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +168,118 @@ def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
     m = release.push(config, default_variant, "runtime", _opts(repo))
     assert tag_list(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"]])
     assert engine.remote_digest(f"{repo}:latest") == m["digest"]
+
+
+def test_moving_tags_never_move_backwards_unless_forced(
+    releasable: record.Record,
+    config: variants.Config,
+    default_variant: variants.Variant,
+    target: registry.Local,
+    base: str | None,
+    tmp_path: Path,
+) -> None:
+    repo = f"{target.host}/forward"
+    newer = build_small(
+        tmp_path,
+        f"FROM {base or default_variant.base.image}\n"
+        'LABEL org.opencontainers.image.created="2099-01-01T00:00:00Z"\n',
+        "torchimg-test/newer:1",
+    )
+    try:
+        squatter = engine.push_as(newer, f"{repo}:2.9-cu128-runtime")
+    finally:
+        remove_images(newer)
+    with pytest.raises(RefusedError, match="never move backwards") as exc:
+        release.push(config, default_variant, "runtime", _opts(repo))
+    assert "--force-move" in exc.value.fix
+    immutable = tags.immutable_of(default_variant, "runtime", releasable)
+    assert tag_list(target.host, "forward") == sorted([immutable, "2.9-cu128-runtime"])  # none moved
+    assert engine.remote_digest(f"{repo}:2.9-cu128-runtime") == squatter
+
+    forced = dataclasses.replace(_opts(repo), force_move=True)
+    m = release.push(config, default_variant, "runtime", forced)
+    assert engine.remote_digest(f"{repo}:2.9-cu128-runtime") == m["digest"] != squatter
+
+
+class _FlakyProxy(http.server.BaseHTTPRequestHandler):
+    """Forwards to the real registry, but answers 500 to every manifest request for one tag."""
+
+    upstream = ""
+    broken_tag = ""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            data = b""
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+            return data
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
+
+    def _forward(self) -> None:
+        body = self._body()
+        if f"/manifests/{self.broken_tag}" in self.path:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        conn = http.client.HTTPConnection(self.upstream, timeout=120)
+        skip = {"transfer-encoding", "connection", "content-length"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        self.send_response(resp.status)
+        for key, value in resp.getheaders():
+            if key.lower() not in skip:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        conn.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _forward  # noqa: N815 (http.server)
+
+
+@pytest.fixture(scope="module")
+def dev_releasable(dev_image: record.Record, default_variant: variants.Variant) -> record.Record:
+    require_trivy()
+    imagetest.test(default_variant, "dev", imagetest.TestOptions(bench=False))
+    return scan.scan(default_variant, "dev", scan.ScanOptions(allow_no_vuln_db=True))
+
+
+def test_a_registry_failing_for_one_flavor_fails_it_with_exit_3_and_pushes_the_other(
+    releasable: record.Record,
+    dev_releasable: record.Record,
+    default_variant: variants.Variant,
+    target: registry.Local,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The blobs are in the registry's repository already, so only manifests cross the proxy.
+    for rec in (releasable, dev_releasable):
+        engine.push_as(rec.image_id, f"{target.host}/flaky:seed-{rec.flavor}")
+    broken = tags.immutable_of(default_variant, "runtime", releasable)
+    handler = type("Handler", (_FlakyProxy,), {"upstream": target.host, "broken_tag": broken})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        repo = f"127.0.0.1:{server.server_address[1]}/flaky"
+        argv = ["push", "--flavor", "runtime", "--flavor", "dev", "--repository", repo, "--allow-dirty"]
+        code = cli.main(argv)
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "push: 1 of 2 image(s) done; failed: 2.9.1-cu128 runtime (exit 3)" in err
+    assert "Traceback" not in err
+    pushed = set(tag_list(target.host, "flaky"))
+    assert not pushed & {broken, "2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"}, pushed
+    dev = tags.immutable_of(default_variant, "dev", dev_releasable)
+    assert pushed >= {dev, "2.9.1-cu128-dev", "2.9-cu128-dev", "latest-dev"}, pushed
