@@ -16,7 +16,8 @@ def test_an_unreachable_index_names_what_is_needed() -> None:
     with pytest.raises(PipelineError) as exc:
         lock.lock([variant], Credentials(), check=False, base=None)
     # lock() reports each variant, then fails naming the ones it could not lock
-    assert "lock failed for: 2.9.1-cu126" in str(exc.value)
+    assert "lock: 0 of 1 done; failed: 2.9.1-cu126" in str(exc.value)
+    assert exc.value.exit_code == 3  # a service (the index) failed, not the input
 
 
 def test_the_message_names_the_index_and_the_command() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import IMAGE, a_record
 from torchimg import record
 from torchimg.errors import BAD_INPUT, PipelineError
 
-IMAGE = "sha256:" + "a" * 64
 STAGE_SECTIONS: dict[str, Callable[[], record.Section]] = {
     "build": lambda: record.Built(ok=True, image_id=IMAGE, seconds=1.0, cache=True, builder="default"),
     "test": lambda: record.Tested(ok=True, image_id=IMAGE, gpu=False),
@@ -22,24 +22,6 @@ STAGE_SECTIONS: dict[str, Callable[[], record.Section]] = {
         ok=True, image_id=IMAGE, repository="localhost:5000/x", digest=IMAGE, references=[], manifest="m"
     ),
 }
-
-
-def a_record(image_id: str = IMAGE) -> record.Record:
-    return record.Record(
-        variant="2.9.1-cu128",
-        flavor="runtime",
-        image_id=image_id,
-        tags=["localhost:5000/pytorch:2.9.1-cu128-runtime"],
-        labels={},
-        inputs=record.Inputs(
-            docker_sha256="0" * 64,
-            lockfiles={},
-            base=record.BaseInput(ref="debian", id=IMAGE, pinned=True),
-            build_args={"SOURCE_DATE_EPOCH": "0"},
-            git=record.GitInput(revision="r", dirty=False),
-        ),
-        build=record.Built(ok=True, image_id=image_id, seconds=1.0, cache=True, builder="default"),
-    )
 
 
 @pytest.fixture(autouse=True)

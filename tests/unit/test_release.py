@@ -3,6 +3,7 @@
 import dataclasses
 from pathlib import Path
 
+from tests.factories import a_record
 from torchimg import gitinfo, lockfile, record, registry, release, releasenotes, tags, variants
 
 CONFIG = variants.load()
@@ -101,20 +102,7 @@ def test_credentials_never_leave_the_origin_url() -> None:
 
 def _record(**changes: object) -> record.Record:
     image = "sha256:" + "a" * 64
-    rec = record.Record(
-        variant="2.9.1-cu128",
-        flavor="runtime",
-        image_id=image,
-        tags=["localhost:5000/pytorch:2.9.1-cu128-runtime"],
-        labels={},
-        inputs=record.Inputs(
-            docker_sha256="0",
-            lockfiles={},
-            base=record.BaseInput(ref="b", id=image, pinned=True),
-            build_args={"SOURCE_DATE_EPOCH": "0"},
-            git=record.GitInput(revision="c31bdfd", dirty=False),
-        ),
-        build=record.Built(ok=True, image_id=image, seconds=1, cache=True, builder="default"),
+    rec = a_record(
         test=record.Tested(ok=True, image_id=image, gpu=False),
         scan=record.Scanned(
             ok=True, image_id=image, vulnerabilities="ran", vuln_db=record.VulnDb(available=True, how="t")
