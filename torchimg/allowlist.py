@@ -45,6 +45,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise PipelineError(f"{path}: not UTF-8 text", f"save {path.name} as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{path}: not valid TOML: {exc}", f"fix the syntax in {path.name}") from None
+    except OSError as exc:
+        raise PipelineError(
+            f"{path}: cannot be read ({exc.strerror})", "give the allowlist file's path"
+        ) from None
 
 
 def _text(entry: dict[str, Any], key: str, where: str, fix: str, required: bool = True) -> str | None:

@@ -63,7 +63,13 @@ def lockfiles(variant: Variant, flavor: str) -> list[Path]:
                 f"make it with `nox -s lock -- --variant {variant.name}` on a machine that "
                 f"reaches its index{where}, and commit it",
             )
-        lockfile.verify(path, variant.torch if path.name == "runtime.txt" else None)
+    torch = variant.torch_requirement.split("==", 1)[1]
+    pins = [lockfile.verify(path, torch, torch_required=path.name == "runtime.txt") for path in needed]
+    if len(pins) == 2 and (mismatched := lockfile.shared_mismatches(pins[0], pins[1])):
+        raise PipelineError(
+            f"variant {variant.name}: dev.txt changes versions runtime.txt pins: {'; '.join(mismatched)}",
+            f"re-lock it: `nox -s lock -- --variant {variant.name}`",
+        )
     return needed
 
 

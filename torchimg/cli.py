@@ -34,7 +34,7 @@ from torchimg import (
     variants,
 )
 from torchimg.credentials import resolve
-from torchimg.errors import TOOL_FAILED, PipelineError, worst
+from torchimg.errors import TOOL_FAILED, PipelineError, ToolError, worst
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -95,6 +95,11 @@ def _images(args: argparse.Namespace, config: variants.Config) -> list[tuple[var
                     "pick one of those with --flavor",
                 )
             pairs.append((variant, flavor))
+    if not pairs:
+        raise PipelineError(
+            "no image selected" + (" (no variant has committed lockfiles)" if args.locked else ""),
+            "name one with --variant NAME, or commit a variant's lockfiles (`nox -s lock`)",
+        )
     return pairs
 
 
@@ -139,14 +144,22 @@ def _each_image(
         except PipelineError as exc:
             print(f"error: {stage} of {variant.name} {flavor}: {exc}", file=sys.stderr)
             failed.append((f"{variant.name} {flavor}", exc))
+        except Exception as exc:  # unclassified: still a failed image, and the loop goes on
+            if os.environ.get("TORCHIMG_DEBUG"):
+                raise
+            unclassified = ToolError(
+                f"{type(exc).__name__}: {exc}", "rerun with TORCHIMG_DEBUG=1 for the traceback"
+            )
+            print(f"error: {stage} of {variant.name} {flavor}: {unclassified}", file=sys.stderr)
+            failed.append((f"{variant.name} {flavor}", unclassified))
     if failed:
         done = len(images) - len(failed)
-        error = PipelineError(
+        summary = PipelineError(
             f"{stage}: {done} of {len(images)} image(s) done; failed: "
             + ", ".join(f"{name} (exit {exc.exit_code})" for name, exc in failed)
         )
-        error.exit_code = worst([exc.exit_code for _, exc in failed])
-        raise error
+        summary.exit_code = worst([exc.exit_code for _, exc in failed])
+        raise summary
     print(f"== {stage}: {len(images)} image(s) done", file=sys.stderr)
 
 
@@ -167,6 +180,7 @@ def _scan_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> scan.Scan
         allow_no_vuln_db=allow_no_vuln_db,
         cache_dir=args.cache_dir,
         db_repository=args.db_repository,
+        max_db_age_days=args.max_db_age_days,
     )
     allowlist.load(opts.allowlist, datetime.date.today())  # bad input fails before any image
     return opts
@@ -258,6 +272,12 @@ def _scan_policy(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache-dir", help="trivy cache dir (e.g. a pre-filled one for offline use)")
     p.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
+    p.add_argument(
+        "--max-db-age-days",
+        type=int,
+        default=7,
+        help="when the DB cannot be updated, a cached one counts only if this recent (default 7)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -295,13 +315,13 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("--no-cache", action="store_true", help="build without BuildKit's cache")
     bd.add_argument(
         "--builder",
-        default=os.environ.get("TORCHIMG_BUILDER"),
+        default=os.environ.get("TORCHIMG_BUILDER") or None,
         help="named buildx builder, e.g. a remote BuildKit (default: $TORCHIMG_BUILDER, "
         "variants.toml `builder`, else docker's current one)",
     )
     bd.add_argument(
         "--cache-repository",
-        default=os.environ.get("TORCHIMG_CACHE"),
+        default=os.environ.get("TORCHIMG_CACHE") or None,
         type=_reference("--cache-repository ($TORCHIMG_CACHE)", references.repository),
         metavar="REPO",
         help="registry cache to import and export, one ref per variant and flavor "
@@ -322,7 +342,7 @@ def parser() -> argparse.ArgumentParser:
     )
     bd.add_argument(
         "--repository",
-        default=os.environ.get("TORCHIMG_REPOSITORY"),
+        default=os.environ.get("TORCHIMG_REPOSITORY") or None,
         type=_reference("--repository ($TORCHIMG_REPOSITORY)", references.repository),
         help="image repository for tags (default: $TORCHIMG_REPOSITORY, variants.toml `repository`)",
     )
@@ -358,7 +378,7 @@ def parser() -> argparse.ArgumentParser:
     ps.add_argument("--flavor", action="append", choices=variants.FLAVORS, default=[])
     ps.add_argument(
         "--repository",
-        default=os.environ.get("TORCHIMG_REPOSITORY"),
+        default=os.environ.get("TORCHIMG_REPOSITORY") or None,
         type=_reference("--repository ($TORCHIMG_REPOSITORY)", references.repository),
         help="target image repository (default: $TORCHIMG_REPOSITORY, variants.toml `repository`)",
     )
@@ -382,7 +402,12 @@ def parser() -> argparse.ArgumentParser:
 
     rg = sub.add_parser("registry", help="the embedded local registry: up, down, status")
     rg.add_argument("action", choices=["up", "down", "status"])
-    rg.add_argument("--host", default=registry.LOCAL, help=f"where it listens (default {registry.LOCAL})")
+    rg.add_argument(
+        "--host",
+        default=registry.LOCAL,
+        type=_reference("--host", registry.check_host),
+        help=f"where it listens, HOST:PORT (default {registry.LOCAL})",
+    )
     rg.set_defaults(func=_registry)
 
     mx = sub.add_parser("matrix", help="JSON list of the variants with committed lockfiles (CI matrix)")

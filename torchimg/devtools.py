@@ -83,13 +83,14 @@ def _repositories() -> set[str]:
 
 def remove_project_images(repositories: tuple[str, ...] = ()) -> list[str]:
     """Untag this project's images: only images carrying its io.torchimg.* labels, and only
-    their tags in this project's repositories (or those under `repositories`). Returns what
-    was removed; an image of anything else is never touched, even under the same name."""
+    their tags in exactly this project's repositories (or `repositories`), or under its own
+    test, benchmark and locker names. Returns what was removed. An image built FROM ours
+    inherits our labels: in another repository (even `<ours>/app`) it is never touched."""
     repos = set(repositories) or _repositories()
     removed = []
     for tag in engine.labelled_tags(engine.PROJECT_LABEL_PREFIX):
         repo = tag.rsplit(":", 1)[0]
-        if any(repo == r.rstrip("/") or repo.startswith(r.rstrip("/") + "/") for r in repos):
+        if repo in repos or repo.split("/", 1)[0] in _OWN_REPOSITORIES:
             engine.untag(tag, force=True)
             removed.append(tag)
     return removed
@@ -112,7 +113,7 @@ def clean(keep_reports: bool = False) -> list[str]:
 
 def registry_action(action: str, host: str) -> str:
     """`inv registry up|down|status`: the embedded local registry."""
-    local = registry.Local(host)
+    local = registry.Local(registry.check_host(host, "--address"))
     actions = {"up": local.start, "down": local.stop, "status": local.status}
     if action not in actions:
         raise PipelineError(f"unknown registry action {action!r}", "use up, down or status")

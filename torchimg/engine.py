@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -359,6 +361,7 @@ def push(ref: str) -> str:
 # --- probe containers: run, then copy a result file out as a regular file only -----------
 
 RESULT_MAX_BYTES = 16 * 1024 * 1024
+_COPY_TIMEOUT_S = 120
 
 
 @dataclass(frozen=True)
@@ -418,12 +421,15 @@ def copy_file_out(container: str, path: str, max_bytes: int = RESULT_MAX_BYTES) 
     `docker cp` to stdout gives a tar stream, read as a stream: the member is inspected, never
     extracted, so a symlink or device planted in the container never reaches the host's files,
     and a huge file is refused from its header without being read."""
-    with subprocess.Popen(
-        [*docker.docker_cmd, "cp", f"{container}:{path}", "-"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as proc:
-        assert proc.stdout is not None and proc.stderr is not None
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
+            [*docker.docker_cmd, "cp", f"{container}:{path}", "-"], stdout=subprocess.PIPE, stderr=errors
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        watchdog = threading.Timer(_COPY_TIMEOUT_S, proc.kill)  # a hung engine never hangs the stage
+        watchdog.start()
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 member = tar.next()
@@ -431,8 +437,11 @@ def copy_file_out(container: str, path: str, max_bytes: int = RESULT_MAX_BYTES) 
         except tarfile.TarError:
             data = None
         finally:
+            watchdog.cancel()
             proc.kill()
-        err = proc.stderr.read().decode(errors="replace").strip()
+            proc.wait()
+        errors.seek(0)
+        err = errors.read(4096).decode(errors="replace").strip()
     if data is not None:
         return data
     if "could not find the file" in err.lower() or "no such file" in err.lower():

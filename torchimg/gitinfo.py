@@ -27,12 +27,13 @@ def _git(*args: str) -> str:
 
 # What goes into the image: untracked files there make the tree dirty too.
 IMAGE_INPUTS = ("docker", "requirements")
-_SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>[^/].*)$")
+_SCP_LIKE = re.compile(r"(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)", re.ASCII)
 
 
 def public_url(url: str) -> str:
     """The origin URL without credentials: `https://user:token@host/x` -> `https://host/x`,
-    `git@host:org/x.git` -> `https://host/org/x`; it goes into labels, records and manifests."""
+    `user:token@host:org/x.git` -> `https://host/org/x`; it goes into labels, records and
+    manifests. Anything else that names a user is reduced to "unknown", never passed on."""
     url = url.strip()
     if "://" in url:
         parts = urllib.parse.urlsplit(url)
@@ -42,10 +43,15 @@ def public_url(url: str) -> str:
             return "unknown"
         netloc = (parts.hostname or "") + (f":{port}" if port else "")
         clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    elif m := _SCP_LIKE.match(url):
-        clean = f"https://{m['host']}/{m['path']}"
+    elif "@" in url:
+        m = _SCP_LIKE.fullmatch(url.rsplit("@", 1)[1])
+        if m is None:
+            return "unknown"
+        clean = f"https://{m['host']}/{m['path'].lstrip('/')}"
     else:
-        return url
+        return url  # a local path or a name without a user
+    if "@" in clean:
+        return "unknown"
     return clean.removesuffix(".git") if clean.startswith("https://") else clean
 
 

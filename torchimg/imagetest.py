@@ -11,6 +11,7 @@ import datetime
 import json
 import math
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,39 +64,77 @@ def expected(labels: dict[str, str]) -> dict[str, str]:
     return {k: labels[ns + v] for k, v in keys.items() if ns + v in labels}
 
 
+_STATUSES = {"pass", "fail", "skip"}
+
+
 def run_probe(image: str, what: str, gpu: bool, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
     """Run `torchimg-probe WHAT` in the image and return its JSON result.
 
     The result is copied out of the stopped container as one regular file under a size cap (no
-    host folder is shared with the container). The probe exits 1 on a failed check: its JSON
-    says which; no JSON at all means the probe itself did not finish, which fails the test.
+    host folder is shared with the container), from a path made up for this run (a file the
+    image already holds can never stand in for it). The probe exits 0 when every check passed
+    and 1 when one failed: any other exit, or an exit that disagrees with the JSON, fails the test.
     """
-    result = f"{_RESULTS_IN_CONTAINER}/torchimg-{what}.json"
+    result = f"{_RESULTS_IN_CONTAINER}/torchimg-{what}-{uuid.uuid4().hex}.json"
     args = ["timeout", str(PROBE_TIMEOUT_S), "torchimg-probe", what, "--json", result, *extra]
     print(f"== test: {what} in {image[:19]} ({'GPU' if gpu else 'CPU mode'})", file=sys.stderr)
     name = engine.new_container_name(f"torchimg-{what}")
     try:
         exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size="2g")
-        data = engine.copy_file_out(name, result)
+        data = engine.copy_file_out(name, result) if exited.code in (0, 1) else None
     finally:
         engine.remove_container(name)
     if data is None:
         tail = "\n    ".join(exited.output.strip().splitlines()[-5:]) or "(no output)"
         raise RefusedError(
-            f"the {what} probe did not finish in {image[:19]} (exit {exited.code}):\n    {tail}",
+            f"the {what} probe did not finish in {image[:19]} (exit {exited.code}"
+            + (", timed out" if exited.code == 124 else "")
+            + f"):\n    {tail}",
             "run it by hand: `inv shell --run 'torchimg-probe " + what + "'`",
         )
     try:
         parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise RefusedError(f"the {what} probe wrote unreadable JSON in {image[:19]} ({exc})") from None
     if not isinstance(parsed, dict):
         raise RefusedError(f"the {what} probe wrote {type(parsed).__name__}, not a JSON object")
+    if what == "smoke":
+        _check_smoke(parsed, exited.code)
     return parsed
+
+
+def _check_smoke(smoke: dict[str, Any], code: int) -> None:
+    """The smoke result must be well formed and agree with the probe's exit status."""
+    checks = smoke.get("checks")
+    if not isinstance(checks, list) or not checks or not all(isinstance(c, dict) for c in checks):
+        raise RefusedError("the smoke probe reported no checks")
+    unknown = sorted({str(c.get("status")) for c in checks} - _STATUSES)
+    if unknown:
+        raise RefusedError(f"the smoke probe reported unknown check statuses: {', '.join(unknown)}")
+    failed = any(c["status"] == "fail" for c in checks)
+    if not any(c["status"] == "pass" for c in checks):
+        raise RefusedError("the smoke probe passed no check at all (everything skipped)")
+    if failed != (code == 1):
+        raise RefusedError(
+            f"the smoke probe exited {code}, which disagrees with its results (failed: {failed})"
+        )
 
 
 def baseline_path(peak_key: str) -> Path:
     return BASELINES / f"{peak_key.replace(' ', '-')}.json"
+
+
+def unusable(bench: dict[str, Any]) -> list[str]:
+    """Benchmark rows without a finite, positive throughput (NaN passes every comparison)."""
+    rows = bench.get("results")
+    if not isinstance(rows, list) or not rows:
+        return ["bench: the probe reported no results"]
+    return [
+        f"bench: {r.get('dtype')} {r.get('m')}x{r.get('n')}x{r.get('k')}: "
+        f"no usable result ({r.get('best')!r})"
+        for r in rows
+        if not isinstance(r.get("best"), int | float) or not math.isfinite(r["best"]) or r["best"] <= 0
+    ]
 
 
 def regressions(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -> list[str]:
@@ -123,17 +162,23 @@ def test(variant: Variant, flavor: str, opts: TestOptions) -> record.Record:
     smoke = run_probe(rec.image_id, "smoke", gpu, env, ["--require-gpu"] if opts.require_gpu else [])
     _save(reports / "smoke.json", smoke)
     problems = [
-        f"smoke: {c['name']}: {c['detail']}" for c in smoke.get("checks", []) if c.get("status") == "fail"
+        f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
     ]
-    if not smoke.get("checks"):
-        problems.append("smoke: the probe reported no checks")
-    result = record.Tested(ok=False, image_id=rec.image_id, gpu=gpu, smoke=smoke.get("counts") or {})
+    counts = {k: v for k, v in (smoke.get("counts") or {}).items() if isinstance(v, int)}
+    result = record.Tested(ok=False, image_id=rec.image_id, gpu=gpu, smoke=counts)
     if opts.bench:
         bench = run_probe(rec.image_id, "bench", gpu, env, [])
         _save(reports / "bench.json", bench)
-        charts.bench_chart(bench, reports / "bench.png")
-        result.bench = {"device": bench["device"], "unit": bench["unit"], "results": bench["results"]}
-        problems += _against_baseline(bench, gpu, opts)
+        unusable_rows = unusable(bench)
+        problems += unusable_rows
+        if not unusable_rows:
+            charts.bench_chart(bench, reports / "bench.png")
+            result.bench = {
+                "device": bench.get("device"),
+                "unit": bench.get("unit"),
+                "results": bench["results"],
+            }
+            problems += _against_baseline(bench, gpu, opts)
     result.ok = not problems
     result.problems = problems
     result.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

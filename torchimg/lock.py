@@ -8,6 +8,7 @@ Results are written to the repository only when every lockfile of the variant co
 
 import difflib
 import os
+import shlex
 import shutil
 import ssl
 import sys
@@ -58,7 +59,7 @@ def _script(variant: Variant, lock_rel: str, upgrade: bool) -> str:
             'print("TORCHIMG_PYTHON=%d.%d" % sys.version_info[:2]); '
             'print("TORCHIMG_PLATFORM=" + sysconfig.get_platform())\'',
             f"echo 'compiling {lock_rel}/runtime.txt (torch from {variant.index})' >&2",
-            f"{compile_} --index-url {variant.index} -o {lock_rel}/runtime.txt "
+            f"{compile_} --index-url {shlex.quote(variant.index)} -o {lock_rel}/runtime.txt "
             f"{lock_rel}/torch.in requirements/runtime.in",
             f"echo 'compiling {lock_rel}/dev.txt (constrained by runtime.txt)' >&2",
             f"{compile_} --index-url {compat.PYPI_INDEX} -c {lock_rel}/runtime.txt "

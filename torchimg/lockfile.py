@@ -102,18 +102,26 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def verify(path: Path, torch: str | None) -> None:
+def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
     """A lockfile installs exactly what it names: every requirement `==` with sha256 hashes, no
-    index, find-links or other pip option, and (when `torch` is given) torch at that version."""
+    index, find-links or other pip option, and torch (required, or where present) pinned to
+    exactly `torch` (local version label included: 2.9.1+cu126). Returns its pins."""
     fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
-    found_torch = None
-    for n, line in _logical_lines(path.read_text()):
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path.name}: not UTF-8 text", fix) from None
+    found: dict[str, str] = {}
+    for n, line in _logical_lines(text):
         where = f"{path.name} line {n}"
         if line.startswith("-"):
             if line in _ALLOWED_OPTIONS:
                 continue
             raise PipelineError(f"{where}: pip option {line.split()[0]!r} in a lockfile", fix)
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise PipelineError(f"{where}: unreadable ({exc})", fix) from None
         spec = [w for w in words if not w.startswith("--")]
         options = [w for w in words if w.startswith("--")]
         try:
@@ -127,10 +135,11 @@ def verify(path: Path, torch: str | None) -> None:
         if bad or not options:
             what = f"option {bad[0]!r}" if bad else "no --hash=sha256:..."
             raise PipelineError(f"{where}: {req.name}: {what}", fix)
-        if canonicalize_name(req.name) == "torch":
-            found_torch = pins[0].version
-    if torch is not None and (found_torch or "").split("+")[0] != torch:
+        found[canonicalize_name(req.name)] = pins[0].version
+    if ("torch" in found or torch_required) and found.get("torch") != torch:
         raise PipelineError(
-            f"{path.name} pins torch {found_torch or '(none)'}, but variants.toml asks for torch {torch}",
+            f"{path.name} pins torch {found.get('torch', '(none)')}, "
+            f"but variants.toml asks for torch {torch}",
             fix,
         )
+    return found

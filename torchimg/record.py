@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchimg import engine, paths
 from torchimg.errors import PipelineError
@@ -69,6 +69,7 @@ class Scanned(Section):
     accepted: list[str] = []
     stale_allowlist: list[str] = []
     reports: list[str] = []
+    policy: dict[str, str] = {}
 
 
 class Pushed(Section):
@@ -102,7 +103,7 @@ class Record(_Model):
     variant: str
     flavor: str
     image_id: str
-    tags: list[str]
+    tags: list[str] = Field(min_length=1)
     labels: dict[str, str]
     inputs: Inputs
     build: Built
@@ -140,7 +141,7 @@ def load(file: Path) -> Record:
     variant, _, flavor = file.stem.rpartition("-")
     try:
         data = json.loads(file.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PipelineError(
             f"{paths.shown(file)} is not a readable record (empty, truncated or not JSON: {exc})",
             _fix(variant, flavor, file),
@@ -162,7 +163,7 @@ def load(file: Path) -> Record:
             _fix(variant, flavor, file),
         )
     try:
-        return Record.model_validate(data)
+        rec = Record.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -171,6 +172,13 @@ def load(file: Path) -> Record:
             f"{where}: {first['msg']})",
             _fix(variant, flavor, file),
         ) from None
+    if (rec.variant, rec.flavor) != (variant, flavor):
+        raise PipelineError(
+            f"{paths.shown(file)} describes {rec.variant} {rec.flavor}, not {variant} {flavor} "
+            "(copied or renamed): never trusted for another image",
+            _fix(variant, flavor, file),
+        )
+    return rec
 
 
 def read(variant: str, flavor: str) -> Record | None:

@@ -19,8 +19,8 @@ _NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
-REPOSITORY = re.compile(rf"^{_NAME}$")
-IMAGE = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+REPOSITORY = re.compile(_NAME, re.ASCII)
+IMAGE = re.compile(rf"(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?", re.ASCII)
 _MAX_NAME = 255
 
 
@@ -42,14 +42,14 @@ def _valid_name(name: str) -> bool:
 
 def repository(value: str, what: str) -> str:
     """A repository: name only, no tag or digest (e.g. --repository, --cache-repository)."""
-    if not REPOSITORY.match(value) or not _valid_name(value):
+    if not REPOSITORY.fullmatch(value) or not _valid_name(value):
         raise _refuse(value, what, "repository (no tag, no digest)")
     return value
 
 
 def image(value: str, what: str) -> str:
     """An image reference: name, optional tag, optional digest (e.g. --base)."""
-    found = IMAGE.match(value)
+    found = IMAGE.fullmatch(value)
     if not found or not _valid_name(found["name"]):
         raise _refuse(value, what, "reference")
     return value

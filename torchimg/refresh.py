@@ -103,7 +103,13 @@ def _lock_diffs(revision: str) -> list[tuple[str, dict[str, Any]]]:
 
 def pull_request_body(revision: str = "HEAD") -> Path:
     """Markdown for the refresh pull request: digest, lockfile and package diffs."""
-    moves = json.loads((report_dir() / "bases.json").read_text())
+    found = report_dir() / "bases.json"
+    if not found.is_file():
+        raise PipelineError(
+            f"{paths.shown(found)} does not exist: no refresh has run here",
+            "run `nox -s refresh_bases` first, then ask for the pull request body",
+        )
+    moves = json.loads(found.read_text())
     lines = ["Monthly base image refresh.", "", "## Base digests", "", "| base | tag | before | after |"]
     lines.append("| --- | --- | --- | --- |")
     lines += [

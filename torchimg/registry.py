@@ -22,7 +22,7 @@ from python_on_whales import docker
 from python_on_whales.exceptions import DockerException
 
 from torchimg import engine
-from torchimg.errors import ToolError
+from torchimg.errors import PipelineError, ToolError
 
 LOCAL = "localhost:5000"
 # registry 2.8.3 (the multi-platform index); pulled only where the program is not installed.
@@ -39,6 +39,16 @@ def host_of(repository: str) -> str:
     if rest and ("." in first or ":" in first or first == "localhost"):
         return first
     return "docker.io"
+
+
+def check_host(value: str, what: str) -> str:
+    """A loopback HOST:PORT for the embedded registry."""
+    host, _, port = value.rpartition(":")
+    if host not in _LOOPBACK or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PipelineError(
+            f"{what} {value!r} is not a loopback HOST:PORT", f"e.g. {LOCAL} or 127.0.0.1:5001"
+        )
+    return value
 
 
 def is_local(host: str) -> bool:
@@ -202,12 +212,12 @@ class Local:
                 time.sleep(0.25)
             self.pid_file.unlink(missing_ok=True)
             return f"stopped the docker-registry program (pid {pid}); images kept in {self.dir}"
+        if not answers(self.host):
+            return f"{self.host}: no registry running"
         if self._container_running():
             docker.container.stop(self.container)
             return f"stopped container {self.container}; images kept in volume {self.container}-data"
-        if answers(self.host):
-            return f"{self.host} answers, but it was not started by this project: left alone"
-        return f"{self.host}: no registry running"
+        return f"{self.host} answers, but it was not started by this project: left alone"
 
 
 def ensure(repository: str) -> None:

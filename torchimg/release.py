@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 
-from torchimg import engine, record, registry, releasenotes, scan, tags
+from torchimg import engine, lockfile, paths, record, registry, releasenotes, scan, tags
 from torchimg.errors import PipelineError, RefusedError
 from torchimg.variants import Config, Variant
 
@@ -27,8 +27,11 @@ class PushOptions:
     scan_options: scan.ScanOptions | None = None
 
 
-def refusal(rec: record.Record, opts: PushOptions, local_target: bool) -> RefusedError | None:
-    """Why the record does not allow this push (None: it does). Pure: reads the record only."""
+def refusal(
+    rec: record.Record, opts: PushOptions, local_target: bool, policy: dict[str, str] | None = None
+) -> RefusedError | None:
+    """Why the record does not allow this push (None: it does). Pure: reads the record only.
+    `policy`: the scan policy this push applies; a scan judged under another one is refused."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if not rec.passed("build"):
@@ -39,6 +42,12 @@ def refusal(rec: record.Record, opts: PushOptions, local_target: bool) -> Refuse
     if rec.scan is None or not rec.passed("scan"):
         problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
         return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")
+    if policy is not None and rec.scan.policy != policy:
+        return RefusedError(
+            f"push refused: {what} was scanned under another policy ({rec.scan.policy or 'unrecorded'}) "
+            f"than this push applies ({policy})",
+            f"scan again with the same --severity, --include-unfixed and --allowlist: nox -s scan {select}",
+        )
     if not rec.scan.vuln_db.available and not (local_target or opts.allow_no_vuln_db):
         return RefusedError(
             f"push refused: the scan of {what} could not check vulnerabilities ({rec.scan.vuln_db.how}); "
@@ -76,9 +85,17 @@ def gate(variant: Variant, flavor: str, opts: PushOptions, local_target: bool) -
         except PipelineError as exc:
             exc.what = f"push refused: {exc.what}"
             raise
-    refused = refusal(rec, opts, local_target)
+    refused = refusal(rec, opts, local_target, (opts.scan_options or scan.ScanOptions()).policy_fingerprint())
     if refused is not None:
         raise refused
+    for shown, digest in rec.inputs.lockfiles.items():
+        path = paths.ROOT / shown
+        if not path.is_file() or lockfile.sha256(path) != digest:
+            raise PipelineError(
+                f"push refused: {shown}, which {variant.name} {flavor} was built from, changed or is gone "
+                "since the build: the release manifest would describe another image",
+                f"restore it, or rebuild: nox -s build -- --variant {variant.name} --flavor {flavor}",
+            )
     return rec
 
 

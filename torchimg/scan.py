@@ -4,15 +4,17 @@ Scans vulnerabilities (OS and Python packages), secrets and licenses in the imag
 misconfigurations of docker/; keeps trivy's JSON, writes a CycloneDX SBOM and SARIF.
 
 Fail closed: whether a vulnerability database is available is decided *before* scanning,
-from trivy's DB-only download and the DB files in its cache folder (never from trivy's log).
-Without one, the vulnerability part is recorded as not run and the gate fails unless the
-user accepts that (--allow-no-vuln-db). Any other failure of trivy, and any missing, empty,
-truncated or foreign report, is "scan failed" (exit 3), which no flag waives. The image is
-scanned by its ID from the local engine only (never a name that could move, never a
-registry fallback), and the report must name that same ID.
+from trivy's DB-only download and the DB files in its cache folder (never from trivy's log;
+a cached DB counts only while it is recent). Without one, the vulnerability part is recorded
+as not run and the gate fails unless the user accepts that (--allow-no-vuln-db). Any other
+failure of trivy, and any missing, empty, truncated or unparsable report, is "scan failed"
+(exit 3), which no flag waives. The image is scanned by its ID from the local engine only
+(never a name that could move, never a registry fallback); a report about another image is
+refused. trivy runs without the user's ignore file, config file or TRIVY_* variables.
 """
 
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -42,6 +44,21 @@ class ScanOptions:
     cache_dir: str | None = None
     db_repository: str | None = None
     today: datetime.date | None = None
+    max_db_age_days: int = 7  # a cached DB older than this counts as none
+
+    def __post_init__(self) -> None:
+        if self.max_db_age_days < 1:
+            raise PipelineError(f"--max-db-age-days {self.max_db_age_days}: must be 1 or more", "e.g. 7")
+
+    def policy_fingerprint(self) -> dict[str, str]:
+        """What the verdict depends on besides the image: push checks that the scan it trusts
+        was judged under the policy it would apply itself."""
+        allow = self.allowlist.read_bytes() if self.allowlist.is_file() else b""
+        return {
+            "severity": self.policy.vuln_min,
+            "fixed_only": str(self.policy.fixed_only).lower(),
+            "allowlist_sha256": hashlib.sha256(allow).hexdigest(),
+        }
 
     @property
     def cache(self) -> Path:
@@ -65,10 +82,18 @@ def trivy() -> LocalCommand:
     return local[path]
 
 
+# No ignore file, config file or TRIVY_* variable of the user's may quietly narrow the gate.
+_ISOLATED = ["--config", os.devnull, "--ignorefile", os.devnull]
+
+
 def _run(args: list[str]) -> tuple[int, str]:
     print(f"== scan: trivy {' '.join(args)}", file=sys.stderr, flush=True)
+    command, *rest = args
     try:
-        code, _, err = trivy()[args].run(retcode=None)
+        with local.env():
+            for key in [k for k in local.env.keys() if k.startswith("TRIVY_")]:  # noqa: SIM118
+                del local.env[key]
+            code, _, err = trivy()[[command, *_ISOLATED, *rest]].run(retcode=None)
     except OSError as exc:
         raise ToolError(f"trivy could not be started: {exc}", "check $TORCHIMG_TRIVY / PATH") from None
     for line in str(err).splitlines():
@@ -134,13 +159,31 @@ def vuln_db(opts: ScanOptions) -> record.VulnDb:
             else f"`trivy image --download-db-only` exited 0 but {where} holds no database"
         )
         return record.VulnDb(available=False, how=how)
-    updated = meta.get("UpdatedAt", "unknown")
+    updated = str(meta.get("UpdatedAt", "unknown"))
     if code == 0:
         return record.VulnDb(available=True, how=f"downloaded or current in {where} (DB of {updated})")
+    age = _age_days(updated)
+    if age is None or age > opts.max_db_age_days:
+        return record.VulnDb(
+            available=False,
+            how=f"download failed ({_last_line(err)}), and the DB in {where} (of {updated}) is older than "
+            f"{opts.max_db_age_days} days or undated",
+        )
     return record.VulnDb(
         available=True,
-        how=f"download failed ({_last_line(err)}); using the DB already in {where} (DB of {updated})",
+        how=f"download failed ({_last_line(err)}); using the DB already in {where} (DB of {updated}, "
+        f"{age:.1f} days old)",
     )
+
+
+def _age_days(stamp: str) -> float | None:
+    try:
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None
+    return (datetime.datetime.now(datetime.UTC) - when).total_seconds() / 86400
 
 
 def read_report(file: Path, image_id: str | None) -> dict[str, Any]:
@@ -221,7 +264,12 @@ def scan(variant: Variant, flavor: str, opts: ScanOptions) -> record.Record:
             reports = run_trivy(rec.image_id, out, opts, db)
     except PipelineError as exc:
         failed = record.Scanned(
-            ok=False, image_id=rec.image_id, vulnerabilities="scan failed", vuln_db=db, problems=[exc.what]
+            ok=False,
+            image_id=rec.image_id,
+            vulnerabilities="scan failed",
+            vuln_db=db,
+            problems=[exc.what],
+            policy=opts.policy_fingerprint(),
         )
         record.save_section(variant.name, flavor, "scan", failed)
         raise
@@ -246,6 +294,7 @@ def scan(variant: Variant, flavor: str, opts: ScanOptions) -> record.Record:
         accepted=[f"{f} (allowlist: {a.reason}, until {a.expires})" for f, a in verdict.accepted],
         stale_allowlist=[a.id for a in verdict.stale],
         reports=sorted(p.name for p in out.glob("*") if p.suffix in (".json", ".sarif")),
+        policy=opts.policy_fingerprint(),
         finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     rec = record.save_section(variant.name, flavor, "scan", section)

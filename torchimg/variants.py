@@ -15,8 +15,9 @@ from torchimg import compat, paths, references
 from torchimg.errors import PipelineError
 
 FLAVORS = ("runtime", "dev")
-_DIGEST = re.compile(r"^(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_DIGEST = re.compile(r"(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})", re.ASCII)
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
+_INDEX = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+-]*)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,15 @@ def _base(key: str, value: Any, src: Path) -> Base:
     table = _table(value, where)
     _no_unknown(table, {"image", "python"}, where)
     image = _field(table, "image", where)
-    if not _DIGEST.match(image):
+    if not _DIGEST.fullmatch(image):
         raise PipelineError(
             f"{where}: image {image!r} is not pinned by digest",
             "write it as NAME:TAG@sha256:<64 hex> (a tag alone can change content); "
             "`docker buildx imagetools inspect NAME:TAG` shows the digest",
         )
+    references.image(image, f"{where} image")
     python = _field(table, "python", where)
-    if not re.fullmatch(r"3\.\d+", python):
+    if not re.fullmatch(r"3\.[0-9]+", python):
         raise PipelineError(f"{where}: python {python!r} is not a minor version", 'e.g. python = "3.13"')
     return Base(key=key, image=image, python=python)
 
@@ -172,9 +174,10 @@ def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
             "remove them from the URL and give them to the build as a secret: --netrc PATH "
             "(or $TORCHIMG_NETRC)",
         )
-    if url.scheme != "https" or not url.netloc:
+    if url.scheme != "https" or not url.netloc or not _INDEX.fullmatch(index):
         raise PipelineError(
-            f"{where}: index {index!r} is not an https:// URL",
+            f"{where}: index {index!r} is not a plain https:// URL (host, optional port and path; "
+            "no spaces, query or shell characters)",
             "use the index's https URL (e.g. https://pypi.org/simple)",
         )
     return index
@@ -186,10 +189,10 @@ def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
     _no_unknown(table, {"name", "torch", "cuda", "base", "index", "flavors"}, where)
     name = _field(table, "name", where)
     where = f"{src.name} variant {name!r}"
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise PipelineError(f"{where}: name must match {_NAME.pattern}", "rename it")
     torch = _field(table, "torch", where)
-    if not re.fullmatch(r"\d+\.\d+\.\d+", torch):
+    if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", torch):
         raise PipelineError(f"{where}: torch {torch!r} is not an exact version", 'e.g. torch = "2.9.1"')
     cuda = _field(table, "cuda", where)
     if cuda != compat.CPU and cuda not in compat.CUDA:

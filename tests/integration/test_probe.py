@@ -76,14 +76,21 @@ def _fake_probe(base: str | None, tmp_path: Path, script: str, name: str) -> str
     return image_id
 
 
+PASSING = '{"checks": [{"name": "x", "status": "pass", "detail": ""}], "counts": {"pass": 1}}'
+
+
 @pytest.mark.parametrize(
     ("script", "refusal"),
     [
-        ("ln -s /etc/passwd /tmp/torchimg-smoke.json", "is a symlink"),
-        ("head -c 17000000 /dev/zero > /tmp/torchimg-smoke.json", "over the 16777216 byte cap"),
-        ("mkfifo /tmp/torchimg-smoke.json", "not a regular file"),
-        ("echo not json > /tmp/torchimg-smoke.json", "unreadable JSON"),
+        ('ln -s /etc/passwd "$3"', "is a symlink"),
+        ('head -c 17000000 /dev/zero > "$3"', "over the 16777216 byte cap"),
+        ('mkfifo "$3"', "not a regular file"),
+        ('echo not json > "$3"', "unreadable JSON"),
         ("exit 1", "did not finish"),
+        (f"echo '{PASSING}' > \"$3\"; exit 3", "exit 3"),  # a passing result, then a crash
+        (f"echo '{PASSING}' > \"$3\"; exit 1", "disagrees with its results"),
+        ('echo \'{"checks": [{"name": "x", "status": "skip"}]}\' > "$3"', "everything skipped"),
+        ('echo \'{"checks": [{"name": "x", "status": "ok"}]}\' > "$3"', "unknown check statuses"),
     ],
 )
 def test_probe_results_are_read_as_small_regular_files_only(

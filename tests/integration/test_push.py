@@ -9,6 +9,7 @@ localhost:5000.
 import dataclasses
 import http.client
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -211,6 +212,16 @@ class _FlakyProxy(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def handle(self) -> None:
+        """A TLS hello gets the plain-HTTP answer a registry gives, so the engine falls back
+        to http as it does for the real local registries."""
+        if self.connection.recv(1, socket.MSG_PEEK) == b"\x16":
+            self.wfile.write(
+                b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+            )
+            return
+        super().handle()
+
     def _body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             data = b""
@@ -239,7 +250,9 @@ class _FlakyProxy(http.server.BaseHTTPRequestHandler):
         for key, value in resp.getheaders():
             if key.lower() not in skip:
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        # a HEAD answer keeps the upstream's length (a blob's size); others carry their body
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -270,7 +283,7 @@ def test_a_registry_failing_for_one_flavor_fails_it_with_exit_3_and_pushes_the_o
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        repo = f"127.0.0.1:{server.server_address[1]}/flaky"
+        repo = f"localhost:{server.server_address[1]}/flaky"
         argv = ["push", "--flavor", "runtime", "--flavor", "dev", "--repository", repo, "--allow-dirty"]
         code = cli.main(argv)
     finally:

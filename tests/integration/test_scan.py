@@ -134,14 +134,6 @@ def test_a_truncated_report_is_a_failed_scan(
     assert saved is not None and saved.scan is not None and saved.scan.ok is False
 
 
-def test_a_report_about_another_image_is_refused(runtime_image: record.Record, reports: Path) -> None:
-    report = reports / "2.9.1-cu128-runtime" / "image.json"
-    assert scan.read_report(report, runtime_image.image_id)["Metadata"]["ImageID"] == runtime_image.image_id
-    other = "sha256:" + "0" * 64
-    with pytest.raises(RefusedError, match="not the recorded"):
-        scan.read_report(report, other)
-
-
 def test_a_retag_between_test_and_scan_never_scans_the_other_image(
     runtime_image: record.Record, default_variant: variants.Variant, base: str | None
 ) -> None:

@@ -34,14 +34,17 @@ def _write(name: str, content: bytes) -> Edit:
     return edit
 
 
-def _lock(old: str, new: str) -> Edit:
+def _lock(old: str, new: str, name: str = "runtime.txt") -> Edit:
     def edit(root: Path) -> None:
-        path = root / "requirements" / "locks" / VARIANT / "runtime.txt"
+        path = root / "requirements" / "locks" / VARIANT / name
         text = path.read_text()
         assert old in text, old
         path.write_text(text.replace(old, new, 1))
 
     return edit
+
+
+_FILELOCK_4_3_0 = "filelock==4.3.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
 
 
 def _nothing(root: Path) -> None:
@@ -95,6 +98,11 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      _write("allow.toml", ALLOW.replace("[[allow]]", '[[allow]]\nkind = "secret"').encode()),
      ["scan", "--allowlist", "{root}/allow.toml"], "must say where"),
     ("lock-torch-other-version", _lock("torch==2.9.1", "torch==2.9.0"), ["build"], "torch 2.9.0"),
+    ("lock-torch-local-version", _lock("torch==2.9.1", "torch==2.9.1+cpu"), ["build"], "torch 2.9.1+cpu"),
+    ("lock-unclosed-quote", _lock("filelock==4.3.1", "filelock==4.3.1 'x"), ["build"], "unreadable"),
+    ("lock-dev-changes-runtime",
+     _lock("--only-binary :all:", "--only-binary :all:\n" + _FILELOCK_4_3_0, "dev.txt"),
+     ["build", "--flavor", "dev"], "dev.txt changes versions"),
     ("lock-without-hash", _lock("filelock==4.3.1 \\\n    --hash=sha256:", "filelock==4.3.1\n# "), ["build"],
      "no --hash"),
     ("lock-not-pinned", _lock("filelock==4.3.1", "filelock>=4.3.1"), ["build"], "not pinned with =="),

@@ -30,3 +30,10 @@ def test_expected_versions_come_from_labels() -> None:
         "org.opencontainers.image.version": "x",
     }
     assert imagetest.expected(labels) == {"torch": "2.9.1", "cuda": "12.8.90", "driver_min": "570.26"}
+
+
+def test_a_benchmark_without_finite_results_is_unusable() -> None:
+    assert imagetest.unusable(bench(700.0)) == []
+    for best in (float("nan"), float("inf"), 0.0, -1.0, None, "fast"):
+        assert imagetest.unusable(bench(best)) != [], best  # type: ignore[arg-type]
+    assert imagetest.unusable({"results": []}) == ["bench: the probe reported no results"]

@@ -48,6 +48,7 @@ def test_a_record_round_trips_with_its_schema_version() -> None:
         (b'{"variant": "x", "image_id": "sha256:1", "tags": []}', "record schema 1"),
         (b'{"schema_version": 2, "variant": "x"}', "not a valid record"),
         (b'{"schema_version": 3}', "record schema 3"),
+        (b"[" * 100000 + b"]" * 100000, "empty, truncated or not JSON"),
     ],
 )
 def test_a_bad_record_is_a_clear_error_naming_the_file_and_the_fix(
@@ -63,6 +64,26 @@ def test_a_bad_record_is_a_clear_error_naming_the_file_and_the_fix(
     assert "nox -s build -- --variant 2.9.1-cu128 --flavor runtime" in exc.value.fix
     assert "remove" in exc.value.fix
     assert exc.value.exit_code == BAD_INPUT
+
+
+def test_a_record_copied_over_another_images_file_is_refused(reports: Path) -> None:
+    other = a_record()
+    other.variant = "2.9.1-cpu"
+    path = record.write(other)
+    path.rename(path.with_name("2.9.1-cu128-runtime.json"))
+    with pytest.raises(PipelineError, match=r"describes 2\.9\.1-cpu runtime, not 2\.9\.1-cu128 runtime"):
+        record.read("2.9.1-cu128", "runtime")
+
+
+def test_a_record_without_tags_is_refused(reports: Path) -> None:
+    path = record.write(a_record())
+    path.write_text(
+        path.read_text().replace(
+            '"tags": [\n    "localhost:5000/pytorch:2.9.1-cu128-runtime"\n  ]', '"tags": []'
+        )
+    )
+    with pytest.raises(PipelineError, match="not a valid record"):
+        record.read("2.9.1-cu128", "runtime")
 
 
 def test_a_section_about_another_image_is_not_filed() -> None:
