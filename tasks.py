@@ -4,11 +4,12 @@ call the `torchimg` package, so no logic lives here."""
 from invoke.context import Context
 from invoke.tasks import task
 
-from torchimg import devtools, registry
+from torchimg import devtools
+from torchimg.adapters import local_registry
 
 
 @task(name="registry", help={"action": "up, down or status", "address": "host:port (default localhost:5000)"})
-def registry_(c: Context, action: str, address: str = registry.LOCAL) -> None:
+def registry_(c: Context, action: str, address: str = local_registry.LOCAL) -> None:
     """The embedded local registry: `inv registry up|down|status`."""
     with devtools.user_errors():
         print(devtools.registry_action(action, address))

@@ -1,6 +1,6 @@
 """Typed records for tests of the stages' pure logic (no engine, no files)."""
 
-from torchimg import record
+from torchimg.model import record
 
 IMAGE = "sha256:" + "a" * 64
 
@@ -25,3 +25,12 @@ def a_record(image_id: str = IMAGE, **changes: object) -> record.Record:
     for key, value in changes.items():
         setattr(rec, key, value)
     return rec
+
+
+def has_row(markdown: str, *cells: str) -> bool:
+    """Whether a Markdown table in `markdown` has a row of exactly these cells (padding aside)."""
+    wanted = [c.strip() for c in cells]
+    for line in markdown.splitlines():
+        if line.startswith("|") and [c.strip() for c in line.strip().strip("|").split("|")] == wanted:
+            return True
+    return False

@@ -35,3 +35,19 @@ def steps(log: list[str]) -> list[Step]:
 def ran(log: list[str], stage_prefix: str) -> bool:
     """Whether a step whose name starts with `stage_prefix` was executed (not cached)."""
     return any(s.name.startswith(stage_prefix) and s.state == "DONE" for s in steps(log))
+
+
+# A step's own error line ("#12 0.31 error: ...", pip's "ERROR: ..."), then BuildKit's summary.
+_STEP_OUTPUT_ERROR = re.compile(r"^#\d+ [\d.]+ (?:error|ERROR): (?P<msg>.*)")
+_BUILDKIT_ERROR = re.compile(r"^(?:#\d+ )?ERROR:? (?P<msg>.*)")
+
+
+def first_error(log: list[str]) -> str:
+    """The first error a step printed (the cause), else BuildKit's own last error line."""
+    for line in log:
+        if m := _STEP_OUTPUT_ERROR.match(line):
+            return m["msg"].strip()
+    for line in reversed(log):
+        if m := _BUILDKIT_ERROR.match(line):
+            return m["msg"].strip()
+    return log[-1] if log else "no output"

@@ -4,12 +4,14 @@ import contextlib
 import os
 import shlex
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchimg import engine, paths, record, registry, summary, variants
+from torchimg import output, paths, settings, summary
+from torchimg.adapters import engine, local_registry
 from torchimg.errors import PipelineError
+from torchimg.model import labels, record, variants
+from torchimg.output import log
 
 IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
 
@@ -17,10 +19,11 @@ IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """In invoke tasks: a PipelineError ends with its message and fix, not a traceback."""
+    output.setup()
     try:
         yield
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         raise SystemExit(exc.exit_code) from None
 
 
@@ -38,7 +41,7 @@ def _user_flags(work: Path, created: bool) -> list[str]:
         if created:
             os.chown(work, IMAGE_UID, IMAGE_UID)
         elif work.stat().st_uid != IMAGE_UID:
-            print(f"note: {work} is not owned by uid {IMAGE_UID}: the container may not write there")
+            log.warning("%s is not owned by uid %d: the container may not write there", work, IMAGE_UID)
         return []
     return [] if uid == IMAGE_UID else ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
 
@@ -48,9 +51,9 @@ def run_command(
 ) -> str:
     """The `docker run` line for the image last built for this variant and flavor.
     `ports` maps host ports to container ports (published on 127.0.0.1 only)."""
-    config = variants.load()
+    config = variants.load(settings.config_file(None))
     variant = config.variant(variant_name or config.default)
-    rec = record.read(variant.name, flavor)
+    rec = _store().read(variant.name, flavor)
     if rec is None:
         raise PipelineError(
             f"no {flavor} image of {variant.name} has been built here",
@@ -73,10 +76,10 @@ _OWN_REPOSITORIES = ("torchimg-test", "torchimg-bench", "torchimg-locker")
 def _repositories() -> set[str]:
     """Every repository this project tags images in: variants.toml's, $TORCHIMG_REPOSITORY,
     those its records name, and its own test, benchmark and locker repositories."""
-    repos = {variants.load().repository, *_OWN_REPOSITORIES}
+    repos = {variants.load(settings.config_file(None)).repository, *_OWN_REPOSITORIES}
     if env := os.environ.get("TORCHIMG_REPOSITORY"):
         repos.add(env)
-    for rec in record.every():
+    for rec in _store().every():
         repos.update(tag.rsplit(":", 1)[0] for tag in rec.tags)
     return repos
 
@@ -88,7 +91,7 @@ def remove_project_images(repositories: tuple[str, ...] = ()) -> list[str]:
     inherits our labels: in another repository (even `<ours>/app`) it is never touched."""
     repos = set(repositories) or _repositories()
     removed = []
-    for tag in engine.labelled_tags(engine.PROJECT_LABEL_PREFIX):
+    for tag in engine.labelled_tags(labels.OURS):
         repo = tag.rsplit(":", 1)[0]
         if repo in repos or repo.split("/", 1)[0] in _OWN_REPOSITORIES:
             engine.untag(tag, force=True)
@@ -101,9 +104,10 @@ def clean(keep_reports: bool = False) -> list[str]:
     cache is shared with everything else built on this engine, so it is left alone."""
     removed = remove_project_images()
     lines = [f"removed {tag}" for tag in removed] or ["no image of this project to remove"]
-    if not keep_reports and paths.reports_dir().exists():
-        shutil.rmtree(paths.reports_dir(), ignore_errors=True)
-        lines.append(f"removed {paths.shown(paths.reports_dir())}/")
+    reports = settings.reports_dir(None)
+    if not keep_reports and reports.exists():
+        shutil.rmtree(reports, ignore_errors=True)
+        lines.append(f"removed {paths.shown(reports)}/")
     lines.append(
         "BuildKit's cache was left as it is (it holds other projects' layers too): `docker buildx du` "
         "shows it, `docker buildx prune --filter until=168h` trims what is older than a week"
@@ -112,8 +116,8 @@ def clean(keep_reports: bool = False) -> list[str]:
 
 
 def registry_action(action: str, host: str) -> str:
-    """`inv registry up|down|status`: the embedded local registry."""
-    local = registry.Local(registry.check_host(host, "--address"))
+    """`inv registry up|down|status`: the embedded local local_registry."""
+    local = local_registry.Local(local_registry.check_host(host, "--address"))
     actions = {"up": local.start, "down": local.stop, "status": local.status}
     if action not in actions:
         raise PipelineError(f"unknown registry action {action!r}", "use up, down or status")
@@ -122,4 +126,8 @@ def registry_action(action: str, host: str) -> str:
 
 def images_table() -> str:
     """`inv images`: one line per recorded image and each stage's outcome."""
-    return summary.text()
+    return summary.table(_store())
+
+
+def _store() -> record.Store:
+    return record.Store(settings.reports_dir(None))

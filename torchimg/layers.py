@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from python_on_whales import docker
+from torchimg.adapters import engine
 
 _CHUNK = 1 << 20
 
@@ -127,9 +127,7 @@ def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
     blobs: dict[str, Blob] = {}
     manifest: list[dict[str, list[str]]] = []
     search = _Needles(needles)
-    saved = docker.image.save(image)
-    assert saved is not None
-    with tarfile.open(fileobj=io.BufferedReader(_IterReader(iter(saved)), _CHUNK), mode="r|") as tar:
+    with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
         for member in tar:
             f = tar.extractfile(member) if member.isfile() else None
             if f is None:

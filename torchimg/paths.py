@@ -1,6 +1,5 @@
 """Where the pipeline's files live, relative to the repository root."""
 
-import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -9,11 +8,6 @@ REQUIREMENTS = ROOT / "requirements"
 LOCKS = REQUIREMENTS / "locks"
 DOCKER = ROOT / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
-
-
-def reports_dir() -> Path:
-    """Reports and per-image records; TORCHIMG_REPORTS moves them (tests use a temp dir)."""
-    return Path(os.environ.get("TORCHIMG_REPORTS", ROOT / "reports"))
 
 
 def shown(path: Path) -> str:

@@ -6,16 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from plumbum import local
-from plumbum.commands.processes import ProcessExecutionError
-
-from torchimg import lockfile, paths, record
+from torchimg import output, paths
+from torchimg.adapters import gitinfo, remote_registry
+from torchimg.model import labels, lockfile, record
 
 Manifest = dict[str, Any]
-
-
-def releases_dir() -> Path:
-    return paths.reports_dir() / "releases"
 
 
 def packages(lock_paths: list[str]) -> dict[str, str]:
@@ -29,12 +24,11 @@ def packages(lock_paths: list[str]) -> dict[str, str]:
 def packages_at(revision: str, lock_paths: list[str]) -> dict[str, str] | None:
     """The same lockfiles as committed at `revision`; None when this clone lacks it."""
     found: dict[str, str] = {}
-    git = local["git"]["-C", str(paths.ROOT)]
     for shown in lock_paths:
-        try:
-            found.update(lockfile.pins(str(git("show", f"{revision}:{shown}"))))
-        except ProcessExecutionError:
+        text = gitinfo.show(revision, shown)
+        if text is None:
             return None
+        found.update(lockfile.pins(text))
     return dict(sorted(found.items()))
 
 
@@ -45,6 +39,29 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
         "removed": {k: v for k, v in before.items() if k not in after},
         "changed": {k: [before[k], v] for k, v in after.items() if k in before and before[k] != v},
     }
+
+
+def previous(
+    ref: str, ours: str, immutable_tag: str, lock_paths: list[str], folder: Path
+) -> dict[str, object]:
+    """What the moving tag named before this push, and the package diff against it."""
+    digest = remote_registry.digest(ref)
+    if digest is None:
+        return {"previous": None, "package_diff": None}
+    if digest == ours:
+        earlier = read(immutable_tag, folder) or {}
+        return {k: earlier.get(k) for k in ("previous", "package_diff", "package_diff_note")}
+    revision = remote_registry.labels(ref).get(labels.REVISION, "unknown")
+    out: dict[str, object] = {"previous": {"ref": ref, "digest": digest, "revision": revision}}
+    before = packages_at(revision, lock_paths)
+    if before is None:
+        out["package_diff"] = None
+        out["package_diff_note"] = (
+            f"commit {revision[:12]} is not in this clone (`git fetch --unshallow` and push again)"
+        )
+    else:
+        out["package_diff"] = diff(before, packages(lock_paths))
+    return out
 
 
 def bench_summary(test: record.Tested) -> dict[str, Any] | None:
@@ -63,8 +80,6 @@ def manifest(
 ) -> Manifest:
     """What was released, from what, and what it passed: read from the image's record."""
     assert rec.test is not None and rec.scan is not None
-    labels = rec.labels
-    ns = "io.torchimg."
     lock_paths = sorted(rec.inputs.lockfiles)
     return {
         "variant": rec.variant,
@@ -79,15 +94,12 @@ def manifest(
         "references": [f"{repository}:{t}@{digest}" for t in [immutable, *moving]],
         "git": rec.inputs.git.model_dump(),
         "base": {
-            "name": labels["org.opencontainers.image.base.name"],
-            "digest": labels["org.opencontainers.image.base.digest"],
+            "name": rec.labels[labels.BASE_NAME],
+            "digest": rec.labels[labels.BASE_DIGEST],
             "pinned": rec.inputs.base.pinned,
         },
         "lockfiles": rec.inputs.lockfiles,
-        "versions": {
-            k: labels.get(f"{ns}{k}.version" if k != "driver_min" else f"{ns}driver.min")
-            for k in ("torch", "cuda", "cudnn", "nccl", "python", "driver_min")
-        },
+        "versions": {name: rec.labels.get(key) for name, key in labels.VERSIONS.items()},
         "smoke": rec.test.smoke,
         "gpu": rec.test.gpu,
         "bench": bench_summary(rec.test),
@@ -102,8 +114,8 @@ def manifest(
     }
 
 
-def write(manifest: Manifest) -> tuple[Path, Path]:
-    folder = releases_dir()
+def write(manifest: Manifest, folder: Path) -> tuple[Path, Path]:
+    """reports/releases/<immutable tag>.{json,md}."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = manifest["immutable_tag"]
     json_path, md_path = folder / f"{tag}.json", folder / f"{tag}.md"
@@ -112,9 +124,17 @@ def write(manifest: Manifest) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def read(immutable_tag: str) -> Manifest | None:
-    p = releases_dir() / f"{immutable_tag}.json"
+def read(immutable_tag: str, folder: Path) -> Manifest | None:
+    p = folder / f"{immutable_tag}.json"
     return json.loads(p.read_text()) if p.exists() else None
+
+
+def diff_table(d: dict[str, Any]) -> str:
+    """A package diff as a Markdown table ('' when no package changed version)."""
+    rows = [[k, a, b] for k, (a, b) in sorted(d["changed"].items())]
+    rows += [[k, "(absent)", v] for k, v in sorted(d["added"].items())]
+    rows += [[k, v, "(removed)"] for k, v in sorted(d["removed"].items())]
+    return output.table(["package", "before", "after"], rows, markdown=True) if rows else ""
 
 
 def _diff_lines(m: Manifest) -> list[str]:
@@ -125,13 +145,8 @@ def _diff_lines(m: Manifest) -> list[str]:
     head = f"Against the previous release `{prev['digest']}` (commit `{prev.get('revision', '?')[:12]}`): "
     if d is None:
         return [head + (m.get("package_diff_note") or "package lists unavailable")]
-    if not any(d.values()):
-        return [head + "no package changed version."]
-    lines = [head, "", "| package | before | after |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {a} | {b} |" for k, (a, b) in sorted(d["changed"].items())]
-    lines += [f"| {k} | (absent) | {v} |" for k, v in sorted(d["added"].items())]
-    lines += [f"| {k} | {v} | (removed) |" for k, v in sorted(d["removed"].items())]
-    return lines
+    table = diff_table(d)
+    return [head, "", table] if table else [head + "no package changed version."]
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -146,9 +161,14 @@ def markdown(m: Manifest) -> str:
         "",
         f"Pushed {m['pushed']} to `{m['repository']}` from commit `{m['git']['revision']}`.",
         "",
-        "| reference | digest |",
-        "| --- | --- |",
-        *(f"| `{m['repository']}:{t}` | `{m['digest']}` |" for t in [m["immutable_tag"], *m["moving_tags"]]),
+        output.table(
+            ["reference", "digest"],
+            [
+                [f"`{m['repository']}:{t}`", f"`{m['digest']}`"]
+                for t in [m["immutable_tag"], *m["moving_tags"]]
+            ],
+            markdown=True,
+        ),
         "",
         "## Contents",
         "",

@@ -1,11 +1,15 @@
 """One line per recorded image and how far it got: `inv images` in a terminal, and the
-Markdown table CI writes to the job summary. Read from the records only."""
+Markdown table CI writes to the job summary. Read from the records only, one set of rows
+for both."""
 
 from typing import Any
 
-from torchimg import engine, record
+from torchimg import output
+from torchimg.adapters import engine
+from torchimg.model import record
 
 _STAGES = ("build", "test", "scan", "push")
+_HEADERS = ["image", "id", *_STAGES, "best matmul", "vulnerabilities", "digest"]
 
 
 def _state(rec: record.Record, stage: str) -> str:
@@ -17,9 +21,9 @@ def _state(rec: record.Record, stage: str) -> str:
     return "ok" if result.ok else "FAILED"
 
 
-def rows() -> list[dict[str, Any]]:
+def rows(store: record.Store) -> list[dict[str, Any]]:
     out = []
-    for rec in record.every():
+    for rec in store.every():
         bench = (rec.test.bench if rec.test else None) or {}
         best = max((r["best"] for r in bench.get("results", [])), default=None)
         out.append(
@@ -36,24 +40,19 @@ def rows() -> list[dict[str, Any]]:
     return out
 
 
-def text() -> str:
-    table = [("image", "id", *_STAGES)]
-    for r in rows():
-        table.append(
-            (r["image"], r["id"] + ("" if r["current"] else " (tag moved)"), *(r[s] for s in _STAGES))
-        )
-    if len(table) == 1:
+def table(store: record.Store, markdown: bool = False) -> str:
+    found = rows(store)
+    if not found:
         return "no image built yet: nox -s build"
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table)
-
-
-def markdown() -> str:
-    lines = [
-        "| image | id | build | test | scan | push | best matmul | vulnerabilities | digest |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    cells = [
+        [
+            f"`{r['image']}`" if markdown else r["image"],
+            r["id"] + ("" if r["current"] else " (tag moved)"),
+            *(r[s] for s in _STAGES),
+            r["bench"],
+            r["vulnerabilities"],
+            f"`{r['digest']}`" if markdown else r["digest"],
+        ]
+        for r in found
     ]
-    for r in rows():
-        cells = [f"`{r['image']}`", r["id"], *(r[s] for s in _STAGES), r["bench"], r["vulnerabilities"]]
-        lines.append("| " + " | ".join([*cells, f"`{r['digest']}`"]) + " |")
-    return "\n".join(lines) + "\n"
+    return output.table(_HEADERS, cells, markdown=markdown) + "\n"

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from python_on_whales import docker
 
-from torchimg import build, credentials, engine, record, registry, scan, variants
+from torchimg import paths
+from torchimg.adapters import engine, local_registry, trivy
 from torchimg.errors import PipelineError
+from torchimg.model import credentials, record, variants
+from torchimg.stages import Image, Selection, build
 
 TEST_REPOSITORY = "torchimg-test/pytorch"
 
@@ -41,7 +43,7 @@ def missing(reason: str) -> None:
 
 def require_trivy() -> None:
     try:
-        scan.trivy()
+        trivy.binary()
     except PipelineError as exc:
         missing(f"these tests need trivy: {exc}")
 
@@ -65,7 +67,7 @@ def build_small(folder: Path, dockerfile: str, tag: str) -> str:
 
 @pytest.fixture(scope="session")
 def config() -> variants.Config:
-    return variants.load()
+    return variants.load(paths.VARIANTS_FILE)
 
 
 @pytest.fixture(scope="session")
@@ -101,44 +103,54 @@ def canaries(tmp_path_factory: pytest.TempPathFactory) -> Canaries:
 
 
 @pytest.fixture(scope="session")
-def reports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("reports")
-    old = os.environ.get("TORCHIMG_REPORTS")
-    os.environ["TORCHIMG_REPORTS"] = str(folder)
-    yield folder
-    if old is None:
-        del os.environ["TORCHIMG_REPORTS"]
-    else:
-        os.environ["TORCHIMG_REPORTS"] = old
+def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("reports")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The stages' arguments for one image of the session's reports folder."""
+
+    config: variants.Config
+    reports: Path
+
+    def at(self, flavor: str, variant: variants.Variant | None = None) -> tuple[Selection, Image]:
+        image = Image(variant or self.config.variant(self.config.default), flavor)
+        return Selection(self.config, (image,), self.reports), image
+
+    @property
+    def store(self) -> record.Store:
+        return record.Store(self.reports)
+
+
+@pytest.fixture(scope="session")
+def pipeline(config: variants.Config, reports: Path) -> Pipeline:
+    return Pipeline(config, reports)
 
 
 def remove_images(*refs: str) -> None:
     for ref in refs:
-        if engine.image_id(ref):
-            docker.image.remove(ref, force=True)
+        engine.remove_image(ref)
+
+
+def build_options(base: str | None, canaries: Canaries, repository: str = TEST_REPOSITORY) -> build.Options:
+    return build.Options(repository=repository, base=base, creds=canaries.creds)
 
 
 @pytest.fixture(scope="session")
-def runtime_image(
-    default_variant: variants.Variant, base: str | None, canaries: Canaries, reports: Path
-) -> Iterator[record.Record]:
+def runtime_image(pipeline: Pipeline, base: str | None, canaries: Canaries) -> Iterator[record.Record]:
     """The real default runtime image, built once through the pipeline's own build stage."""
-    opts = build.BuildOptions(base=base, creds=canaries.creds, repository=TEST_REPOSITORY)
-    rec = build.build(default_variant, "runtime", opts)
+    rec = build.build(*pipeline.at("runtime"), build_options(base, canaries))[0]
     yield rec
     remove_images(*rec.tags)
 
 
 @pytest.fixture(scope="session")
 def dev_image(
-    default_variant: variants.Variant,
-    base: str | None,
-    canaries: Canaries,
-    runtime_image: record.Record,
+    pipeline: Pipeline, base: str | None, canaries: Canaries, runtime_image: record.Record
 ) -> Iterator[record.Record]:
     """The dev flavor, built after runtime (so its layers come from BuildKit's cache)."""
-    opts = build.BuildOptions(base=base, creds=canaries.creds, repository=TEST_REPOSITORY)
-    rec = build.build(default_variant, "dev", opts)
+    rec = build.build(*pipeline.at("dev"), build_options(base, canaries))[0]
     yield rec
     remove_images(*rec.tags)
 
@@ -155,14 +167,14 @@ def tag_list(host: str, name: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], registry.Local]]:
+def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], local_registry.Local]]:
     """Start throwaway registries the way the pipeline starts the embedded one; remove them after."""
     if not shutil.which("docker-registry"):
         missing("needs Debian's docker-registry program (the registry:2 image cannot be pulled here)")
-    started: list[registry.Local] = []
+    started: list[local_registry.Local] = []
 
-    def throwaway() -> registry.Local:
-        reg = registry.Local.on_free_port(tmp_path_factory.mktemp("registry"))
+    def throwaway() -> local_registry.Local:
+        reg = local_registry.Local.on_free_port(tmp_path_factory.mktemp("registry"))
         started.append(reg)
         return reg
 

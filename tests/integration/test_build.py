@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from python_on_whales import docker
 
-from tests.integration.conftest import TEST_REPOSITORY, Canaries, remove_images
-from torchimg import build, engine, gitinfo, layers, lockfile, record, variants
+from tests.integration.conftest import TEST_REPOSITORY, Canaries, Pipeline, remove_images
+from torchimg import image_inputs, layers
+from torchimg.adapters import engine, gitinfo
 from torchimg.errors import PipelineError
+from torchimg.model import lockfile, record, variants
+from torchimg.stages import build
 
 pytestmark = pytest.mark.integration
 
@@ -20,11 +22,11 @@ def py(image: str, code: str) -> str:
 
 
 def labels_of(image: str) -> dict[str, str]:
-    return dict(docker.image.inspect(image).config.labels or {})
+    return engine.image_labels(image)
 
 
 def layers_of(image: str) -> list[str]:
-    return list(docker.image.inspect(image).root_fs.layers or [])
+    return engine.layer_ids(image)
 
 
 def test_torch_is_the_locked_build_for_cuda_12_8(
@@ -96,13 +98,13 @@ def test_no_ca_bundle_or_token_in_any_layer(runtime_image: record.Record, canari
     assert saved.found == {n: [] for n in needles}
 
 
-def test_the_record_describes_the_image(runtime_image: record.Record) -> None:
-    saved = record.read("2.9.1-cu128", "runtime")
+def test_the_record_describes_the_image(pipeline: Pipeline, runtime_image: record.Record) -> None:
+    saved = pipeline.store.read("2.9.1-cu128", "runtime")
     assert saved is not None
     assert saved.image_id == runtime_image.image_id == engine.image_id(saved.tags[0])
     assert saved.build.ok is True
     assert saved.inputs.lockfiles["requirements/locks/2.9.1-cu128/runtime.txt"] == lockfile.sha256(
-        build.lockfiles(variants.load().variant("2.9.1-cu128"), "runtime")[0]
+        image_inputs.lockfiles(variants.load().variant("2.9.1-cu128"), "runtime")[0]
     )
 
 
@@ -115,8 +117,7 @@ def test_dev_flavor_adds_jupyter_on_top_of_runtime(
     assert len(dev_layers) > len(runtime_layers)
     out = py(dev_image.image_id, "import jupyterlab, pandas, sklearn, seaborn, tqdm; print('ok')")
     assert out == "ok"
-    inspect = docker.image.inspect(dev_image.image_id)
-    assert "8888/tcp" in (inspect.config.exposed_ports or {})
+    assert "8888/tcp" in engine.exposed_ports(dev_image.image_id)
     with pytest.raises(PipelineError, match="refusing to start Jupyter without authentication"):
         engine.run(dev_image.image_id, [], env={"JUPYTER_TOKEN": ""})
 
@@ -128,7 +129,11 @@ def _variant_with_locks(variant: variants.Variant, tmp_path: Path) -> variants.V
 
 
 def test_a_tampered_hash_fails_the_build_and_tags_nothing(
-    default_variant: variants.Variant, base: str | None, canaries: Canaries, tmp_path: Path
+    pipeline: Pipeline,
+    default_variant: variants.Variant,
+    base: str | None,
+    canaries: Canaries,
+    tmp_path: Path,
 ) -> None:
     variant = _variant_with_locks(default_variant, tmp_path)
     lock = variant.lock_dir / "runtime.txt"
@@ -137,38 +142,42 @@ def test_a_tampered_hash_fails_the_build_and_tags_nothing(
     hash_at = text.index("--hash=sha256:", start) + len("--hash=sha256:")
     lock.write_text(text[:hash_at] + "0" * 64 + text[hash_at + 64 :])
     repo = TEST_REPOSITORY + "-tampered"
-    opts = build.BuildOptions(base=base, creds=canaries.creds, repository=repo)
+    opts = build.Options(base=base, creds=canaries.creds, repository=repo)
     with pytest.raises(PipelineError, match="DO NOT MATCH THE HASHES"):
-        build.build(variant, "runtime", opts)
-    tag = build.local_tag(repo, variant, "runtime")
+        build.build(*pipeline.at("runtime", variant), opts)[0]
+    tag = f"{repo}:{variant.name}-runtime"
     assert engine.image_id(tag) is None
     remove_images(tag)
 
 
 def test_a_base_with_another_python_than_the_lock_fails_in_the_build(
-    default_variant: variants.Variant, base: str | None, canaries: Canaries, tmp_path: Path
+    pipeline: Pipeline,
+    default_variant: variants.Variant,
+    base: str | None,
+    canaries: Canaries,
+    tmp_path: Path,
 ) -> None:
     variant = _variant_with_locks(default_variant, tmp_path)
     lock = variant.lock_dir / "runtime.txt"
     lock.write_text(lock.read_text().replace("# python: 3.13", "# python: 3.12"))
-    opts = build.BuildOptions(
+    opts = build.Options(
         base=base or default_variant.base.image, creds=canaries.creds, repository=TEST_REPOSITORY + "-py"
     )
     with pytest.raises(PipelineError, match=r"compiled for Python 3.12, but this base image has Python 3.13"):
-        build.build(variant, "runtime", opts)
-    assert engine.image_id(build.local_tag(TEST_REPOSITORY + "-py", variant, "runtime")) is None
+        build.build(*pipeline.at("runtime", variant), opts)[0]
+    assert engine.image_id(f"{TEST_REPOSITORY + '-py'}:{variant.name}-runtime") is None
 
 
-def test_a_missing_base_image_is_named(default_variant: variants.Variant) -> None:
-    opts = build.BuildOptions(base="torchimg-test/no-such-base:never", repository=TEST_REPOSITORY)
+def test_a_missing_base_image_is_named(pipeline: Pipeline, default_variant: variants.Variant) -> None:
+    opts = build.Options(base="torchimg-test/no-such-base:never", repository=TEST_REPOSITORY)
     with pytest.raises(PipelineError, match="base image torchimg-test/no-such-base:never is neither"):
-        build.build(default_variant, "runtime", opts)
+        build.build(*pipeline.at("runtime", default_variant), opts)[0]
 
 
 def test_an_engine_that_does_not_answer(
-    default_variant: variants.Variant, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, default_variant: variants.Variant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(PipelineError, match="the Docker Engine does not answer") as exc:
-        build.build(default_variant, "runtime", build.BuildOptions(repository=TEST_REPOSITORY))
+        build.build(*pipeline.at("runtime", default_variant), build.Options(repository=TEST_REPOSITORY))[0]
     assert "systemctl start docker" in str(exc.value)

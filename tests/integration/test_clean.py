@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import build_small, remove_images
-from torchimg import devtools, engine, variants
+from torchimg import devtools
+from torchimg.adapters import engine
+from torchimg.model import variants
 
 pytestmark = pytest.mark.integration
 

@@ -4,21 +4,22 @@ import json
 from pathlib import Path
 
 import pytest
-from python_on_whales import docker
 
-from tests.integration.conftest import build_small, remove_images
-from torchimg import engine, imagetest, record, variants
+from tests.integration.conftest import Pipeline, build_small, remove_images
+from torchimg.adapters import engine
 from torchimg.errors import PipelineError, RefusedError
+from torchimg.model import record, variants
+from torchimg.stages import test
 
 pytestmark = pytest.mark.integration
 
 
 def test_cpu_mode_passes_and_records_results(
-    runtime_image: record.Record, default_variant: variants.Variant, reports: Path
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant, reports: Path
 ) -> None:
     if engine.gpu_runtime():
         pytest.skip("this engine has the NVIDIA runtime: the CPU path is not what runs here")
-    rec = imagetest.test(default_variant, "runtime", imagetest.TestOptions())
+    rec = test.test(*pipeline.at("runtime", default_variant), test.Options())
     assert rec.test is not None
     assert rec.test.ok is True and rec.test.gpu is False
     assert rec.test.image_id == runtime_image.image_id
@@ -35,7 +36,7 @@ def test_cpu_mode_passes_and_records_results(
     assert {r["dtype"] for r in bench["results"]} == {"fp32", "bf16"}
     assert all(r["best"] > 0 and r["peak_pct"] is None for r in bench["results"])
     assert (reports / "2.9.1-cu128-runtime" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    saved = record.read("2.9.1-cu128", "runtime")
+    saved = pipeline.store.read("2.9.1-cu128", "runtime")
     assert saved is not None and saved.test is not None and saved.test.smoke["fail"] == 0
 
 
@@ -46,12 +47,12 @@ def test_a_failing_check_fails_the_probe(runtime_image: record.Record) -> None:
 
 
 def test_require_gpu_without_gpu_fails(
-    runtime_image: record.Record, default_variant: variants.Variant
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant
 ) -> None:
     if engine.gpu_runtime():
         pytest.skip("this engine has the NVIDIA runtime")
     with pytest.raises(PipelineError, match="--require-gpu: the engine has no NVIDIA runtime"):
-        imagetest.test(default_variant, "runtime", imagetest.TestOptions(require_gpu=True))
+        test.test(*pipeline.at("runtime", default_variant), test.Options(require_gpu=True))
 
 
 def test_healthcheck_passes(runtime_image: record.Record) -> None:
@@ -99,8 +100,8 @@ def test_probe_results_are_read_as_small_regular_files_only(
     image_id = _fake_probe(base, tmp_path, script, "hostile-probe")
     try:
         with pytest.raises(RefusedError, match=refusal):
-            imagetest.run_probe(image_id, "smoke", False, {}, [])
-        left = docker.container.list(all=True, filters={"ancestor": image_id})
+            test.run_probe(image_id, "smoke", False, {}, [])
+        left = engine.containers_of(image_id)
         assert left == [], "the probe container was not removed"
     finally:
         remove_images("torchimg-test/hostile-probe:1")

@@ -17,74 +17,83 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import build_small, remove_images, require_trivy, tag_list
-from torchimg import cli, engine, imagetest, lockfile, paths, record, registry, release, scan, tags, variants
+from tests.factories import has_row
+from tests.integration.conftest import Pipeline, build_small, remove_images, require_trivy, tag_list
+from torchimg import cli, paths
+from torchimg.adapters import engine, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError
+from torchimg.model import lockfile, record, tags, variants
+from torchimg.model.push_preconditions import Target
+from torchimg.stages import push, scan, test
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def target(new_registry: Callable[[], registry.Local]) -> registry.Local:
+def target(new_registry: Callable[[], local_registry.Local]) -> local_registry.Local:
     reg = new_registry()
     reg.start()
     return reg
 
 
 @pytest.fixture(scope="module")
-def releasable(runtime_image: record.Record, default_variant: variants.Variant) -> record.Record:
+def releasable(
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant
+) -> record.Record:
     """The runtime image after the real test and scan stages (CPU mode; no vulnerability DB
     here, which a push to a local registry accepts)."""
     require_trivy()
-    imagetest.test(default_variant, "runtime", imagetest.TestOptions())
-    return scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
+    test.test(*pipeline.at("runtime", default_variant), test.Options())
+    return scan.scan(*pipeline.at("runtime", default_variant), scan.Options(allow_no_vuln_db=True))
 
 
-def _opts(repository: str) -> release.PushOptions:
+def _opts(repository: str) -> push.Options:
     # the working tree may be dirty where these tests are developed; the push logic is the same
-    return release.PushOptions(repository=repository, allow_dirty=True)
+    return push.Options(Target(repository, allow_dirty=True))
 
 
-def test_the_local_registry_is_started_and_stopped(new_registry: Callable[[], registry.Local]) -> None:
+def test_the_local_registry_is_started_and_stopped(new_registry: Callable[[], local_registry.Local]) -> None:
     reg = new_registry()
-    assert not registry.answers(reg.host)
+    assert not local_registry.answers(reg.host)
     assert "docker-registry program" in reg.start()
-    assert registry.answers(reg.host)
+    assert local_registry.answers(reg.host)
     assert "up, the docker-registry program" in reg.status()
     assert reg.start() == "already up"
     assert "stopped" in reg.stop()
-    assert not registry.answers(reg.host)
+    assert not local_registry.answers(reg.host)
     assert reg.status().endswith("down")
 
 
 def test_an_untested_image_is_refused(
+    pipeline: Pipeline,
     dev_image: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    target: registry.Local,
+    target: local_registry.Local,
 ) -> None:
     repo = f"{target.host}/untested"
     with pytest.raises(PipelineError) as exc:
-        release.push(config, default_variant, "dev", _opts(repo))
+        push.push(*pipeline.at("dev", default_variant), _opts(repo))
     assert "has not been tested" in exc.value.what
     assert "nox -s test" in exc.value.fix
     assert tag_list(target.host, "untested") == []
 
 
 def test_push_reads_the_digest_back_then_moves_tags(
+    pipeline: Pipeline,
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    target: registry.Local,
+    target: local_registry.Local,
 ) -> None:
     repo = f"{target.host}/release"
-    m = release.push(config, default_variant, "runtime", _opts(repo))
+    m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
     immutable = tags.immutable_of(default_variant, "runtime", releasable)
     assert m["immutable_tag"] == immutable
     assert m["moving_tags"] == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
     assert tag_list(target.host, "release") == sorted([immutable, *m["moving_tags"]])
     for t in [immutable, *m["moving_tags"]]:
-        assert engine.serves(f"{repo}:{t}", releasable.image_id) == m["digest"]
+        assert remote_registry.serves(f"{repo}:{t}", releasable.image_id) == m["digest"]
     assert m["already_present"] is False
     assert m["previous"] is None
     lock = default_variant.lock_dir / "runtime.txt"
@@ -93,64 +102,67 @@ def test_push_reads_the_digest_back_then_moves_tags(
     assert m["smoke"]["fail"] == 0 and m["smoke"]["pass"] > 0
     assert m["packages"]["torch"] == "2.9.1"
     assert m["scan"]["counts"]["secret"] == 0
-    saved = record.read(default_variant.name, "runtime")
+    saved = pipeline.store.read(default_variant.name, "runtime")
     assert saved is not None and saved.push is not None and saved.push.digest == m["digest"]
     manifest_md = Path(saved.push.manifest).with_suffix(".md")
     text = manifest_md.read_text()
-    assert f"`{repo}:latest` | `{m['digest']}`" in text
+    assert has_row(text, f"`{repo}:latest`", f"`{m['digest']}`")
     assert "First release of this line" in text
 
 
 def test_pushing_again_is_idempotent(
+    pipeline: Pipeline,
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    target: registry.Local,
+    target: local_registry.Local,
 ) -> None:
     repo = f"{target.host}/release"
     before = tag_list(target.host, "release")
-    first = engine.remote_digest(f"{repo}:latest")
-    m = release.push(config, default_variant, "runtime", _opts(repo))
+    first = remote_registry.digest(f"{repo}:latest")
+    m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
     assert m["already_present"] is True
     assert m["digest"] == first
     assert tag_list(target.host, "release") == before
 
 
 def test_an_immutable_tag_naming_other_content_is_refused(
+    pipeline: Pipeline,
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    target: registry.Local,
+    target: local_registry.Local,
     base: str | None,
 ) -> None:
     repo = f"{target.host}/collide"
     immutable = f"{repo}:{tags.immutable_of(default_variant, 'runtime', releasable)}"
     squatter = engine.push_as(base or default_variant.base.image, immutable)  # other content, same tag
     with pytest.raises(PipelineError) as exc:
-        release.push(config, default_variant, "runtime", _opts(repo))
+        push.push(*pipeline.at("runtime", default_variant), _opts(repo))
     assert "never overwritten" in exc.value.what
-    assert engine.remote_digest(immutable) == squatter
+    assert remote_registry.digest(immutable) == squatter
     assert tag_list(target.host, "collide") == [immutable.rsplit(":", 1)[1]]  # no moving tag
 
 
 def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
+    pipeline: Pipeline,
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    new_registry: Callable[[], registry.Local],
+    new_registry: Callable[[], local_registry.Local],
 ) -> None:
     reg = new_registry()
     reg.start()
     repo = f"{reg.host}/midpush"
     errors: list[BaseException] = []
 
-    def push() -> None:
+    def release() -> None:
         try:
-            release.push(config, default_variant, "runtime", _opts(repo))
+            push.push(*pipeline.at("runtime", default_variant), _opts(repo))
         except BaseException as exc:
             errors.append(exc)
 
-    worker = threading.Thread(target=push)
+    worker = threading.Thread(target=release)
     worker.start()
     uploads = reg.dir / "storage" / "docker" / "registry" / "v2" / "repositories" / "midpush" / "_uploads"
     deadline = time.monotonic() + 300
@@ -166,16 +178,17 @@ def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
 
     reg.start()
     assert not set(tag_list(reg.host, "midpush")) & {"latest", "2.9.1-cu128-runtime", "2.9-cu128-runtime"}
-    m = release.push(config, default_variant, "runtime", _opts(repo))
+    m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
     assert tag_list(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"]])
-    assert engine.remote_digest(f"{repo}:latest") == m["digest"]
+    assert remote_registry.digest(f"{repo}:latest") == m["digest"]
 
 
 def test_moving_tags_never_move_backwards_unless_forced(
+    pipeline: Pipeline,
     releasable: record.Record,
     config: variants.Config,
     default_variant: variants.Variant,
-    target: registry.Local,
+    target: local_registry.Local,
     base: str | None,
     tmp_path: Path,
 ) -> None:
@@ -191,15 +204,15 @@ def test_moving_tags_never_move_backwards_unless_forced(
     finally:
         remove_images(newer)
     with pytest.raises(RefusedError, match="never move backwards") as exc:
-        release.push(config, default_variant, "runtime", _opts(repo))
+        push.push(*pipeline.at("runtime", default_variant), _opts(repo))
     assert "--force-move" in exc.value.fix
     immutable = tags.immutable_of(default_variant, "runtime", releasable)
     assert tag_list(target.host, "forward") == sorted([immutable, "2.9-cu128-runtime"])  # none moved
-    assert engine.remote_digest(f"{repo}:2.9-cu128-runtime") == squatter
+    assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == squatter
 
     forced = dataclasses.replace(_opts(repo), force_move=True)
-    m = release.push(config, default_variant, "runtime", forced)
-    assert engine.remote_digest(f"{repo}:2.9-cu128-runtime") == m["digest"] != squatter
+    m = push.push(*pipeline.at("runtime", default_variant), forced)
+    assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == m["digest"] != squatter
 
 
 class _FlakyProxy(http.server.BaseHTTPRequestHandler):
@@ -262,17 +275,19 @@ class _FlakyProxy(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def dev_releasable(dev_image: record.Record, default_variant: variants.Variant) -> record.Record:
+def dev_releasable(
+    pipeline: Pipeline, dev_image: record.Record, default_variant: variants.Variant
+) -> record.Record:
     require_trivy()
-    imagetest.test(default_variant, "dev", imagetest.TestOptions(bench=False))
-    return scan.scan(default_variant, "dev", scan.ScanOptions(allow_no_vuln_db=True))
+    test.test(*pipeline.at("dev", default_variant), test.Options(bench=False))
+    return scan.scan(*pipeline.at("dev", default_variant), scan.Options(allow_no_vuln_db=True))
 
 
 def test_a_registry_failing_for_one_flavor_fails_it_with_exit_3_and_pushes_the_other(
     releasable: record.Record,
     dev_releasable: record.Record,
     default_variant: variants.Variant,
-    target: registry.Local,
+    target: local_registry.Local,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The blobs are in the registry's repository already, so only manifests cross the proxy.

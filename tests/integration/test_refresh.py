@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import has_row
 from tests.integration.conftest import build_small
-from torchimg import engine, paths, refresh, registry, variants
+from torchimg import paths
+from torchimg.adapters import engine, local_registry
 from torchimg.errors import PipelineError
+from torchimg.model import variants
+from torchimg.stages import refresh_bases
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +33,7 @@ def base_images(
 
 
 def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
-    new_registry: Callable[[], registry.Local], base_images: list[str], tmp_path: Path, reports: Path
+    new_registry: Callable[[], local_registry.Local], base_images: list[str], tmp_path: Path, reports: Path
 ) -> None:
     reg = new_registry()
     reg.start()
@@ -40,34 +44,38 @@ def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
     old = variants.load().bases["debian-trixie"].image
     src.write_text(paths.VARIANTS_FILE.read_text().replace(old, f"{upstream}@{old.split('@')[1]}"))
 
-    moved = refresh.refresh(src, ["debian-trixie"], check=False)
+    moved = refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports)
     assert [m["new"] for m in moved] == [first]
     assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{first}"
     assert "# Debian 13 slim" in src.read_text()  # edited in place, comments kept
-    assert refresh.refresh(src, ["debian-trixie"], check=False) == []  # nothing moved since
+    assert (
+        refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports) == []
+    )  # nothing moved since
 
     second = engine.push_as(base_images[1], upstream)  # upstream re-pushes the same tag
     assert second != first
     with pytest.raises(PipelineError, match="moved upstream"):
-        refresh.refresh(src, ["debian-trixie"], check=True)
+        refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=True), reports)
     assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{first}"  # --check: unchanged
-    moved = refresh.refresh(src, ["debian-trixie"], check=False)
+    moved = refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports)
     assert [(m["old"], m["new"]) for m in moved] == [(first, second)]
     assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{second}"
 
-    body = refresh.pull_request_body().read_text()
-    assert f"`{upstream}` | `{first[:19]}` | `{second[:19]}`" in body
+    body = refresh_bases.pull_request_body(reports).read_text()
+    assert has_row(body, "debian-trixie", f"`{upstream}`", f"`{first[:19]}`", f"`{second[:19]}`")
 
     reg.stop()  # the registry goes away: a clear error, and the file is left exactly as it was
     before = src.read_bytes()
     with pytest.raises(PipelineError) as exc:
-        refresh.refresh(src, ["debian-trixie"], check=False)
+        refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports)
     assert "no pin was changed" in exc.value.what
     assert reg.host in exc.value.fix
     assert src.read_bytes() == before
 
 
-def test_a_deleted_upstream_tag_is_named(new_registry: Callable[[], registry.Local], tmp_path: Path) -> None:
+def test_a_deleted_upstream_tag_is_named(
+    new_registry: Callable[[], local_registry.Local], tmp_path: Path, reports: Path
+) -> None:
     reg = new_registry()
     reg.start()
     src = tmp_path / "variants.toml"
@@ -75,5 +83,5 @@ def test_a_deleted_upstream_tag_is_named(new_registry: Callable[[], registry.Loc
     src.write_text(paths.VARIANTS_FILE.read_text().replace(old, f"{reg.host}/gone:tag@{old.split('@')[1]}"))
     before = src.read_bytes()
     with pytest.raises(PipelineError, match="no longer exists"):
-        refresh.refresh(src, ["debian-trixie"], check=False)
+        refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports)
     assert src.read_bytes() == before

@@ -11,45 +11,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from python_on_whales import docker
 
-from tests.integration.conftest import TEST_REPOSITORY, Canaries, remove_images
-from torchimg import build, buildlog, record, registry, variants
+from tests.integration.conftest import TEST_REPOSITORY, Canaries, Pipeline, remove_images
+from torchimg import buildlog
+from torchimg.adapters import engine, local_registry
 from torchimg.errors import PipelineError
+from torchimg.model import record, variants
+from torchimg.stages import build
 
 pytestmark = pytest.mark.integration
 
 
 def _layers(image_id: str) -> list[str]:
-    return list(docker.image.inspect(image_id).root_fs.layers or [])
+    return engine.layer_ids(image_id)
 
 
 def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
+    pipeline: Pipeline,
     runtime_image: record.Record,
     default_variant: variants.Variant,
     base: str | None,
     canaries: Canaries,
-    new_registry: Callable[[], registry.Local],
+    new_registry: Callable[[], local_registry.Local],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
+    pipeline = Pipeline(pipeline.config, tmp_path)  # records of its own: the session's stay valid
     reg = new_registry()
     reg.start()
-    opts = build.BuildOptions(
+    opts = build.Options(
         base=base,
         creds=canaries.creds,
         repository=TEST_REPOSITORY,
         cache_repository=f"{reg.host}/cache",
     )
-    exported, log = build.build_with_log(default_variant, "runtime", opts)  # warm here: exports only
+    exported, log = build.build(*pipeline.at("runtime", default_variant), opts)  # warm here: exports only
     assert exported.image_id == runtime_image.image_id
     assert any("writing cache" in line or "exporting cache" in line for line in log), log[-5:]
     assert exported.build.cache_ref == f"{reg.host}/cache:2.9.1-cu128-runtime"
 
-    docker.buildx.prune(all=True)  # an empty local cache, as on a fresh runner
-    rebuilt, log = build.build_with_log(
-        default_variant, "runtime", dataclasses.replace(opts, cache_export=False)
+    engine.prune_build_cache()  # an empty local cache, as on a fresh runner
+    rebuilt, log = build.build(
+        *pipeline.at("runtime", default_variant), dataclasses.replace(opts, cache_export=False)
     )
     assert not buildlog.ran(log, "[builder "), "pip ran although the registry cache had its layer"
     assert not any("Downloading torch-" in line for line in log)
@@ -57,6 +60,7 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
 
 
 def test_the_same_inputs_give_the_same_layers_without_any_cache(
+    pipeline: Pipeline,
     runtime_image: record.Record,
     default_variant: variants.Variant,
     base: str | None,
@@ -64,11 +68,11 @@ def test_the_same_inputs_give_the_same_layers_without_any_cache(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
+    pipeline = Pipeline(pipeline.config, tmp_path)  # records of its own: the session's stay valid
     again = dataclasses.replace(
-        build.BuildOptions(base=base, creds=canaries.creds, repository="torchimg-test/again"), cache=False
+        build.Options(base=base, creds=canaries.creds, repository="torchimg-test/again"), cache=False
     )
-    rec = build.build(default_variant, "runtime", again)
+    rec = build.build(*pipeline.at("runtime", default_variant), again)[0]
     try:
         assert _layers(rec.image_id) == _layers(runtime_image.image_id)
     finally:
@@ -76,11 +80,15 @@ def test_the_same_inputs_give_the_same_layers_without_any_cache(
 
 
 def test_an_unknown_builder_is_named(
-    default_variant: variants.Variant, base: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    pipeline: Pipeline,
+    default_variant: variants.Variant,
+    base: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
-    opts = build.BuildOptions(base=base, repository="torchimg-test/nobuilder", builder="no-such-builder")
+    pipeline = Pipeline(pipeline.config, tmp_path)  # records of its own: the session's stay valid
+    opts = build.Options(base=base, repository="torchimg-test/nobuilder", builder="no-such-builder")
     with pytest.raises(PipelineError) as exc:
-        build.build(default_variant, "runtime", opts)
+        build.build(*pipeline.at("runtime", default_variant), opts)[0]
     assert "no-such-builder" in exc.value.what
     assert "docker buildx ls" in exc.value.fix

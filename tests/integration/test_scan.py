@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import build_small, remove_images, require_trivy
-from torchimg import engine, gate, record, release, scan, variants
+from tests.integration.conftest import Pipeline, build_small, remove_images, require_trivy
+from torchimg.adapters import engine, trivy
 from torchimg.errors import BAD_INPUT, TOOL_FAILED, PipelineError, RefusedError, ToolError
+from torchimg.model import record, scan_policy, variants
+from torchimg.model.push_preconditions import Target, unmet
+from torchimg.stages import scan
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +24,7 @@ def _trivy() -> None:
 
 def _wrapper(tmp_path: Path, script: str) -> Path:
     """A `trivy` that runs the real binary (its path written in), altered by `script`."""
-    real = str(scan.trivy())
+    real = str(trivy.binary())
     path = tmp_path / "trivy"
     path.write_text(f'#!/bin/sh\nREAL="{real}"\n{script}')
     path.chmod(0o755)
@@ -29,13 +32,13 @@ def _wrapper(tmp_path: Path, script: str) -> Path:
 
 
 def test_scan_writes_reports_sbom_sarif_and_records_the_outcome(
-    runtime_image: record.Record, default_variant: variants.Variant, reports: Path
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant, reports: Path
 ) -> None:
-    opts = scan.ScanOptions(allow_no_vuln_db=True)
+    opts = scan.Options(allow_no_vuln_db=True)
     try:
-        outcome = scan.scan(default_variant, "runtime", opts).scan
+        outcome = scan.scan(*pipeline.at("runtime", default_variant), opts).scan
     except RefusedError:
-        saved = record.read(default_variant.name, "runtime")
+        saved = pipeline.store.read(default_variant.name, "runtime")
         assert saved is not None and saved.scan is not None
         outcome = saved.scan
         # the only acceptable refusal here: real vulnerabilities found with a database
@@ -62,11 +65,11 @@ def test_scan_writes_reports_sbom_sarif_and_records_the_outcome(
 
 
 def test_no_vulnerability_database_fails_unless_accepted(
-    runtime_image: record.Record, default_variant: variants.Variant
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant
 ) -> None:
     with pytest.raises(PipelineError) as exc:
-        scan.scan(default_variant, "runtime", scan.ScanOptions())
-    saved = record.read(default_variant.name, "runtime")
+        scan.scan(*pipeline.at("runtime", default_variant), scan.Options())
+    saved = pipeline.store.read(default_variant.name, "runtime")
     assert saved is not None and saved.scan is not None, str(exc.value)
     if saved.scan.vuln_db.available:
         pytest.skip("trivy's vulnerability database is reachable here: the offline case cannot be shown")
@@ -78,6 +81,7 @@ def test_no_vulnerability_database_fails_unless_accepted(
 
 
 def test_a_trivy_crash_after_its_db_line_is_a_failed_scan_no_flag_waives(
+    pipeline: Pipeline,
     runtime_image: record.Record,
     default_variant: variants.Variant,
     tmp_path: Path,
@@ -98,20 +102,21 @@ def test_a_trivy_crash_after_its_db_line_is_a_failed_scan_no_flag_waives(
         'exec "$REAL" "$@"\n',
     )
     monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))
-    opts = scan.ScanOptions(allow_no_vuln_db=True, cache_dir=str(tmp_path / "cache"))
+    opts = scan.Options(allow_no_vuln_db=True, scanner=trivy.TrivyOptions(cache_dir=tmp_path / "cache"))
     with pytest.raises(ToolError) as exc:
-        scan.scan(default_variant, "runtime", opts)
+        scan.scan(*pipeline.at("runtime", default_variant), opts)
     assert exc.value.exit_code == TOOL_FAILED
     assert "vulnerability scan exited 2" in exc.value.what
-    saved = record.read(default_variant.name, "runtime")
+    saved = pipeline.store.read(default_variant.name, "runtime")
     assert saved is not None and saved.scan is not None
     assert saved.scan.ok is False and saved.scan.vulnerabilities == "scan failed"
     assert saved.scan.vuln_db.available is True  # decided before the scan, from the cache folder
-    refused = release.refusal(saved, release.PushOptions("localhost:5000/x", allow_no_vuln_db=True), True)
+    refused = unmet(saved, Target("localhost:5000/x", allow_no_vuln_db=True), True)
     assert refused is not None and "failed its scan gate" in refused.what
 
 
 def test_a_truncated_report_is_a_failed_scan(
+    pipeline: Pipeline,
     runtime_image: record.Record,
     default_variant: variants.Variant,
     tmp_path: Path,
@@ -129,20 +134,20 @@ def test_a_truncated_report_is_a_failed_scan(
     )
     monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))
     with pytest.raises(ToolError, match=r"image\.json is empty, truncated or not JSON"):
-        scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
-    saved = record.read(default_variant.name, "runtime")
+        scan.scan(*pipeline.at("runtime", default_variant), scan.Options(allow_no_vuln_db=True))
+    saved = pipeline.store.read(default_variant.name, "runtime")
     assert saved is not None and saved.scan is not None and saved.scan.ok is False
 
 
 def test_a_retag_between_test_and_scan_never_scans_the_other_image(
-    runtime_image: record.Record, default_variant: variants.Variant, base: str | None
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant, base: str | None
 ) -> None:
     tag = runtime_image.tags[0]
     other = base or default_variant.base.image
     engine.tag(other, tag)
     try:
         with pytest.raises(PipelineError, match="no longer names") as exc:
-            scan.scan(default_variant, "runtime", scan.ScanOptions(allow_no_vuln_db=True))
+            scan.scan(*pipeline.at("runtime", default_variant), scan.Options(allow_no_vuln_db=True))
         assert exc.value.exit_code == BAD_INPUT
     finally:
         engine.tag(runtime_image.image_id, tag)
@@ -167,9 +172,9 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
         image_id = engine.image_id(tag)
         assert image_id is not None
         no_db = record.VulnDb(available=False, how="not needed for secrets")
-        reports = scan.run_trivy(image_id, out, scan.ScanOptions(), no_db)
-        found = gate.findings(reports["image"])
-        verdict = gate.judge(found, [], gate.Policy(), datetime.date.today())
+        reports = trivy.analyse(image_id, out, trivy.TrivyOptions(), no_db)
+        found = scan_policy.findings(reports["image"])
+        verdict = scan_policy.judge(found, [], scan_policy.Policy(), datetime.date.today())
         assert {f.id for f in verdict.blocking if f.kind == "secret"} >= {"aws-access-key-id"}
         assert any(f.target.endswith("app/credentials.ini") for f in verdict.blocking)
     finally:
@@ -179,5 +184,5 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
 def test_missing_trivy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCHIMG_TRIVY", "/nonexistent/trivy")
     with pytest.raises(ToolError, match="trivy not found") as exc:
-        scan.trivy()
+        trivy.binary()
     assert "install it the official way" in str(exc.value)

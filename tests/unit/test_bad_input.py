@@ -5,13 +5,12 @@ reached the engine before its input was checked, it would end with exit 3 ("the 
 Engine does not answer") instead.
 """
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from torchimg import cli, paths
+from torchimg import cli
 
 Edit = Callable[[Path], None]
 VARIANT = "2.9.1-cu128"
@@ -101,8 +100,10 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("lock-torch-local-version", _lock("torch==2.9.1", "torch==2.9.1+cpu"), ["build"], "torch 2.9.1+cpu"),
     ("lock-unclosed-quote", _lock("filelock==4.3.1", "filelock==4.3.1 'x"), ["build"], "unreadable"),
     ("lock-dev-changes-runtime",
-     _lock("--only-binary :all:", "--only-binary :all:\n" + _FILELOCK_4_3_0, "dev.txt"),
+     _lock("filelock==4.3.1", "filelock==4.3.0", "dev.txt"),
      ["build", "--flavor", "dev"], "dev.txt changes versions"),
+    ("lock-duplicate-pin", _lock("--only-binary :all:", "--only-binary :all:\n" + _FILELOCK_4_3_0),
+     ["build"], "pinned twice"),
     ("lock-without-hash", _lock("filelock==4.3.1 \\\n    --hash=sha256:", "filelock==4.3.1\n# "), ["build"],
      "no --hash"),
     ("lock-not-pinned", _lock("filelock==4.3.1", "filelock>=4.3.1"), ["build"], "not pinned with =="),
@@ -114,11 +115,9 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A copy of the repository's inputs (variants.toml and the committed lockfiles)."""
-    shutil.copy(paths.VARIANTS_FILE, tmp_path / "variants.toml")
-    shutil.copytree(paths.LOCKS, tmp_path / "requirements" / "locks")
-    return tmp_path
+def root(repo: Path) -> Path:
+    """A repository of the test's own: a variants file and the default variant's lockfiles."""
+    return repo
 
 
 @pytest.mark.parametrize(("edit", "argv", "named"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -133,12 +132,11 @@ def test_bad_input_exits_2_naming_it_before_touching_docker(
     edit(root)
     reports = root / "reports"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
-    monkeypatch.setenv("TORCHIMG_REPORTS", str(reports))
     monkeypatch.delenv("TORCHIMG_REPOSITORY", raising=False)
     argv = [a.replace("{root}", str(root)) for a in argv]
     code: object
     try:
-        code = cli.main(["--config", str(root / "variants.toml"), *argv])
+        code = cli.main(["--config", str(root / "variants.toml"), "--reports", str(reports), *argv])
     except SystemExit as exc:  # argparse refuses a malformed option value itself
         code = exc.code
     err = capsys.readouterr().err
@@ -149,15 +147,27 @@ def test_bad_input_exits_2_naming_it_before_touching_docker(
     assert not reports.exists(), "bad input wrote something"
 
 
+@pytest.mark.parametrize("stage", ["build", "push"])
 def test_a_bad_repository_in_the_environment_is_named(
-    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    root: Path, stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TORCHIMG_REPOSITORY", "Not A Repository")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["--config", str(root / "variants.toml"), "push"])
-    assert exc.value.code == 2
-    assert "$TORCHIMG_REPOSITORY" in capsys.readouterr().err
+    assert cli.main(["--config", str(root / "variants.toml"), "--reports", str(root / "reports"), stage]) == 2
+    assert (
+        "$TORCHIMG_REPOSITORY 'Not A Repository' is not a valid image repository" in capsys.readouterr().err
+    )
+
+
+def test_an_empty_environment_variable_counts_as_unset(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CI exports unset repository variables as empty strings: they must mean the default."""
+    monkeypatch.setenv("TORCHIMG_REPOSITORY", "")
+    monkeypatch.setenv("TORCHIMG_CACHE", "")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    assert cli.main(["--config", str(root / "variants.toml"), "--reports", str(root / "r"), "build"]) == 3
+    assert "the Docker Engine does not answer" in capsys.readouterr().err
 
 
 def test_the_untouched_copy_reaches_the_engine_and_fails_there_with_exit_3(
@@ -165,7 +175,7 @@ def test_the_untouched_copy_reaches_the_engine_and_fails_there_with_exit_3(
 ) -> None:
     """The control: the same command with valid input does reach the (missing) engine."""
     monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
-    monkeypatch.setenv("TORCHIMG_REPORTS", str(root / "reports"))
-    assert cli.main(["--config", str(root / "variants.toml"), "build", "--flavor", "runtime"]) == 3
+    argv = ["--config", str(root / "variants.toml"), "--reports", str(root / "reports")]
+    assert cli.main([*argv, "build", "--flavor", "runtime"]) == 3
     err = capsys.readouterr().err
     assert "the Docker Engine does not answer" in err and "Traceback" not in err

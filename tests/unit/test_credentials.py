@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from torchimg import credentials
 from torchimg.errors import PipelineError
+from torchimg.model import credentials
 
 
 def test_explicit_option_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

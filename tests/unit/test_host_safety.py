@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from torchimg import gitinfo, paths, registry
+from torchimg import paths
+from torchimg.adapters import gitinfo, local_registry
 
 
 def test_a_stale_pid_file_naming_another_process_never_gets_it_signalled(tmp_path: Path) -> None:
     other = subprocess.Popen(["sleep", "60"])
     try:
-        reg = registry.Local.on_free_port(tmp_path)
+        reg = local_registry.Local.on_free_port(tmp_path)
         reg.pid_file.write_text(str(other.pid))
         assert "no registry running" in reg.stop()
         assert other.poll() is None, "the process named by a stale pid file was signalled"

@@ -1,28 +1,31 @@
 """The lock stage refuses, before any build, a variant whose index does not answer."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from torchimg import lock, variants
-from torchimg.credentials import Credentials
 from torchimg.errors import PipelineError
+from torchimg.model import variants
+from torchimg.model.credentials import Credentials
+from torchimg.stages import Image, Selection, lock
 
 
-def test_an_unreachable_index_names_what_is_needed() -> None:
+def test_an_unreachable_index_names_what_is_needed(config: variants.Config, repo: Path) -> None:
     variant = dataclasses.replace(
-        variants.load().variant("2.9.1-cu126"), index="https://torch-index.invalid/whl/cu126"
+        config.variant("2.9.1-cu126"), index="https://torch-index.invalid/whl/cu126"
     )
+    result = lock.run(Selection(config, (Image(variant, "runtime"),), repo / "reports"), lock.Options())
     with pytest.raises(PipelineError) as exc:
-        lock.lock([variant], Credentials(), check=False, base=None)
-    # lock() reports each variant, then fails naming the ones it could not lock
+        result.raise_for_failures()
+    # the stage reports each variant, then fails naming the ones it could not lock
     assert "lock: 0 of 1 done; failed: 2.9.1-cu126" in str(exc.value)
     assert exc.value.exit_code == 3  # a service (the index) failed, not the input
 
 
-def test_the_message_names_the_index_and_the_command() -> None:
+def test_the_message_names_the_index_and_the_command(config: variants.Config) -> None:
     variant = dataclasses.replace(
-        variants.load().variant("2.9.1-cu130"), index="https://torch-index.invalid/whl/cu130"
+        config.variant("2.9.1-cu130"), index="https://torch-index.invalid/whl/cu130"
     )
     with pytest.raises(PipelineError) as exc:
         lock.require_index(variant, Credentials())

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from torchimg import lockfile, variants
 from torchimg.errors import PipelineError
+from torchimg.model import lockfile
 
 SAMPLE = """# Lockfile of variant v, flavor runtime. Made by `nox -s lock`: do not edit.
 # variant: v
@@ -51,27 +51,3 @@ def test_shared_mismatches() -> None:
     assert lockfile.shared_mismatches({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == [
         "b: runtime 2, dev 3"
     ]
-
-
-def test_committed_default_locks_are_consistent() -> None:
-    variant = variants.load().variant("2.9.1-cu128")
-    runtime = variant.lock_dir / "runtime.txt"
-    dev = variant.lock_dir / "dev.txt"
-    info = lockfile.read_info(runtime)
-    assert (info.variant, info.flavor, info.python, info.index) == (
-        "2.9.1-cu128",
-        "runtime",
-        variant.base.python,
-        variant.index,
-    )
-    runtime_pins = lockfile.pins(runtime.read_text())
-    dev_pins = lockfile.pins(dev.read_text())
-    assert runtime_pins["torch"] == variant.torch
-    assert "torch" not in dev_pins  # dev adds packages on top of runtime, never a second torch
-    assert {"jupyterlab", "matplotlib", "pandas", "scikit-learn", "seaborn", "tqdm"} <= set(dev_pins)
-    assert lockfile.shared_mismatches(runtime_pins, dev_pins) == []
-    text = runtime.read_text() + dev.read_text()
-    for leak in ("/opt/", "file://", "--find-links", "--extra-index-url", "/tmp/"):
-        assert leak not in text
-    requirement_lines = [ln for ln in text.splitlines() if ln[:1].isalnum()]
-    assert all(ln.endswith("\\") for ln in requirement_lines)  # every pin carries hashes

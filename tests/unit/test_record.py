@@ -2,15 +2,14 @@
 
 import json
 import multiprocessing
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.factories import IMAGE, a_record
-from torchimg import record
 from torchimg.errors import BAD_INPUT, PipelineError
+from torchimg.model import record
 
 STAGE_SECTIONS: dict[str, Callable[[], record.Section]] = {
     "build": lambda: record.Built(ok=True, image_id=IMAGE, seconds=1.0, cache=True, builder="default"),
@@ -24,16 +23,20 @@ STAGE_SECTIONS: dict[str, Callable[[], record.Section]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path))
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_a_record_round_trips_with_its_schema_version() -> None:
-    path = record.write(a_record())
+@pytest.fixture
+def store(reports: Path) -> record.Store:
+    return record.Store(reports)
+
+
+def test_a_record_round_trips_with_its_schema_version(store: record.Store) -> None:
+    path = store.write(a_record())
     assert json.loads(path.read_text())["schema_version"] == record.SCHEMA_VERSION
-    assert record.read("2.9.1-cu128", "runtime") == a_record()
+    assert store.read("2.9.1-cu128", "runtime") == a_record()
     assert not list(path.parent.glob("*.tmp")), "no temp file left behind"
 
 
@@ -52,13 +55,13 @@ def test_a_record_round_trips_with_its_schema_version() -> None:
     ],
 )
 def test_a_bad_record_is_a_clear_error_naming_the_file_and_the_fix(
-    reports: Path, content: bytes, message: str
+    store: record.Store, reports: Path, content: bytes, message: str
 ) -> None:
     path = reports / "records" / "2.9.1-cu128-runtime.json"
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     with pytest.raises(PipelineError) as exc:
-        record.read("2.9.1-cu128", "runtime")
+        store.read("2.9.1-cu128", "runtime")
     assert message in exc.value.what
     assert "2.9.1-cu128-runtime.json" in exc.value.what
     assert "nox -s build -- --variant 2.9.1-cu128 --flavor runtime" in exc.value.fix
@@ -66,32 +69,32 @@ def test_a_bad_record_is_a_clear_error_naming_the_file_and_the_fix(
     assert exc.value.exit_code == BAD_INPUT
 
 
-def test_a_record_copied_over_another_images_file_is_refused(reports: Path) -> None:
+def test_a_record_copied_over_another_images_file_is_refused(store: record.Store, reports: Path) -> None:
     other = a_record()
     other.variant = "2.9.1-cpu"
-    path = record.write(other)
+    path = store.write(other)
     path.rename(path.with_name("2.9.1-cu128-runtime.json"))
     with pytest.raises(PipelineError, match=r"describes 2\.9\.1-cpu runtime, not 2\.9\.1-cu128 runtime"):
-        record.read("2.9.1-cu128", "runtime")
+        store.read("2.9.1-cu128", "runtime")
 
 
-def test_a_record_without_tags_is_refused(reports: Path) -> None:
-    path = record.write(a_record())
+def test_a_record_without_tags_is_refused(store: record.Store, reports: Path) -> None:
+    path = store.write(a_record())
     path.write_text(
         path.read_text().replace(
             '"tags": [\n    "localhost:5000/pytorch:2.9.1-cu128-runtime"\n  ]', '"tags": []'
         )
     )
     with pytest.raises(PipelineError, match="not a valid record"):
-        record.read("2.9.1-cu128", "runtime")
+        store.read("2.9.1-cu128", "runtime")
 
 
-def test_a_section_about_another_image_is_not_filed() -> None:
-    record.write(a_record())
+def test_a_section_about_another_image_is_not_filed(store: record.Store) -> None:
+    store.write(a_record())
     other = record.Tested(ok=True, image_id="sha256:" + "b" * 64, gpu=False)
     with pytest.raises(PipelineError, match="rebuilt meanwhile"):
-        record.save_section("2.9.1-cu128", "runtime", "test", other)
-    saved = record.read("2.9.1-cu128", "runtime")
+        store.save_section("2.9.1-cu128", "runtime", "test", other)
+    saved = store.read("2.9.1-cu128", "runtime")
     assert saved is not None and saved.test is None
 
 
@@ -102,7 +105,7 @@ def test_passed_needs_the_same_image() -> None:
 
 
 def _writer(reports: str, stage: str, worker: int, rounds: int) -> None:
-    os.environ["TORCHIMG_REPORTS"] = reports
+    store = record.Store(Path(reports))
 
     def change(n: int) -> Callable[[record.Record], None]:
         def add(rec: record.Record) -> None:
@@ -113,21 +116,23 @@ def _writer(reports: str, stage: str, worker: int, rounds: int) -> None:
         return add
 
     for n in range(rounds):
-        record.modify("2.9.1-cu128", "runtime", change(n))
+        store.modify("2.9.1-cu128", "runtime", change(n))
 
 
 def _reader(reports: str, reads: int, bad: "multiprocessing.Queue[str]") -> None:
-    os.environ["TORCHIMG_REPORTS"] = reports
+    store = record.Store(Path(reports))
     for _ in range(reads):
         try:
-            record.read("2.9.1-cu128", "runtime")
+            store.read("2.9.1-cu128", "runtime")
         except PipelineError as exc:
             bad.put(exc.what)
             return
 
 
-def test_eight_writers_on_four_stages_lose_no_update_and_every_read_parses(reports: Path) -> None:
-    record.write(a_record())
+def test_eight_writers_on_four_stages_lose_no_update_and_every_read_parses(
+    store: record.Store, reports: Path
+) -> None:
+    store.write(a_record())
     rounds, stages = 200, list(STAGE_SECTIONS)
     ctx = multiprocessing.get_context("fork")
     bad: multiprocessing.Queue[str] = ctx.Queue()
@@ -139,7 +144,7 @@ def test_eight_writers_on_four_stages_lose_no_update_and_every_read_parses(repor
         p.join(timeout=300)
         assert p.exitcode == 0
     assert bad.empty(), bad.get()
-    saved = record.read("2.9.1-cu128", "runtime")
+    saved = store.read("2.9.1-cu128", "runtime")
     assert saved is not None
     for w in range(8):
         section = saved.section(stages[w % 4])

@@ -2,8 +2,8 @@
 
 import pytest
 
-from torchimg import references
 from torchimg.errors import PipelineError
+from torchimg.model import references
 
 DIGEST = "sha256:" + "d7e12182" * 8
 

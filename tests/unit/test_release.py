@@ -3,10 +3,14 @@
 import dataclasses
 from pathlib import Path
 
-from tests.factories import a_record
-from torchimg import gitinfo, lockfile, record, registry, release, releasenotes, tags, variants
+from tests.factories import a_record, has_row
+from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
+from torchimg import releasenotes
+from torchimg.adapters import gitinfo, local_registry
+from torchimg.model import lockfile, record, tags, variants
+from torchimg.model.push_preconditions import Target, unmet
 
-CONFIG = variants.load()
+CONFIG = variants.load(FIXTURE)
 DEFAULT = CONFIG.variant("2.9.1-cu128")
 
 
@@ -33,17 +37,16 @@ def test_the_minor_tag_goes_to_the_newest_patch_release_only() -> None:
 
 
 def test_registry_host_of_a_repository() -> None:
-    assert registry.host_of("localhost:5000/pytorch") == "localhost:5000"
-    assert registry.host_of("ghcr.io/org/pytorch") == "ghcr.io"
-    assert registry.host_of("org/pytorch") == "docker.io"
-    assert registry.host_of("pytorch") == "docker.io"
-    assert registry.is_local("127.0.0.1:5000") and registry.is_local("localhost:5001")
-    assert not registry.is_local("registry.example.com:5000")
+    assert local_registry.host_of("localhost:5000/pytorch") == "localhost:5000"
+    assert local_registry.host_of("ghcr.io/org/pytorch") == "ghcr.io"
+    assert local_registry.host_of("org/pytorch") == "docker.io"
+    assert local_registry.host_of("pytorch") == "docker.io"
+    assert local_registry.is_local("127.0.0.1:5000") and local_registry.is_local("localhost:5001")
+    assert not local_registry.is_local("registry.example.com:5000")
 
 
 def test_package_diff_names_added_removed_and_changed() -> None:
-    lock = (DEFAULT.lock_dir / "runtime.txt").read_text()
-    before = lockfile.pins(lock)
+    before = lockfile.pins(lockfile_text("v", "runtime", {**RUNTIME_PINS, "numpy": "2.3.0"}))
     after = dict(before, numpy="9.9.9", newpkg="1.0")
     del after["filelock"]
     d = releasenotes.diff(before, after)
@@ -77,8 +80,8 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
         "package_diff": {"added": {}, "removed": {}, "changed": {"numpy": ["2.3.4", "2.3.5"]}},
     }
     text = releasenotes.markdown(m)
-    assert f"| `localhost:5000/pytorch:latest` | `sha256:{'a' * 64}` |" in text
-    assert "| numpy | 2.3.4 | 2.3.5 |" in text
+    assert has_row(text, "`localhost:5000/pytorch:latest`", f"`sha256:{'a' * 64}`")
+    assert has_row(text, "numpy", "2.3.4", "2.3.5")
     assert "(on a GPU)" in text
 
 
@@ -113,11 +116,11 @@ def _record(**changes: object) -> record.Record:
     return rec
 
 
-REMOTE = release.PushOptions("ghcr.io/org/pytorch")
+REMOTE = Target("ghcr.io/org/pytorch")
 
 
 def test_push_gate_passes_a_tested_and_scanned_clean_image() -> None:
-    assert release.refusal(_record(), REMOTE, local_target=False) is None
+    assert unmet(_record(), REMOTE, local_target=False) is None
 
 
 def test_push_gate_refuses_each_missing_or_failed_stage() -> None:
@@ -147,15 +150,15 @@ def test_push_gate_refuses_each_missing_or_failed_stage() -> None:
             update={"git": record.GitInput(revision="c31bdfd", dirty=True)})),
     }  # fmt: skip
     for expected, rec in cases.items():
-        refused = release.refusal(rec, REMOTE, local_target=False)
+        refused = unmet(rec, REMOTE, local_target=False)
         assert refused is not None and refused.exit_code == 1, expected
         if expected != "tested another image":
             assert expected in refused.what, (expected, refused.what)
         else:
             assert "failed its test" in refused.what
     # the local registry accepts a scan without DB; a remote one only when told so
-    assert release.refusal(_record(scan=no_db), REMOTE, local_target=True) is None
+    assert unmet(_record(scan=no_db), REMOTE, local_target=True) is None
     allowed = dataclasses.replace(REMOTE, allow_no_vuln_db=True)
-    assert release.refusal(_record(scan=no_db), allowed, local_target=False) is None
+    assert unmet(_record(scan=no_db), allowed, local_target=False) is None
     # a scan that failed to run is waived by nothing
-    assert release.refusal(_record(scan=failed_scan), allowed, local_target=True) is not None
+    assert unmet(_record(scan=failed_scan), allowed, local_target=True) is not None

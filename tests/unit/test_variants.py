@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from torchimg import compat, paths, variants
 from torchimg.errors import PipelineError
+from torchimg.model import variants
 
 DIGEST = "sha256:" + "a" * 64
 GOOD = f"""
@@ -32,21 +32,6 @@ def error_of(tmp_path: Path, text: str) -> str:
     with pytest.raises(PipelineError) as exc:
         load_text(tmp_path, text)
     return str(exc.value)
-
-
-def test_the_repository_file_declares_the_required_matrix() -> None:
-    config = variants.load()
-    assert config.default == "2.9.1-cu128"
-    assert {"2.9.1-cu128", "2.9.1-cu126", "2.9.1-cu130", "2.9.1-cpu"} <= set(config.variants)
-    default = config.variant("2.9.1-cu128")
-    assert default.index == compat.PYPI_INDEX
-    assert default.base.image.startswith("docker.io/library/debian:trixie-slim@sha256:")
-    assert default.base.python == "3.13"
-    assert default.flavors == ("runtime", "dev")
-    assert config.variant("2.9.1-cu126").torch_requirement == "torch==2.9.1+cu126"
-    assert config.variant("2.9.1-cu130").index == "https://download.pytorch.org/whl/cu130"
-    assert config.variant("2.9.1-cpu").cuda_info is None
-    assert any(v.base.image.startswith("docker.io/nvidia/cuda:") for v in config.variants.values())
 
 
 def test_a_good_file_loads(tmp_path: Path) -> None:
@@ -107,13 +92,6 @@ def test_flavors_are_checked(tmp_path: Path) -> None:
     assert "list runtime first" in error_of(tmp_path, text)
 
 
-def test_dockerfile_default_base_is_the_default_variants_base() -> None:
-    config = variants.load()
-    dockerfile = paths.DOCKERFILE.read_text()
-    default_base = config.variant(config.default).base.image
-    assert f"ARG BASE_IMAGE={default_base}\n" in dockerfile
-
-
 def test_builder_and_cache_are_optional_settings(tmp_path: Path) -> None:
     assert load_text(tmp_path, GOOD).builder is None
     config = load_text(tmp_path, 'builder = "remote"\ncache = "localhost:5000/cache"\n' + GOOD)
@@ -121,8 +99,5 @@ def test_builder_and_cache_are_optional_settings(tmp_path: Path) -> None:
     assert "builder must be a str" in error_of(tmp_path, "builder = 1\n" + GOOD)
 
 
-def test_locked_selects_the_variants_with_committed_lockfiles() -> None:
-    config = variants.load()
-    locked = config.select([], locked=True)
-    assert "2.9.1-cu128" in [v.name for v in locked]
-    assert all((v.lock_dir / "runtime.txt").exists() for v in locked)
+def test_locked_selects_the_variants_with_committed_lockfiles(config: variants.Config) -> None:
+    assert [v.name for v in config.select([], locked=True)] == ["2.9.1-cu128"]

@@ -1,0 +1,46 @@
+"""Programs the pipeline runs (trivy, git, pip-compile), through plumbum: the one place that
+starts them, so that a missing program is one clear error and no caller sees plumbum."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
+from torchimg.errors import ToolError
+
+
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+def run(
+    program: str | Path,
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    unset: Sequence[str] = (),
+) -> Ran:
+    """Run `program args` to its end; any exit status is returned, never raised. `env` adds
+    variables, `unset` removes those whose names start with one of its prefixes."""
+    try:
+        command = local[str(program)]
+    except CommandNotFound:
+        raise ToolError(
+            f"`{program}` is not installed (not on PATH)", f"install {Path(program).name}"
+        ) from None
+    with local.cwd(str(cwd) if cwd else local.cwd), local.env(**dict(env or {})):
+        for key in [k for k in local.env.keys() if k.startswith(tuple(unset))] if unset else []:  # noqa: SIM118
+            del local.env[key]
+        try:
+            code, out, err = command[list(args)].run(retcode=None)
+        except OSError as exc:
+            raise ToolError(
+                f"`{program}` could not be started: {exc}", f"check the {Path(program).name} install"
+            ) from None
+    return Ran(int(code), str(out), str(err))

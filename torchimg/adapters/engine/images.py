@@ -1,0 +1,129 @@
+"""Images in the local engine: is it there, what it holds, tags, and the engine itself."""
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from torchimg.adapters.engine._client import DockerException, NoSuchImage, docker, failed, first_line, run_cli
+from torchimg.errors import ToolError
+
+
+def preflight() -> None:
+    """The engine answers and has buildx: checked before anything is built or tagged."""
+    try:
+        docker.system.info()
+    except DockerException as exc:
+        raise ToolError(
+            f"the Docker Engine does not answer ({first_line(exc)})",
+            "start it (`sudo systemctl start docker`, or `dockerd &`), or point DOCKER_HOST at one",
+        ) from None
+    except FileNotFoundError:
+        raise ToolError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
+    if not docker.buildx.is_installed():
+        raise ToolError(
+            "the docker buildx plugin is missing (BuildKit builds need it)",
+            "install it: `apt-get install docker-buildx` (Debian) "
+            "or `docker-buildx-plugin` (Docker's repository)",
+        )
+
+
+def server_version() -> str:
+    try:
+        server = docker.version().server
+    except DockerException as exc:
+        raise failed("reading its version", exc) from None
+    return str(server.version) if server else "unknown"
+
+
+def image_id(ref: str) -> str | None:
+    """The local image ID of `ref`, or None when the engine does not have it."""
+    try:
+        return str(docker.image.inspect(ref).id)
+    except NoSuchImage:
+        return None
+    except DockerException as exc:
+        raise failed(f"looking up {ref}", exc) from None
+
+
+def layer_ids(ref: str) -> list[str]:
+    """The uncompressed layer digests (diff IDs) of a local image."""
+    try:
+        return list(docker.image.inspect(ref).root_fs.layers or [])
+    except DockerException as exc:
+        raise failed(f"inspecting {ref}", exc) from None
+
+
+def image_labels(ref: str) -> dict[str, str]:
+    """The labels of a local image's config."""
+    try:
+        config = docker.image.inspect(ref).config
+    except DockerException as exc:
+        raise failed(f"inspecting {ref}", exc) from None
+    return dict((config.labels if config else None) or {})
+
+
+def exposed_ports(ref: str) -> list[str]:
+    """The ports a local image declares (EXPOSE)."""
+    try:
+        config = docker.image.inspect(ref).config
+    except DockerException as exc:
+        raise failed(f"inspecting {ref}", exc) from None
+    return sorted((config.exposed_ports if config else None) or {})
+
+
+def gpu_runtime() -> bool:
+    """Whether containers can get GPUs here: the engine knows the NVIDIA runtime."""
+    try:
+        return "nvidia" in (docker.system.info().runtimes or {})
+    except DockerException as exc:
+        raise failed("reading its runtimes", exc) from None
+
+
+def tag(source: str, target: str) -> None:
+    try:
+        docker.image.tag(source, target)
+    except DockerException as exc:
+        raise ToolError(f"cannot tag {source} as {target} ({first_line(exc)})", "check the engine") from None
+
+
+def untag(ref: str, force: bool = False) -> None:
+    """Remove a tag only (the image stays while another tag or the record's ID names it)."""
+    with contextlib.suppress(DockerException):
+        run_cli([*docker.docker_cmd, "image", "rm", "--no-prune", *(["--force"] if force else []), ref])
+
+
+def labelled_tags(prefix: str) -> list[str]:
+    """Every local tag of an image carrying a label that starts with `prefix`."""
+    try:
+        images = docker.image.list()
+    except DockerException as exc:
+        raise failed("listing images", exc) from None
+    found = []
+    for image in images:
+        if any(key.startswith(prefix) for key in ((image.config.labels if image.config else None) or {})):
+            found += image.repo_tags
+    return sorted(found)
+
+
+def save(ref: str) -> Iterator[bytes]:
+    """`docker save` of a local image, as a stream of chunks (never on disk)."""
+    try:
+        chunks = docker.image.save(ref)
+        assert chunks is not None  # without an output path, save streams
+        return iter(chunks)
+    except DockerException as exc:
+        raise failed(f"saving {ref}", exc) from None
+
+
+def history(ref: str) -> list[dict[str, Any]]:
+    """`docker history` of a local image, newest layer first."""
+    out = run_cli([*docker.docker_cmd, "history", "--no-trunc", "--format", "{{json .}}", ref])
+    return [json.loads(line) for line in str(out).splitlines() if line.strip()]
+
+
+def remove_image(ref: str) -> None:
+    """Remove a tag, and the image when no other tag names it (tests, benchmarks)."""
+    if image_id(ref):
+        with contextlib.suppress(DockerException):
+            docker.image.remove(ref, force=True)

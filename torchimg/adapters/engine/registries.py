@@ -1,0 +1,71 @@
+"""The engine's side of registries: what a tag names there (buildx imagetools, with
+docker's credentials), and pushes."""
+
+import json
+import re
+import sys
+
+from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
+from torchimg.adapters.engine.images import image_id, tag, untag
+from torchimg.errors import ToolError
+
+_NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest")
+_PUSHED_DIGEST = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64})")
+
+
+def imagetools(ref: str, fmt: str | None = None) -> str | None:
+    """`docker buildx imagetools inspect` (docker's credentials); None: the registry has no such tag."""
+    try:
+        how = ["--format", fmt] if fmt else ["--raw"]  # --raw: the manifest (or index) itself
+        return str(run_cli([*docker.docker_cmd, "buildx", "imagetools", "inspect", ref, *how]))
+    except DockerException as exc:
+        if any(s in (exc.stderr or str(exc)).lower() for s in _NOT_FOUND):
+            return None
+        raise ToolError(
+            f"cannot read {ref} from its registry ({first_line(exc)})",
+            "check that the registry answers and that `docker login` has credentials for it",
+        ) from None
+
+
+def manifest_digest(ref: str) -> str | None:
+    out = imagetools(ref, "{{json .Manifest}}")
+    return str(json.loads(out)["digest"]) if out else None
+
+
+def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
+    """Push the local image `source` under `ref` (a tag added for the push, removed after unless
+    kept), echoing progress; return the digest the engine reports."""
+    tag(source, ref)
+    lines: list[str] = []
+    try:
+        stream = docker.image.push(ref, stream_logs=True)
+        assert stream is not None
+        for _, chunk in stream:
+            lines.append(chunk.decode(errors="replace"))
+            print(lines[-1], end="" if lines[-1].endswith("\n") else "\n", file=sys.stderr, flush=True)
+    except DockerException as exc:
+        raise ToolError(
+            f"push of {ref} failed ({first_line(exc)})",
+            "check that the registry answers (`inv registry status`) and `docker login` for it; "
+            "then push again: nothing after the failed step was changed",
+        ) from None
+    finally:
+        if not keep_tag:
+            untag(ref)
+    found = _PUSHED_DIGEST.findall("".join(lines))
+    if not found:
+        raise ToolError(f"push of {ref} reported no digest", "push again")
+    return str(found[-1])
+
+
+def require_base(ref: str) -> str:
+    """Check the base image exists locally or in its registry; return its local ID or digest."""
+    if local := image_id(ref):
+        return local
+    digest = manifest_digest(ref)
+    if digest is None:
+        raise ToolError(
+            f"base image {ref} is neither in the local engine nor in its registry",
+            f"`docker pull {ref}`, or pass another base with --base (a local image works)",
+        )
+    return digest

@@ -1,0 +1,34 @@
+"""What a registry serves under a tag: its digest, its labels, whether it is our image.
+
+Read through the engine's buildx (`imagetools inspect`), so docker's own credentials apply;
+this module holds what the answers mean."""
+
+import json
+
+from torchimg.adapters import engine
+
+
+def digest(ref: str) -> str | None:
+    """The digest the registry serves for `ref` (a tag), or None when the tag does not exist."""
+    return engine.manifest_digest(ref)
+
+
+def labels(ref: str) -> dict[str, str]:
+    """The labels in the image config the registry serves for `ref` ({} when none)."""
+    out = engine.imagetools(ref, "{{json .Image}}")
+    config = (json.loads(out) or {}).get("config") or {} if out else {}
+    return dict(config.get("Labels") or {})
+
+
+def serves(ref: str, local_id: str) -> str | None:
+    """The digest under `ref` if the registry serves exactly the local image `local_id`, else None.
+
+    With the containerd image store a local image ID is its manifest digest; with the classic
+    store it is the config digest, which the registry's manifest names."""
+    found = digest(ref)
+    if found is None or found == local_id:
+        return found
+    raw = engine.imagetools(ref)
+    manifest = json.loads(raw) if raw else {}
+    config = (manifest.get("config") or {}).get("digest") if isinstance(manifest, dict) else None
+    return found if config == local_id else None

@@ -1,0 +1,205 @@
+"""trivy, a plain program (through the commands adapter): the database decision, one
+analysis per image, its reports checked, SBOM and SARIF converted from them.
+
+Fail closed: whether a vulnerability database is there is decided *before* scanning, from
+trivy's DB-only download and the DB files in its cache folder (never from trivy's log; a
+cached DB counts only while recent). Every other failure, and a missing, empty, truncated or
+foreign report, is "scan failed". The image is read by its ID from the local engine only,
+and trivy runs without the user's ignore file, config file or TRIVY_* variables.
+"""
+
+import datetime
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchimg import paths
+from torchimg.adapters import commands
+from torchimg.errors import PipelineError, RefusedError, ToolError
+from torchimg.model.record import VulnDb
+from torchimg.output import log
+
+TRIVY_ENV = "TORCHIMG_TRIVY"
+_CONFIG_SKIP = "docker/baseline"  # never shipped: the naive baseline, measured against only
+_ISOLATED = ["--config", os.devnull, "--ignorefile", os.devnull]
+REPORTS = ("vuln", "image", "config")
+
+
+@dataclass(frozen=True)
+class TrivyOptions:
+    cache_dir: Path | None = None
+    db_repository: str | None = None
+    max_db_age_days: int = 7  # when the DB cannot be updated, an older cached one counts as none
+
+    def __post_init__(self) -> None:
+        if self.max_db_age_days < 1:
+            raise PipelineError(f"--max-db-age-days {self.max_db_age_days}: must be 1 or more", "e.g. 7")
+
+    @property
+    def cache(self) -> Path:
+        """trivy's cache folder, given to every run so that the DB check reads the same one."""
+        if self.cache_dir:
+            return self.cache_dir
+        if env := os.environ.get("TRIVY_CACHE_DIR"):
+            return Path(env)
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trivy"
+
+    def db_args(self) -> list[str]:
+        return ["--cache-dir", str(self.cache)] + (
+            ["--db-repository", self.db_repository] if self.db_repository else []
+        )
+
+
+def binary() -> Path:
+    """The trivy binary: $TORCHIMG_TRIVY, else `trivy` on PATH."""
+    path = os.environ.get(TRIVY_ENV) or shutil.which("trivy")
+    if not path or not Path(path).is_file():
+        raise ToolError(
+            f"trivy not found ({'$' + TRIVY_ENV + '=' + path if path else 'not on PATH'})",
+            "install it the official way (https://trivy.dev/latest/getting-started/installation/: "
+            "apt, rpm, brew or the release binary), or point $TORCHIMG_TRIVY at its binary",
+        )
+    return Path(path)
+
+
+def _run(args: list[str]) -> commands.Ran:
+    log.info("   trivy %s", " ".join(args))
+    command, *rest = args
+    ran = commands.run(binary(), [command, *_ISOLATED, *rest], cwd=paths.ROOT, unset=["TRIVY_"])
+    for line in ran.err.splitlines():
+        if "Falling back to embedded checks" in line:
+            log.info("   note: offline, trivy uses the checks embedded in its binary")
+        elif "WARN" in line or "ERROR" in line or "FATAL" in line:
+            log.info("   %s", line)
+    return ran
+
+
+def _last_line(err: str) -> str:
+    lines = [line.strip() for line in err.strip().splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no output"
+
+
+def _must(args: list[str], what: str) -> None:
+    ran = _run(args)
+    if ran.code != 0:
+        raise ToolError(
+            f"scan failed: trivy {what} exited {ran.code}: {_last_line(ran.err)}",
+            "fix trivy (its full output is above) and scan again; a failed scan is never waived",
+        )
+
+
+def config_lint() -> None:
+    """`trivy config` over docker/ (misconfigurations of the Dockerfiles), failing on any."""
+    ran = _run(["config", "--exit-code", "1", "--skip-dirs", _CONFIG_SKIP, "docker"])
+    if ran.code == 1:
+        raise RefusedError("trivy config found misconfigurations in docker/", "see the table above")
+    if ran.code != 0:
+        raise ToolError(
+            f"trivy config exited {ran.code}: {_last_line(ran.err)}", "fix trivy and run lint again"
+        )
+    log.info("trivy config: docker/ clean")
+
+
+def _db_metadata(cache: Path) -> dict[str, Any] | None:
+    """trivy's DB metadata, when its cache folder holds a database (metadata and DB file)."""
+    meta, db = cache / "db" / "metadata.json", cache / "db" / "trivy.db"
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and db.is_file() and db.stat().st_size > 0 else None
+
+
+def _age_days(stamp: str) -> float | None:
+    try:
+        when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (
+        None if when.tzinfo is None else (datetime.datetime.now(datetime.UTC) - when).total_seconds() / 86400
+    )
+
+
+def vuln_db(opts: TrivyOptions) -> VulnDb:
+    """Decide, before scanning, whether trivy has a vulnerability database, and say how it was known."""
+    ran = _run(["image", "--download-db-only", *opts.db_args()])
+    meta, where = _db_metadata(opts.cache), f"{opts.cache}/db"
+    failed = f"`trivy image --download-db-only` exited {ran.code} ({_last_line(ran.err)})"
+    if meta is None:
+        why = f"{failed}, and" if ran.code else "`trivy image --download-db-only` exited 0 but"
+        return VulnDb(available=False, how=f"{why} {where} holds no database")
+    updated = str(meta.get("UpdatedAt", "unknown"))
+    if ran.code == 0:
+        return VulnDb(available=True, how=f"downloaded or current in {where} (DB of {updated})")
+    age = _age_days(updated)
+    if age is None or age > opts.max_db_age_days:
+        return VulnDb(
+            available=False,
+            how=f"{failed}, and the DB in {where} (of {updated}) is older than "
+            f"{opts.max_db_age_days} days or undated",
+        )
+    return VulnDb(
+        available=True, how=f"{failed}; using the DB already in {where} (DB of {updated}, {age:.1f} days old)"
+    )
+
+
+def read_report(file: Path, image_id: str | None) -> dict[str, Any]:
+    """A trivy JSON report, checked: present, complete, trivy's schema, about `image_id`."""
+    try:
+        data = json.loads(file.read_bytes())
+    except FileNotFoundError:
+        raise ToolError(f"scan failed: trivy wrote no report {file.name}", "scan again") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ToolError(
+            f"scan failed: trivy's report {file.name} is empty, truncated or not JSON ({exc})", "scan again"
+        ) from None
+    if not isinstance(data, dict) or data.get("SchemaVersion") != 2 or "ArtifactName" not in data:
+        raise ToolError(
+            f"scan failed: {file.name} is not a trivy JSON report (schema 2)",
+            "use a trivy that writes report schema 2 (0.40 or newer)",
+        )
+    found = (data.get("Metadata") or {}).get("ImageID")
+    if image_id is not None and found != image_id:
+        raise RefusedError(
+            f"scan refused: trivy's report is about image {found}, not the recorded {image_id}",
+            "scan again; if it repeats, the engine serves another image under that ID",
+        )
+    return data
+
+
+def analyse(image_id: str, out: Path, opts: TrivyOptions, db: VulnDb) -> dict[str, dict[str, Any]]:
+    """All trivy runs for one image (by ID, from the engine only); returns the checked reports.
+
+    One analysis of the image gives secrets, licenses and the package list; the SBOM and the
+    SARIF files are converted from trivy's JSON instead of analysing the image again."""
+    for name in REPORTS:
+        (out / f"{name}.json").unlink(missing_ok=True)
+    image = ["image", "--image-src", "docker", "--skip-db-update", "--format", "json", *opts.db_args()]
+    if db.available:
+        _must([*image, "--scanners", "vuln", "-o", str(out / "vuln.json"), image_id], "vulnerability scan")
+    _must(
+        [*image, "--scanners", "secret,license", "--list-all-pkgs", "-o", str(out / "image.json"), image_id],
+        "image analysis",
+    )
+    _must(
+        ["config", "--format", "json", "-o", str(out / "config.json"), "--skip-dirs", _CONFIG_SKIP, "docker"],
+        "config scan",
+    )
+    reports = {
+        name: read_report(out / f"{name}.json", image_id if name != "config" else None)
+        for name in REPORTS
+        if name != "vuln" or db.available
+    }
+    _must(
+        ["convert", "--format", "cyclonedx", "-o", str(out / "sbom.cdx.json"), str(out / "image.json")],
+        "SBOM",
+    )
+    for name in reports:
+        sarif = str(out / f"{name}.sarif")
+        _must(
+            ["convert", "--format", "sarif", "-o", sarif, str(out / f"{name}.json")], f"SARIF of {name}.json"
+        )
+    return reports

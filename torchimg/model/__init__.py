@@ -1,0 +1,1 @@
+"""The model: what the pipeline builds and what it learned, as data."""

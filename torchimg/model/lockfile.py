@@ -1,0 +1,143 @@
+"""Reading and writing lockfiles: the header the pipeline adds, the pins pip-compile wrote."""
+
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from torchimg.errors import PipelineError
+
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
+_FIELDS = ("variant", "flavor", "python", "platform", "index")
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """What a lockfile was compiled for: the build refuses a base whose Python differs."""
+
+    variant: str
+    flavor: str
+    python: str
+    platform: str
+    index: str
+
+    def header(self) -> str:
+        lines = [
+            f"# Lockfile of variant {self.variant}, flavor {self.flavor}. Made by `nox -s lock`: "
+            "do not edit.",
+            *(f"# {k}: {getattr(self, k)}" for k in _FIELDS),
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def pins(text: str) -> dict[str, str]:
+    """name -> exact version for every requirement line of a pip-compile output."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if m := _PIN.match(line):
+            found[canonicalize_name(m["name"])] = m["version"]
+    return found
+
+
+def read_info(path: Path) -> LockInfo:
+    """The header fields of a lockfile written by `nox -s lock`."""
+    values = {}
+    for line in path.read_text().splitlines():
+        for key in _FIELDS:
+            if line.startswith(f"# {key}: "):
+                values[key] = line.split(": ", 1)[1].strip()
+    missing = [k for k in _FIELDS if k not in values]
+    if missing:
+        raise PipelineError(
+            f"{path}: lockfile header lacks {', '.join(missing)}",
+            "recompile it with `nox -s lock` (never edit a lockfile by hand)",
+        )
+    return LockInfo(**values)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shared_mismatches(runtime: dict[str, str], dev: dict[str, str]) -> list[str]:
+    """Packages both locks pin, at different versions: the dev image must not change them."""
+    return [
+        f"{n}: runtime {runtime[n]}, dev {dev[n]}"
+        for n in sorted(runtime.keys() & dev.keys())
+        if runtime[n] != dev[n]
+    ]
+
+
+# The only pip option a lockfile may carry: wheels only (pip-compile writes it from --pip-args).
+_ALLOWED_OPTIONS = ("--only-binary :all:", "--only-binary=:all:")
+_HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each requirement line, continuations joined, comments dropped."""
+    out: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+        if not pending:
+            start = n
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        if pending.strip():
+            out.append((start, pending.strip()))
+        pending = ""
+    if pending.strip():
+        out.append((start, pending.strip()))
+    return out
+
+
+def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
+    """A lockfile installs exactly what it names: every requirement `==` with sha256 hashes, no
+    index, find-links or other pip option, and torch (required, or where present) pinned to
+    exactly `torch` (local version label included: 2.9.1+cu126). Returns its pins."""
+    fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path.name}: not UTF-8 text", fix) from None
+    found: dict[str, str] = {}
+    for n, line in _logical_lines(text):
+        where = f"{path.name} line {n}"
+        if line.startswith("-"):
+            if line in _ALLOWED_OPTIONS:
+                continue
+            raise PipelineError(f"{where}: pip option {line.split()[0]!r} in a lockfile", fix)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise PipelineError(f"{where}: unreadable ({exc})", fix) from None
+        spec = [w for w in words if not w.startswith("--")]
+        options = [w for w in words if w.startswith("--")]
+        try:
+            req = Requirement(" ".join(spec))
+        except InvalidRequirement as exc:
+            raise PipelineError(f"{where}: not a requirement ({exc})", fix) from None
+        pins = list(req.specifier)
+        if req.url or len(pins) != 1 or pins[0].operator != "==" or "*" in pins[0].version:
+            raise PipelineError(f"{where}: {req.name} is not pinned with == to one version", fix)
+        bad = [o for o in options if not _HASH.match(o)]
+        if bad or not options:
+            what = f"option {bad[0]!r}" if bad else "no --hash=sha256:..."
+            raise PipelineError(f"{where}: {req.name}: {what}", fix)
+        name = canonicalize_name(req.name)
+        if name in found:
+            raise PipelineError(f"{where}: {req.name} pinned twice ({found[name]}, {pins[0].version})", fix)
+        found[name] = pins[0].version
+    if ("torch" in found or torch_required) and found.get("torch") != torch:
+        raise PipelineError(
+            f"{path.name} pins torch {found.get('torch', '(none)')}, "
+            f"but variants.toml asks for torch {torch}",
+            fix,
+        )
+    return found

@@ -1,0 +1,57 @@
+"""What an image's record must show before it is pushed: the push preconditions (the other
+gate, the scan policy, decides what a scan found). Pure: reads the record only."""
+
+from dataclasses import dataclass
+
+from torchimg.errors import RefusedError
+from torchimg.model import record
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an image goes, and what the user accepted for it."""
+
+    repository: str
+    allow_no_vuln_db: bool = False
+    allow_dirty: bool = False
+
+
+def unmet(
+    rec: record.Record,
+    target: Target,
+    local_target: bool,
+    policy: dict[str, str] | None = None,
+) -> RefusedError | None:
+    """Why the record does not allow this push (None: it does). Pure: reads the record only.
+    `policy`: the scan policy this push applies; a scan judged under another one is refused."""
+    what = f"{rec.variant} {rec.flavor}"
+    select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
+    if not rec.passed("build"):
+        return RefusedError(f"push refused: {what} has no successful build", f"nox -s build {select}")
+    if not rec.passed("test"):
+        state = "failed its test" if rec.test is not None else "has not been tested"
+        return RefusedError(f"push refused: {what} ({rec.image_id[:19]}) {state}", f"nox -s test {select}")
+    if rec.scan is None or not rec.passed("scan"):
+        problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
+        return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")
+    if policy is not None and rec.scan.policy != policy:
+        return RefusedError(
+            f"push refused: {what} was scanned under another policy ({rec.scan.policy or 'unrecorded'}) "
+            f"than this push applies ({policy})",
+            f"scan again with the same --severity, --include-unfixed and --allowlist: nox -s scan {select}",
+        )
+    if not rec.scan.vuln_db.available and not (local_target or target.allow_no_vuln_db):
+        return RefusedError(
+            f"push refused: the scan of {what} could not check vulnerabilities ({rec.scan.vuln_db.how}); "
+            f"a release to {target.repository} needs that",
+            "scan where trivy's DB is reachable (or mirrored: --db-repository), or accept it "
+            "with push --allow-no-vuln-db",
+        )
+    git = rec.inputs.git
+    if git.dirty and not target.allow_dirty:
+        return RefusedError(
+            f"push refused: {what} was built from a working tree with uncommitted changes, so "
+            f"commit {git.revision[:7]} does not describe it",
+            "commit, rebuild and test; or pass --allow-dirty (the immutable tag then ends in -dirty)",
+        )
+    return None

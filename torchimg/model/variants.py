@@ -1,0 +1,248 @@
+"""The variant matrix, declared once in variants.toml and validated on load.
+
+A variant is torch x CUDA x base image; each variant builds the flavors `runtime` and `dev`.
+"""
+
+import difflib
+import re
+import tomllib
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchimg import paths
+from torchimg.errors import PipelineError
+from torchimg.model import references, torch_builds
+
+FLAVORS = ("runtime", "dev")
+_DIGEST = re.compile(r"(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})", re.ASCII)
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
+_INDEX = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+-]*)?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base image pinned by digest, and the Python minor version it provides."""
+
+    key: str
+    image: str
+    python: str
+
+    @property
+    def name(self) -> str:
+        """The reference without its digest, e.g. docker.io/library/debian:trixie-slim."""
+        return self.image.split("@", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        return self.image.split("@", 1)[1]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One image line: torch version, CUDA build, the one index torch comes from, the base."""
+
+    name: str
+    torch: str
+    cuda: str
+    index: str
+    base: Base
+    flavors: tuple[str, ...]
+    lock_dir: Path
+
+    @property
+    def cuda_info(self) -> torch_builds.Cuda | None:
+        return torch_builds.CUDA.get(self.cuda)
+
+    @property
+    def locked(self) -> bool:
+        """Its lockfiles are committed, so it can be built anywhere."""
+        return (self.lock_dir / "runtime.txt").exists()
+
+    @property
+    def torch_requirement(self) -> str:
+        return torch_builds.torch_requirement(self.torch, self.cuda, self.index)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything variants.toml declares."""
+
+    default: str
+    repository: str
+    bases: dict[str, Base]
+    variants: dict[str, Variant]
+    builder: str | None = None
+    cache: str | None = None
+    source: Path = paths.VARIANTS_FILE
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            close = difflib.get_close_matches(name, self.variants, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise PipelineError(
+                f"unknown variant {name!r}; declared: {', '.join(self.variants)}",
+                f"{hint}pick one of those, or declare it in variants.toml",
+            )
+        return self.variants[name]
+
+    def select(self, names: list[str], everything: bool = False, locked: bool = False) -> list[Variant]:
+        """The variants named on a command line: all, those with committed lockfiles, the
+        named ones, or the default."""
+        if names and (everything or locked):
+            raise PipelineError(
+                f"--variant {' --variant '.join(names)} together with --{'all' if everything else 'locked'}",
+                "give either --variant NAME (repeatable) or --all / --locked, not both",
+            )
+        if everything and locked:
+            raise PipelineError("--all together with --locked", "give one of them")
+        if everything:
+            return list(self.variants.values())
+        if locked:
+            return [v for v in self.variants.values() if v.locked]
+        return [self.variant(n) for n in (names or [self.default])]
+
+
+def _field(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:
+    if key not in table:
+        raise PipelineError(f"{where}: missing key {key!r}", f"add {key} = ... to {where}")
+    value = table[key]
+    if not isinstance(value, kind):
+        raise PipelineError(
+            f"{where}: {key} must be a {kind.__name__}, got {value!r}",
+            f"fix {key} in {where}",
+        )
+    return value
+
+
+def _no_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        hints = [f"{k!r} -> {m[0]!r}" for k in unknown if (m := difflib.get_close_matches(k, allowed, n=1))]
+        raise PipelineError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
+            (f"did you mean {', '.join(hints)}? " if hints else "")
+            + "remove or correct them (a typo here would silently change nothing)",
+        )
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PipelineError(f"{where}: must be a table, got {value!r}", f"write it as a [table] in {where}")
+    return value
+
+
+def _base(key: str, value: Any, src: Path) -> Base:
+    where = f"{src.name} [bases.{key}]"
+    table = _table(value, where)
+    _no_unknown(table, {"image", "python"}, where)
+    image = _field(table, "image", where)
+    if not _DIGEST.fullmatch(image):
+        raise PipelineError(
+            f"{where}: image {image!r} is not pinned by digest",
+            "write it as NAME:TAG@sha256:<64 hex> (a tag alone can change content); "
+            "`docker buildx imagetools inspect NAME:TAG` shows the digest",
+        )
+    references.image(image, f"{where} image")
+    python = _field(table, "python", where)
+    if not re.fullmatch(r"3\.[0-9]+", python):
+        raise PipelineError(f"{where}: python {python!r} is not a minor version", 'e.g. python = "3.13"')
+    return Base(key=key, image=image, python=python)
+
+
+def _flavors(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    value = table.get("flavors", list(FLAVORS))
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise PipelineError(
+            f"{where}: flavors must be a list of names, got {value!r}", 'e.g. flavors = ["runtime", "dev"]'
+        )
+    flavors = tuple(value)
+    bad = [f for f in flavors if f not in FLAVORS]
+    if bad or not flavors or flavors[0] != "runtime" or len(set(flavors)) != len(flavors):
+        raise PipelineError(
+            f"{where}: flavors {list(flavors)} invalid; known: {', '.join(FLAVORS)}, each once",
+            "list runtime first (dev is built on top of it), each flavor once",
+        )
+    return flavors
+
+
+def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
+    if "index" not in table:
+        return torch_builds.default_index(torch, cuda)
+    index: str = _field(table, "index", where)
+    url = urllib.parse.urlsplit(index)
+    if url.username or url.password:
+        raise PipelineError(
+            f"{where}: index URL carries credentials; they would end up in lockfiles, labels and logs",
+            "remove them from the URL and give them to the build as a secret: --netrc PATH "
+            "(or $TORCHIMG_NETRC)",
+        )
+    if url.scheme != "https" or not url.netloc or not _INDEX.fullmatch(index):
+        raise PipelineError(
+            f"{where}: index {index!r} is not a plain https:// URL (host, optional port and path; "
+            "no spaces, query or shell characters)",
+            "use the index's https URL (e.g. https://pypi.org/simple)",
+        )
+    return index
+
+
+def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
+    where = f"{src.name} [[variant]] #{n}"
+    table = _table(value, where)
+    _no_unknown(table, {"name", "torch", "cuda", "base", "index", "flavors"}, where)
+    name = _field(table, "name", where)
+    where = f"{src.name} variant {name!r}"
+    if not _NAME.fullmatch(name):
+        raise PipelineError(f"{where}: name must match {_NAME.pattern}", "rename it")
+    torch = _field(table, "torch", where)
+    if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", torch):
+        raise PipelineError(f"{where}: torch {torch!r} is not an exact version", 'e.g. torch = "2.9.1"')
+    cuda = _field(table, "cuda", where)
+    if cuda != torch_builds.CPU and cuda not in torch_builds.CUDA:
+        raise PipelineError(
+            f"{where}: unknown CUDA tag {cuda!r}; known: {', '.join([*torch_builds.CUDA, torch_builds.CPU])}",
+            "use one of those tags",
+        )
+    torch_builds.check_pair(torch, cuda)
+    base_key = _field(table, "base", where)
+    if base_key not in bases:
+        raise PipelineError(
+            f"{where}: unknown base {base_key!r}; declared: {', '.join(bases)}",
+            "declare it under [bases.NAME] or pick a declared one",
+        )
+    flavors = _flavors(table, where)
+    index = _index(table, where, torch, cuda)
+    return Variant(
+        name, torch, cuda, index, bases[base_key], flavors, src.parent / "requirements" / "locks" / name
+    )
+
+
+def load(src: Path = paths.VARIANTS_FILE) -> Config:
+    """Read and validate variants.toml; every problem is a PipelineError naming the entry."""
+    try:
+        data = tomllib.loads(src.read_bytes().decode("utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise PipelineError(f"{src}: no such file", "run from the repository root") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"{src}: not UTF-8 text ({exc.reason} at byte {exc.start})", f"save {src.name} as UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PipelineError(f"{src}: not valid TOML: {exc}", f"fix the syntax in {src.name}") from None
+    _no_unknown(data, {"default", "repository", "bases", "variant", "builder", "cache"}, src.name)
+    bases = {k: _base(k, v, src) for k, v in _field(data, "bases", src.name, dict).items()}
+    variants: dict[str, Variant] = {}
+    for n, table in enumerate(_field(data, "variant", src.name, list), start=1):
+        v = _variant(table, bases, src, n)
+        if v.name in variants:
+            raise PipelineError(f"{src.name}: variant {v.name!r} declared twice", "remove one")
+        variants[v.name] = v
+    default = _field(data, "default", src.name)
+    if default not in variants:
+        raise PipelineError(f"{src.name}: default {default!r} is not a declared variant", "fix default")
+    optional = {k: _field(data, k, src.name) for k in ("builder", "cache") if k in data}
+    if "cache" in optional:
+        references.repository(optional["cache"], f"{src.name} cache")
+    repository = references.repository(_field(data, "repository", src.name), f"{src.name} repository")
+    return Config(default, repository, bases, variants, **optional, source=src)

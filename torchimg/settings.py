@@ -1,0 +1,76 @@
+"""Where each setting comes from, in one place: the command-line flag, else its environment
+variable, else variants.toml, else the default. Every value is checked naming where it came
+from, before any engine or registry is touched."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchimg import paths
+from torchimg.model import credentials, references
+from torchimg.model.variants import Config
+
+ENV = {
+    "base": "TORCHIMG_BASE",
+    "repository": "TORCHIMG_REPOSITORY",
+    "builder": "TORCHIMG_BUILDER",
+    "cache_repository": "TORCHIMG_CACHE",
+    "reports": "TORCHIMG_REPORTS",
+    "config": "TORCHIMG_CONFIG",
+}
+_FLAGS = {
+    "base": "--base",
+    "repository": "--repository",
+    "builder": "--builder",
+    "cache_repository": "--cache-repository",
+    "reports": "--reports",
+    "config": "--config",
+}
+
+
+def resolve(name: str, flag: str | None, configured: str | None = None) -> tuple[str | None, str]:
+    """(value, where it came from): the flag, else $ENV (empty counts as unset), else variants.toml."""
+    if flag:
+        return flag, _FLAGS[name]
+    if env := os.environ.get(ENV[name]):
+        return env, f"${ENV[name]}"
+    return (configured, f"variants.toml {name}") if configured else (None, "")
+
+
+def config_file(flag: Path | None) -> Path:
+    value, _ = resolve("config", str(flag) if flag else None)
+    return Path(value) if value else paths.VARIANTS_FILE
+
+
+def reports_dir(flag: Path | None) -> Path:
+    """Reports and per-image records (tests give a temp folder)."""
+    value, _ = resolve("reports", str(flag) if flag else None)
+    return Path(value) if value else paths.ROOT / "reports"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated variants file and reports folder, and the resolution of the rest."""
+
+    config: Config
+    reports: Path
+
+    def repository(self, flag: str | None) -> str:
+        value, source = resolve("repository", flag, self.config.repository)
+        assert value is not None  # variants.toml requires it
+        return references.repository(value, source)
+
+    def cache_repository(self, flag: str | None) -> str | None:
+        value, source = resolve("cache_repository", flag, self.config.cache)
+        return references.repository(value, source) if value else None
+
+    def builder(self, flag: str | None) -> str | None:
+        return resolve("builder", flag, self.config.builder)[0]
+
+    def base(self, flag: str | None) -> str | None:
+        """A base image override (a local image works); None: the variant's pinned base."""
+        value, source = resolve("base", flag)
+        return references.image(value, source) if value else None
+
+    def credentials(self, ca_bundle: str | None, netrc: str | None) -> credentials.Credentials:
+        return credentials.resolve(ca_bundle, netrc)

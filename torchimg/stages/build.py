@@ -1,0 +1,169 @@
+"""`nox -s build`: one variant x flavor -> one image, through BuildKit, plus its record.
+
+Every input is checked before BuildKit starts (lockfiles, their Python, engine, buildx,
+base image), so a bad input fails in seconds with its fix and nothing gets tagged.
+"""
+
+import argparse
+import datetime
+from dataclasses import dataclass, field
+
+from torchimg import image_inputs, paths
+from torchimg.adapters import engine, gitinfo
+from torchimg.model import lockfile, record
+from torchimg.model.credentials import Credentials
+from torchimg.output import log
+from torchimg.settings import Settings
+from torchimg.stages import Image, Selection, StageResult, each_image
+
+HELP = "build images through BuildKit and record them"
+SELECTS = "images"  # variants x flavors
+COMPRESSIONS = ("gzip", "zstd")
+ATTESTATIONS = ("provenance", "sbom")
+
+
+@dataclass(frozen=True)
+class Options:
+    repository: str
+    base: str | None = None
+    creds: Credentials = field(default_factory=Credentials)
+    cache: bool = True
+    builder: str | None = None  # a named buildx builder (remote BuildKit); None: the default
+    cache_repository: str | None = None  # registry cache: <repo>:<variant>-<flavor>
+    cache_export: bool = True  # False: import the registry cache only (read-only machines)
+    compression: str = "gzip"
+    attest: tuple[str, ...] = ()
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base",
+        metavar="REF",
+        help="build on this base image instead of the variant's "
+        "pinned one (a local image works; default: $TORCHIMG_BASE)",
+    )
+    p.add_argument(
+        "--ca-bundle",
+        metavar="PATH",
+        help="extra CA bundle for the package index, given to "
+        "BuildKit as a secret (default: $TORCHIMG_CA_BUNDLE, $PIP_CERT, $REQUESTS_CA_BUNDLE)",
+    )
+    p.add_argument(
+        "--netrc",
+        metavar="PATH",
+        help="netrc with private-index credentials, as a secret (default: $TORCHIMG_NETRC)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="build without BuildKit's cache")
+    p.add_argument(
+        "--builder",
+        help="named buildx builder, e.g. a remote BuildKit (default: "
+        "$TORCHIMG_BUILDER, variants.toml `builder`, else docker's current one)",
+    )
+    p.add_argument(
+        "--cache-repository",
+        metavar="REPO",
+        help="registry cache to import and export, one "
+        "ref per variant and flavor (default: $TORCHIMG_CACHE, variants.toml `cache`)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="gzip",
+        help="layer compression (zstd: smaller and faster to pull, needs Docker >= 23 / containerd >= 1.5)",
+    )
+    p.add_argument(
+        "--attest",
+        action="append",
+        choices=ATTESTATIONS,
+        default=[],
+        help="attach BuildKit attestations to the image (release builds: both)",
+    )
+    p.add_argument(
+        "--repository",
+        help="image repository for tags (default: $TORCHIMG_REPOSITORY, variants.toml `repository`)",
+    )
+
+
+def options(args: argparse.Namespace, settings: Settings) -> Options:
+    return Options(
+        repository=settings.repository(args.repository),
+        base=settings.base(args.base),
+        creds=settings.credentials(args.ca_bundle, args.netrc),
+        cache=not args.no_cache,
+        builder=settings.builder(args.builder),
+        cache_repository=settings.cache_repository(args.cache_repository),
+        compression=args.compression,
+        attest=tuple(args.attest),
+    )
+
+
+def cache_ref(opts: Options, image: Image) -> str | None:
+    """One registry cache ref per variant and flavor, so flavors never evict each other."""
+    return f"{opts.cache_repository}:{image.variant.name}-{image.flavor}" if opts.cache_repository else None
+
+
+def run(selection: Selection, opts: Options) -> StageResult:
+    for image in selection.images:  # every input checked before the first build starts
+        image_inputs.check(image.variant, image.flavor, opts.base)
+    return each_image("build", selection, lambda image: build(selection, image, opts))
+
+
+def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Record, list[str]]:
+    """Build and tag one image; write its record. Returns it and BuildKit's log (the build
+    report reads its steps)."""
+    variant, flavor = image.variant, image.flavor
+    locks = image_inputs.check(variant, flavor, opts.base)
+    lock_python = image_inputs.check_lock_python(variant, locks[0], opts.base)
+    engine.preflight()
+    base_ref = opts.base or variant.base.image
+    base_id = engine.require_base(base_ref)
+    git = gitinfo.current()
+    tag = f"{opts.repository}:{variant.name}-{flavor}"
+    args = image_inputs.build_args(variant, base_ref, git, lock_python)
+    labels = image_inputs.image_labels(variant, flavor, git, base_ref, base_id, locks)
+    log.info("   -> %s", tag)
+    result = engine.build(
+        context=paths.DOCKER,
+        dockerfile=paths.DOCKERFILE,
+        target=flavor,
+        tags=[tag],
+        build_args=args,
+        contexts={"lock": variant.lock_dir, "requirements": paths.REQUIREMENTS},
+        secrets=opts.creds.buildkit_secrets(),
+        labels=labels,
+        cache=opts.cache,
+        what=str(image),
+        builder=opts.builder,
+        cache_ref=cache_ref(opts, image),
+        cache_export=opts.cache_export,
+        compression=opts.compression,
+        attest=opts.attest,
+    )
+    rec = record.Record(
+        variant=variant.name,
+        flavor=flavor,
+        image_id=result.image_id,
+        tags=[tag],
+        build=record.Built(
+            ok=True,
+            image_id=result.image_id,
+            seconds=round(result.seconds, 1),
+            cache=opts.cache,
+            builder=opts.builder or "default",
+            cache_ref=cache_ref(opts, image),
+            compression=opts.compression,
+            attest=list(opts.attest),
+            finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        ),
+        inputs=record.Inputs(
+            docker_sha256=image_inputs.tree_sha256(paths.DOCKER),
+            lockfiles={paths.shown(p): lockfile.sha256(p) for p in locks},
+            base=record.BaseInput(ref=base_ref, id=base_id, pinned=base_ref == variant.base.image),
+            build_args=args,
+            git=record.GitInput(revision=git.revision, dirty=git.dirty),
+        ),
+        labels=labels,
+    )
+    path = selection.store.write(rec)
+    log.info("== built %s (%s) in %.1f s; record %s", tag, result.image_id[:19], result.seconds, path)
+    return rec, result.log

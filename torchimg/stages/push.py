@@ -1,0 +1,185 @@
+"""`nox -s push`: release an image that passed every gate, under tags that never lie.
+
+Order, so that a failure anywhere leaves no moving tag on an unverified image: the push
+preconditions (build, test, scan of this exact image ID) -> registry answers -> immutable tag
+(refused if it already names other content) -> digest read back from the registry and checked
+against the local image -> moving tags never moved backwards -> the immutable tag read back
+again -> the moving tags, each read back too -> release manifest and record.
+"""
+
+import argparse
+from dataclasses import dataclass, field
+
+from torchimg import paths, releasenotes
+from torchimg.adapters import engine, local_registry, remote_registry
+from torchimg.errors import PipelineError, RefusedError
+from torchimg.model import labels, lockfile, record, tags
+from torchimg.model.push_preconditions import Target, unmet
+from torchimg.output import log
+from torchimg.settings import Settings
+from torchimg.stages import Image, Selection, StageResult, built, each_image
+from torchimg.stages import scan as scan_stage
+
+HELP = "push images that passed build, test and scan; verify; move tags"
+SELECTS = "images"  # variants x flavors
+
+
+@dataclass(frozen=True)
+class Options:
+    target: Target
+    force_move: bool = False
+    scan: scan_stage.Options = field(default_factory=scan_stage.Options)
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--repository",
+        help="target image repository (default: $TORCHIMG_REPOSITORY, variants.toml `repository`)",
+    )
+    p.add_argument(
+        "--allow-no-vuln-db",
+        action="store_true",
+        help="release to a remote registry although the scan could not check vulnerabilities",
+    )
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="release an image built from uncommitted changes (its immutable tag ends in -dirty)",
+    )
+    p.add_argument(
+        "--force-move",
+        action="store_true",
+        help="move the moving tags even when they name an image of a newer commit (a deliberate rollback)",
+    )
+    scan_stage.policy_arguments(p)
+
+
+def options(args: argparse.Namespace, settings: Settings) -> Options:
+    target = Target(settings.repository(args.repository), args.allow_no_vuln_db, args.allow_dirty)
+    return Options(target, args.force_move, scan_stage.policy_options(args, allow_no_vuln_db=True))
+
+
+def run(selection: Selection, opts: Options) -> StageResult:
+    pushed: list[releasenotes.Manifest] = []
+    result = each_image("push", selection, lambda image: pushed.append(push(selection, image, opts)))
+    for m in pushed:
+        print(f"pushed {m['variant']} {m['flavor']}: {m['digest']}")
+        for ref in m["references"]:
+            print(f"  {ref.split('@')[0]}")
+    return result
+
+
+def gate(selection: Selection, image: Image, opts: Options, local_target: bool) -> record.Record:
+    """The record of an image that meets the push preconditions; else refuse, naming the stage.
+
+    A scan not yet run for this image runs now (it is part of the release gate); one whose
+    vulnerability part could not run is accepted for the embedded local registry (it stays on
+    this machine) and elsewhere only with --allow-no-vuln-db. A failed scan is never accepted.
+    """
+    rec = built(selection, image)
+    if rec.passed("build") and rec.passed("test") and rec.scan is None:
+        log.info("   %s has not been scanned yet: running the scan gate now", image)
+        try:
+            rec = scan_stage.scan(selection, image, opts.scan)
+        except PipelineError as exc:
+            exc.what = f"push refused: {exc.what}"
+            raise
+    refused = unmet(rec, opts.target, local_target, opts.scan.policy_fingerprint())
+    if refused is not None:
+        raise refused
+    for shown, digest in rec.inputs.lockfiles.items():
+        path = paths.ROOT / shown
+        if not path.is_file() or lockfile.sha256(path) != digest:
+            raise PipelineError(
+                f"push refused: {shown}, which {image} was built from, changed or is gone since the build: "
+                "the release manifest would describe another image",
+                f"restore it, or rebuild: nox -s build {image.select}",
+            )
+    return rec
+
+
+def _push_verified(rec: record.Record, ref: str) -> str:
+    """Push the recorded image as `ref` (tagged from its image ID, never from a tag that could
+    move meanwhile), read the digest back from the registry, check it is ours."""
+    pushed = engine.push_as(rec.image_id, ref, keep_tag=ref in rec.tags)
+    _still_serves(rec, ref, pushed)
+    return pushed
+
+
+def _still_serves(rec: record.Record, ref: str, digest: str) -> None:
+    served = remote_registry.serves(ref, rec.image_id)
+    if served is None or served != digest:
+        raise RefusedError(
+            f"{ref}: the registry serves {remote_registry.digest(ref)}, not the image just pushed "
+            f"({digest}, local {rec.image_id[:19]})",
+            "check who else pushes to this repository (a concurrent push?); no moving tag was changed",
+        )
+
+
+def _forward_only(rec: record.Record, repository: str, moving: list[str], digest: str, force: bool) -> None:
+    """Refuse, before any moving tag moves, when one names an image built from a newer commit."""
+    ours = rec.labels.get(labels.CREATED, "")
+    for name in moving:
+        ref = f"{repository}:{name}"
+        current = remote_registry.digest(ref)
+        if current is None or current == digest:
+            continue
+        theirs = remote_registry.labels(ref).get(labels.CREATED)
+        if tags.backwards(ours, theirs) and not force:
+            raise RefusedError(
+                f"push refused: {ref} names {current[:19]}, created {theirs or 'at an unknown time'}, "
+                f"newer than this image ({ours}): moving tags never move backwards; none was moved",
+                "release from a newer commit, or pass --force-move to roll the tags back deliberately",
+            )
+
+
+def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Manifest:
+    repository = opts.target.repository
+    rec = gate(selection, image, opts, local_registry.is_local(local_registry.host_of(repository)))
+    local_registry.ensure(repository)
+    immutable = tags.immutable_of(image.variant, image.flavor, rec)
+    ref = f"{repository}:{immutable}"
+    log.info("   %s (%s) -> %s", image, rec.image_id[:19], ref)
+    existing = remote_registry.digest(ref)
+    if existing is None:
+        digest = _push_verified(rec, ref)
+        log.info("   verified: the registry serves %s under %s", digest, immutable)
+    else:
+        found = remote_registry.serves(ref, rec.image_id)
+        if found is None:
+            raise RefusedError(
+                f"push refused: immutable tag {ref} already names {existing}, which is not this image "
+                f"({rec.image_id[:19]}); immutable tags are never overwritten",
+                "a build of the same commit with other --attest or --compression options is another image: "
+                "build it as released before; else find out why the same commit built different content "
+                "(`nox -s build -- --no-cache` and compare), or release from a new commit",
+            )
+        digest = found
+        log.info("   %s already names this image (%s): not pushed again", immutable, digest)
+
+    releases = selection.reports / "releases"
+    lock_paths = sorted(rec.inputs.lockfiles)
+    line = f"{repository}:{image.variant.name}-{image.flavor}"
+    before = releasenotes.previous(line, digest, immutable, lock_paths, releases)
+    moving = tags.moving(selection.config, image.variant, image.flavor)
+    _forward_only(rec, repository, moving, digest, opts.force_move)
+    _still_serves(rec, ref, digest)  # a concurrent push may have replaced it meanwhile
+    for name in moving:
+        _push_verified(rec, f"{repository}:{name}")
+    log.info("   moved %s to %s", ", ".join(moving), digest)
+
+    manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
+    manifest.update(before)
+    json_path, md_path = releasenotes.write(manifest, releases)
+    pushed = record.Pushed(
+        ok=True,
+        image_id=rec.image_id,
+        repository=repository,
+        digest=digest,
+        references=manifest["references"],
+        manifest=str(json_path),
+        finished=manifest["pushed"],
+    )
+    selection.store.save_section(image.variant.name, image.flavor, "push", pushed)
+    log.info("== pushed %s@%s; release manifest %s", ref, digest, md_path)
+    return manifest

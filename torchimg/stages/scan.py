@@ -1,0 +1,151 @@
+"""`nox -s scan`: trivy on the built image (by ID), then the scan policy: the gate.
+
+Vulnerabilities (OS and Python packages), secrets and licenses in the image, and the
+misconfigurations of docker/; trivy's JSON, a CycloneDX SBOM and SARIF under
+reports/<variant>-<flavor>/. How trivy is run, and why each failure is "scan failed", is in
+the trivy adapter; what blocks a release is in the scan policy.
+"""
+
+import argparse
+import datetime
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torchimg import paths
+from torchimg.adapters import trivy
+from torchimg.errors import PipelineError, RefusedError
+from torchimg.model import allowlist, record, scan_policy
+from torchimg.output import log
+from torchimg.settings import Settings
+from torchimg.stages import Image, Selection, StageResult, built, each_image
+
+HELP = "trivy: vulnerabilities, secrets, licenses, misconfigurations; the gate"
+SELECTS = "images"  # variants x flavors
+KINDS = ("vulnerability", "secret", "misconfiguration")
+
+
+@dataclass(frozen=True)
+class Options:
+    policy: scan_policy.Policy = field(default_factory=scan_policy.Policy)
+    allowlist: Path = paths.ROOT / "scan-allowlist.toml"
+    allow_no_vuln_db: bool = False
+    scanner: trivy.TrivyOptions = field(default_factory=trivy.TrivyOptions)
+    today: datetime.date | None = None
+
+    def policy_fingerprint(self) -> dict[str, str]:
+        """What the verdict depends on besides the image: push checks that the scan it trusts
+        was judged under the policy it would apply itself."""
+        allow = self.allowlist.read_bytes() if self.allowlist.is_file() else b""
+        return {
+            "severity": self.policy.vuln_min,
+            "fixed_only": str(self.policy.fixed_only).lower(),
+            "allowlist_sha256": hashlib.sha256(allow).hexdigest(),
+        }
+
+
+def policy_arguments(p: argparse.ArgumentParser) -> None:
+    """The gate's options: `scan` takes them, and `push` for the scan it runs itself."""
+    p.add_argument(
+        "--severity", choices=scan_policy.SEVERITIES, default="HIGH", help="lowest blocking severity"
+    )
+    p.add_argument("--include-unfixed", action="store_true", help="vulnerabilities without a fix block too")
+    p.add_argument(
+        "--allowlist",
+        type=Path,
+        default=paths.ROOT / "scan-allowlist.toml",
+        help="accepted findings, each with a reason and an expiry (default: scan-allowlist.toml)",
+    )
+    p.add_argument("--cache-dir", type=Path, help="trivy cache dir (e.g. a pre-filled one for offline use)")
+    p.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
+    p.add_argument(
+        "--max-db-age-days",
+        type=int,
+        default=7,
+        help="when the DB cannot be updated, a cached one counts only if this recent (default 7)",
+    )
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    policy_arguments(p)
+    p.add_argument(
+        "--allow-no-vuln-db",
+        action="store_true",
+        help="accept that the vulnerability part cannot run (offline, no DB mirror); recorded as such",
+    )
+
+
+def policy_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> Options:
+    opts = Options(
+        policy=scan_policy.Policy(vuln_min=args.severity, fixed_only=not args.include_unfixed),
+        allowlist=args.allowlist,
+        allow_no_vuln_db=allow_no_vuln_db,
+        scanner=trivy.TrivyOptions(args.cache_dir, args.db_repository, args.max_db_age_days),
+    )
+    allowlist.load(opts.allowlist, datetime.date.today())  # bad input fails before any image
+    return opts
+
+
+def options(args: argparse.Namespace, settings: Settings) -> Options:
+    return policy_options(args, args.allow_no_vuln_db)
+
+
+def run(selection: Selection, opts: Options) -> StageResult:
+    return each_image("scan", selection, lambda image: scan(selection, image, opts))
+
+
+def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
+    rec = built(selection, image)
+    today = opts.today or datetime.date.today()
+    entries = allowlist.load(opts.allowlist, today)
+    out = selection.folder(image)
+    store, policy = selection.store, opts.policy_fingerprint()
+    db = record.VulnDb(available=False, how="not decided: the scan failed before")
+    try:
+        db = trivy.vuln_db(opts.scanner)
+        reports = trivy.analyse(rec.image_id, out, opts.scanner, db)
+    except PipelineError as exc:
+        failed = record.Scanned(
+            ok=False,
+            image_id=rec.image_id,
+            vulnerabilities="scan failed",
+            vuln_db=db,
+            problems=[exc.what],
+            policy=policy,
+        )
+        store.save_section(image.variant.name, image.flavor, "scan", failed)
+        raise
+    vulnerabilities = "ran" if db.available else "not run: no vulnerability database"
+    found = [f for report in reports.values() for f in scan_policy.findings(report)]
+    verdict = scan_policy.judge(found, entries, opts.policy, today)
+    problems = [f"blocking: {f}" for f in verdict.blocking]
+    problems += [
+        f"allowlist entry {a.id} expired on {a.expires}: review it ({a.reason})" for a in verdict.expired
+    ]
+    if not db.available and not opts.allow_no_vuln_db:
+        problems.append(f"vulnerabilities not checked ({db.how}); pass --allow-no-vuln-db to accept that")
+    section = record.Scanned(
+        ok=not problems,
+        image_id=rec.image_id,
+        vulnerabilities=vulnerabilities,
+        vuln_db=db,
+        accepted_without_vuln_db=not db.available and opts.allow_no_vuln_db,
+        counts={k: sum(f.kind == k for f in found) for k in KINDS},
+        licenses=scan_policy.licenses(reports["image"]),
+        problems=problems,
+        accepted=[f"{f} (allowlist: {a.reason}, until {a.expires})" for f, a in verdict.accepted],
+        stale_allowlist=[a.id for a in verdict.stale],
+        reports=sorted(p.name for p in out.glob("*") if p.suffix in (".json", ".sarif")),
+        policy=policy,
+        finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
+    rec = store.save_section(image.variant.name, image.flavor, "scan", section)
+    log.info("   vulnerabilities: %s (%s)", vulnerabilities, db.how)
+    for line in [*problems, *(f"stale allowlist entry (matches nothing): {a.id}" for a in verdict.stale)]:
+        log.info("   %s", line)
+    if problems:
+        raise RefusedError(
+            f"scan gate of {image} failed:\n  " + "\n  ".join(problems),
+            f"read {out}/; fix the image, or add a reviewed entry to scan-allowlist.toml",
+        )
+    return rec

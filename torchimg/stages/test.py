@@ -1,0 +1,173 @@
+"""`nox -s test`: run the in-image probe (smoke checks, matmul benchmark) in the built image.
+
+With `--gpus all` when the engine has the NVIDIA runtime (detected, not assumed); otherwise in
+CPU mode, where the probe reports every GPU check as skipped with its reason. Results go into
+the image's record and reports/<variant>-<flavor>/; a benchmark regression against a stored
+baseline for the same GPU model fails the stage.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchimg import probe_results
+from torchimg.adapters import engine
+from torchimg.errors import PipelineError, RefusedError
+from torchimg.model import record
+from torchimg.output import log
+from torchimg.settings import Settings
+from torchimg.stages import Image, Selection, StageResult, built, each_image
+
+HELP = "run the smoke checks and matmul benchmark in the built images"
+SELECTS = "images"  # variants x flavors
+PROBE_TIMEOUT_S = 1800
+_RESULTS_IN_CONTAINER = "/tmp"  # the image's user can write there; nothing of the host is mounted
+
+
+@dataclass(frozen=True)
+class Options:
+    require_gpu: bool = False
+    bench: bool = True
+    threshold: float = 0.10
+    update_baseline: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold) and 0 < self.threshold < 1):
+            raise PipelineError(
+                f"--threshold {self.threshold}: the regression gate needs a fraction between 0 and 1",
+                "e.g. --threshold 0.10 (fail when a benchmark is more than 10 % below its baseline)",
+            )
+
+
+def _fraction(text: str) -> float:
+    """argparse type for --threshold: a finite number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.10)")
+    return value
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--require-gpu", action="store_true", help="no GPU visible is a failure (GPU runners)")
+    p.add_argument("--no-bench", action="store_true", help="smoke checks only")
+    p.add_argument(
+        "--threshold", type=_fraction, default=0.10, help="bench regression gate: a fraction in (0, 1)"
+    )
+    p.add_argument("--update-baseline", action="store_true", help="store this bench as the GPU's baseline")
+
+
+def options(args: argparse.Namespace, settings: Settings) -> Options:
+    return Options(args.require_gpu, not args.no_bench, args.threshold, args.update_baseline)
+
+
+def run(selection: Selection, opts: Options) -> StageResult:
+    return each_image("test", selection, lambda image: test(selection, image, opts))
+
+
+def run_probe(image: str, what: str, gpu: bool, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+    """Run `torchimg-probe WHAT` in the image and return its JSON result.
+
+    The result is copied out of the stopped container as one regular file under a size cap (no
+    host folder is shared with the container), from a path made up for this run (a file the
+    image already holds can never stand in for it). The probe exits 0 when every check passed
+    and 1 when one failed: any other exit, or an exit that disagrees with the JSON, fails the test.
+    """
+    result = f"{_RESULTS_IN_CONTAINER}/torchimg-{what}-{uuid.uuid4().hex}.json"
+    args = ["timeout", str(PROBE_TIMEOUT_S), "torchimg-probe", what, "--json", result, *extra]
+    log.info("   %s in %s (%s)", what, image[:19], "GPU" if gpu else "CPU mode")
+    name = engine.new_container_name(f"torchimg-{what}")
+    try:
+        exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size="2g")
+        data = engine.copy_file_out(name, result) if exited.code in (0, 1) else None
+    finally:
+        engine.remove_container(name)
+    if data is None:
+        tail = "\n    ".join(exited.output.strip().splitlines()[-5:]) or "(no output)"
+        timed_out = ", timed out" if exited.code == 124 else ""
+        raise RefusedError(
+            f"the {what} probe did not finish in {image[:19]} (exit {exited.code}{timed_out}):\n    {tail}",
+            f"run it by hand: `inv shell --run 'torchimg-probe {what}'`",
+        )
+    try:
+        parsed = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RefusedError(f"the {what} probe wrote unreadable JSON in {image[:19]} ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise RefusedError(f"the {what} probe wrote {type(parsed).__name__}, not a JSON object")
+    if what == "smoke":
+        probe_results.check_smoke(parsed, exited.code)
+    return parsed
+
+
+def test(selection: Selection, image: Image, opts: Options) -> record.Record:
+    rec = built(selection, image)
+    gpu = engine.gpu_runtime()
+    if opts.require_gpu and not gpu:
+        raise PipelineError(
+            "--require-gpu: the engine has no NVIDIA runtime, so containers cannot see a GPU",
+            "install the NVIDIA Container Toolkit and `nvidia-ctk runtime configure --runtime=docker`",
+        )
+    env = {"TORCHIMG_EXPECT": json.dumps(probe_results.expected(rec.labels))}
+    reports = selection.folder(image)
+    smoke = run_probe(rec.image_id, "smoke", gpu, env, ["--require-gpu"] if opts.require_gpu else [])
+    _save(reports / "smoke.json", smoke)
+    problems = [
+        f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
+    ]
+    counts = {k: v for k, v in (smoke.get("counts") or {}).items() if isinstance(v, int)}
+    result = record.Tested(ok=False, image_id=rec.image_id, gpu=gpu, smoke=counts)
+    if opts.bench:
+        bench = run_probe(rec.image_id, "bench", gpu, env, [])
+        _save(reports / "bench.json", bench)
+        unusable = probe_results.unusable(bench)
+        problems += unusable
+        if not unusable:
+            from torchimg import charts  # matplotlib is slow to import: only where a chart is drawn
+
+            charts.bench_chart(bench, reports / "bench.png")
+            result.bench = {
+                "device": bench.get("device"),
+                "unit": bench.get("unit"),
+                "results": bench["results"],
+            }
+            problems += _against_baseline(bench, gpu, opts)
+    result.ok = not problems
+    result.problems = problems
+    result.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    rec = selection.store.save_section(image.variant.name, image.flavor, "test", result)
+    if problems:
+        raise RefusedError(
+            f"test of {image} failed:\n  " + "\n  ".join(problems),
+            f"read {reports / 'smoke.json'}",
+        )
+    return rec
+
+
+def _save(file: Path, data: dict[str, Any]) -> None:
+    file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options) -> list[str]:
+    key = bench.get("peak_key")
+    if not (gpu and key):
+        return []
+    base = probe_results.baseline_path(key)
+    if opts.update_baseline:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        _save(base, bench)
+        return []
+    if not base.exists():
+        log.info("   no benchmark baseline for %s yet (%s): nothing to compare with", key, base.name)
+        return []
+    return [
+        f"bench regression: {r}"
+        for r in probe_results.regressions(bench, json.loads(base.read_text()), opts.threshold)
+    ]
