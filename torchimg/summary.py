@@ -43,7 +43,7 @@ def rows(store: record.Store) -> list[dict[str, Any]]:
 def table(store: record.Store, markdown: bool = False) -> str:
     found = rows(store)
     if not found:
-        return "no image built yet: nox -s build"
+        return "no image built yet: nox -s build\n"
     cells = [
         [
             f"`{r['image']}`" if markdown else r["image"],

@@ -3,11 +3,9 @@ vulnerability DB is there is decided before scanning, and every report is checke
 
 import datetime
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from plumbum import local
 
 from torchimg.adapters import trivy
 from torchimg.errors import RefusedError, ToolError
@@ -35,11 +33,9 @@ def cache(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def user_trivy_env() -> Iterator[None]:
+def user_trivy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A TRIVY_* variable in the user's environment, which the gate must not pass on."""
-    local.env["TRIVY_SEVERITY"] = "CRITICAL"
-    yield
-    del local.env["TRIVY_SEVERITY"]
+    monkeypatch.setenv("TRIVY_SEVERITY", "CRITICAL")
 
 
 NOW = datetime.datetime.now(datetime.UTC)

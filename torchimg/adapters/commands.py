@@ -1,6 +1,7 @@
 """Programs the pipeline runs (trivy, git, pip-compile), through plumbum: the one place that
 starts them, so that a missing program is one clear error and no caller sees plumbum."""
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +27,20 @@ def run(
     env: Mapping[str, str] | None = None,
     unset: Sequence[str] = (),
 ) -> Ran:
-    """Run `program args` to its end; any exit status is returned, never raised. `env` adds
-    variables, `unset` removes those whose names start with one of its prefixes."""
+    """Run `program args` to its end; any exit status is returned, never raised. The program
+    gets this process's environment as it is now, plus `env`, less the variables whose names
+    start with one of the `unset` prefixes."""
     try:
         command = local[str(program)]
     except CommandNotFound:
         raise ToolError(
             f"`{program}` is not installed (not on PATH)", f"install {Path(program).name}"
         ) from None
-    with local.cwd(str(cwd) if cwd else local.cwd), local.env(**dict(env or {})):
-        for key in [k for k in local.env.keys() if k.startswith(tuple(unset))] if unset else []:  # noqa: SIM118
-            del local.env[key]
+    now = {**os.environ, **(env or {})}
+    now = {k: v for k, v in now.items() if not (unset and k.startswith(tuple(unset)))}
+    with local.cwd(str(cwd) if cwd else local.cwd), local.env():
+        local.env.clear()
+        local.env.update(now)
         try:
             code, out, err = command[list(args)].run(retcode=None)
         except OSError as exc:
