@@ -90,7 +90,7 @@ def remove_project_images(repositories: tuple[str, ...] = ()) -> list[str]:
     removed = []
     for tag in engine.labelled_tags(engine.PROJECT_LABEL_PREFIX):
         repo = tag.rsplit(":", 1)[0]
-        if repo in repos or repo.split("/", 1)[0] in _OWN_REPOSITORIES:
+        if repo in repos or (not repositories and repo.split("/", 1)[0] in _OWN_REPOSITORIES):
             engine.untag(tag, force=True)
             removed.append(tag)
     return removed
