@@ -99,5 +99,5 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests, then integration tests against the real engine, BuildKit and local_registry."""
+    """Unit tests, then integration tests against the real engine, BuildKit and registry."""
     session.run(sys.executable, "-m", "pytest", *session.posargs)

@@ -39,7 +39,7 @@ def jupyter(c: Context, variant: str = "", port: int = 8888) -> None:
 def images(c: Context) -> None:
     """This project's images and how far each got: build, test, scan, push."""
     with devtools.user_errors():
-        print(devtools.images_table())
+        print(devtools.images_table(), end="")
 
 
 @task(help={"keep_reports": "keep reports/ (records, scan reports, release manifests)"})

@@ -71,7 +71,7 @@ def _images(args: argparse.Namespace, config: variants.Config, selects: str) -> 
     if selects == "nothing":
         return ()
     chosen = config.select(args.variant, args.all, args.locked)
-    if selects == "variants":
+    if selects == "variants" and chosen:
         return tuple(Image(v, v.flavors[0]) for v in chosen)
     images = []
     for variant in chosen:
@@ -157,7 +157,6 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="reports and records (default: reports/; $TORCHIMG_REPORTS)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="more detail in the log")
     sub = p.add_subparsers(dest="command", required=True)
     for name, module in STAGES.items():
         sp = sub.add_parser(name, help=module.HELP)
@@ -191,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    output.setup(args.verbose)
+    output.setup()
     func: Callable[[argparse.Namespace, settings.Settings], None] = args.func
     try:
         config = variants.load(settings.config_file(args.config))

@@ -116,7 +116,7 @@ def clean(keep_reports: bool = False) -> list[str]:
 
 
 def registry_action(action: str, host: str) -> str:
-    """`inv registry up|down|status`: the embedded local local_registry."""
+    """`inv registry up|down|status`: the embedded local registry."""
     local = local_registry.Local(local_registry.check_host(host, "--address"))
     actions = {"up": local.start, "down": local.stop, "status": local.status}
     if action not in actions:

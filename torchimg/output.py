@@ -34,14 +34,14 @@ class _Stderr(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
-def setup(verbose: bool = False) -> None:
+def setup() -> None:
     """Once per process (the command line, an invoke task): stderr, one format."""
     if any(isinstance(h, _Stderr) for h in log.handlers):
         return
     handler = _Stderr()
     handler.setFormatter(_Format())
     log.addHandler(handler)
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.setLevel(logging.INFO)
     log.propagate = False
 
 

@@ -284,6 +284,7 @@ def dev_releasable(
 
 
 def test_a_registry_failing_for_one_flavor_fails_it_with_exit_3_and_pushes_the_other(
+    pipeline: Pipeline,
     releasable: record.Record,
     dev_releasable: record.Record,
     default_variant: variants.Variant,
@@ -299,13 +300,14 @@ def test_a_registry_failing_for_one_flavor_fails_it_with_exit_3_and_pushes_the_o
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         repo = f"localhost:{server.server_address[1]}/flaky"
-        argv = ["push", "--flavor", "runtime", "--flavor", "dev", "--repository", repo, "--allow-dirty"]
+        argv = ["--reports", str(pipeline.reports), "push", "--flavor", "runtime", "--flavor", "dev"]
+        argv += ["--repository", repo, "--allow-dirty"]
         code = cli.main(argv)
     finally:
         server.shutdown()
     err = capsys.readouterr().err
     assert code == 3, err
-    assert "push: 1 of 2 image(s) done; failed: 2.9.1-cu128 runtime (exit 3)" in err
+    assert "push: 1 of 2 done; failed: 2.9.1-cu128 runtime (exit 3)" in err
     assert "Traceback" not in err
     pushed = set(tag_list(target.host, "flaky"))
     assert not pushed & {broken, "2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"}, pushed

@@ -46,6 +46,13 @@ def _lock(old: str, new: str, name: str = "runtime.txt") -> Edit:
 _FILELOCK_4_3_0 = "filelock==4.3.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
 
 
+def _remove(name: str) -> Edit:
+    def edit(root: Path) -> None:
+        (root / name).unlink()
+
+    return edit
+
+
 def _nothing(root: Path) -> None:
     pass
 
@@ -72,6 +79,8 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("repository-in-config", _variants('repository = "localhost:5000/pytorch"', 'repository = "Bad/Repo"'),
      ["build"], "repository"),
     ("unknown-variant", _nothing, ["build", "--variant", "2.9.1-cu12"], "did you mean '2.9.1-cu128'"),
+    ("nothing-locked", _remove("requirements/locks/2.9.1-cu128/runtime.txt"), ["build-report", "--locked"],
+     "no image selected"),
     ("all-with-variant", _nothing, ["build", "--all", "--variant", VARIANT], "--all"),
     ("flavor-not-declared", _variants(FIRST_VARIANT, FIRST_VARIANT + 'flavors = ["runtime"]\n'),
      ["build", "--flavor", "dev"], "no flavor 'dev'"),

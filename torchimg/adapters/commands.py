@@ -1,5 +1,7 @@
-"""Programs the pipeline runs (trivy, git, pip-compile), through plumbum: the one place that
-starts them, so that a missing program is one clear error and no caller sees plumbum."""
+"""The programs whose output the pipeline reads (trivy, git, pip-compile), run through plumbum:
+the one place that starts them, so that a missing program is one clear error and no caller
+sees plumbum. (The engine's `docker` CLI is the engine adapter's, the registry program the
+local registry's: each system stays behind its own module.)"""
 
 import os
 from collections.abc import Mapping, Sequence

@@ -45,8 +45,11 @@ def changed(revision: str, folder: Path) -> list[str]:
     """Files under `folder` that differ between `revision` and the working tree."""
     try:
         return _git("diff", "--name-only", revision, "--", str(folder.relative_to(paths.ROOT))).split()
-    except _NoGitError:
-        return []
+    except _NoGitError as exc:
+        raise ToolError(
+            f"git cannot compare {paths.shown(folder)} with {revision} ({exc})",
+            "run from a git checkout with full history (`git fetch --unshallow`)",
+        ) from None
 
 
 # What goes into the image: untracked files there make the tree dirty too.

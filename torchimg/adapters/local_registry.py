@@ -39,7 +39,7 @@ def host_of(repository: str) -> str:
 
 
 def check_host(value: str, what: str) -> str:
-    """A loopback HOST:PORT for the embedded local_registry."""
+    """A loopback HOST:PORT for the embedded registry."""
     host, _, port = value.rpartition(":")
     if host not in _LOOPBACK or not port.isdigit() or not 0 < int(port) < 65536:
         raise PipelineError(
@@ -97,11 +97,11 @@ class Local:
 
     @property
     def pid_file(self) -> Path:
-        return self.dir / "local_registry.pid"
+        return self.dir / "registry.pid"
 
     @property
     def log_file(self) -> Path:
-        return self.dir / "local_registry.log"
+        return self.dir / "registry.log"
 
     @property
     def container(self) -> str:

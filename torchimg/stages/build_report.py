@@ -35,6 +35,13 @@ from torchimg.stages import Image, Selection, StageResult, build, each
 HELP = "benchmark the build against the naive baseline"
 SELECTS = "variants"
 REPOSITORY = "torchimg-bench/pytorch"
+_BENCH = tuple(REPOSITORY + suffix for suffix in ("", "-changed", "-zstd", "-again"))
+
+
+def _repositories(config: Config) -> tuple[str, ...]:
+    """Every repository whose images could hold the variant's layers: removed before the
+    registry-cache rebuild, so that the engine has nothing to reuse (an empty runner)."""
+    return (*_BENCH, config.repository, "torchimg-test/pytorch", "torchimg-locker")
 
 
 @dataclass(frozen=True)
@@ -227,7 +234,7 @@ def measure(config: Config, variant: Variant, base: str | None, creds: Credentia
         # As on a fresh runner: no build cache and no image holding these layers; otherwise
         # BuildKit finds the layers locally and downloads nothing.
         engine.prune_build_cache()
-        devtools.remove_project_images()
+        devtools.remove_project_images(_repositories(config))
         out["cache_import_runtime"] = _build(
             variant, "runtime", dataclasses.replace(cached, cache_export=False)
         )
@@ -238,5 +245,5 @@ def measure(config: Config, variant: Variant, base: str | None, creds: Credentia
         engine.prune_build_cache()
         out["naive"] = _naive(variant, base_ref, creds)
         out["size_naive"] = image_sizes.sizes(out["naive"]["tag"], base_ref)
-    devtools.remove_project_images(("torchimg-bench/",))
+    devtools.remove_project_images(_BENCH)
     return out

@@ -62,10 +62,14 @@ def require_base(ref: str) -> str:
     """Check the base image exists locally or in its registry; return its local ID or digest."""
     if local := image_id(ref):
         return local
-    digest = manifest_digest(ref)
+    try:
+        digest = manifest_digest(ref)
+        why = "" if digest else "no such tag there"
+    except ToolError as exc:
+        digest, why = None, exc.what.split("(", 1)[-1].rstrip(")")
     if digest is None:
         raise ToolError(
-            f"base image {ref} is neither in the local engine nor in its registry",
+            f"base image {ref} is neither in the local engine nor reachable in its registry ({why})",
             f"`docker pull {ref}`, or pass another base with --base (a local image works)",
         )
     return digest
