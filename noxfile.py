@@ -93,7 +93,8 @@ def lint(session: nox.Session) -> None:
     session.run(_tool("hadolint"), "docker/Dockerfile", "docker/baseline/Dockerfile")
     session.run(sys.executable, "-m", "torchimg", "lint-config", "--if-available")
     workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
-    session.run(_tool("actionlint"), *workflows)
+    # shellcheck on every `run:` script, as on GitHub's runners (where it is on PATH).
+    session.run(_tool("actionlint"), "-shellcheck", _tool("shellcheck"), *workflows)
     session.run(_tool("zizmor"), "--offline", ".github/workflows")
 
 

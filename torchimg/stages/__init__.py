@@ -73,7 +73,7 @@ class StageResult:
         """One summary line; a PipelineError with the worst exit status when anything failed."""
         total = len(self.done) + len(self.failed)
         if not self.failed:
-            log.info("== %s: %d image(s) done", self.stage, total)
+            log.info("== %s: %d of %d done", self.stage, total, total)
             return
         summary = PipelineError(
             f"{self.stage}: {len(self.done)} of {total} done; failed: "
