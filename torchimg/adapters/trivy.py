@@ -65,11 +65,12 @@ def binary() -> Path:
     return Path(path)
 
 
-def _run(args: list[str]) -> commands.Ran:
+def _run(args: list[str], echo: bool = True) -> commands.Ran:
+    """Run trivy; its warnings and errors are echoed unless the caller reports the outcome."""
     log.info("   trivy %s", " ".join(args))
     command, *rest = args
     ran = commands.run(binary(), [command, *_ISOLATED, *rest], cwd=paths.ROOT, unset=["TRIVY_"])
-    for line in ran.err.splitlines():
+    for line in ran.err.splitlines() if echo else []:
         if "Falling back to embedded checks" in line:
             log.info("   note: offline, trivy uses the checks embedded in its binary")
         elif "WARN" in line or "ERROR" in line or "FATAL" in line:
@@ -125,7 +126,7 @@ def _age_days(stamp: str) -> float | None:
 
 def vuln_db(opts: TrivyOptions) -> VulnDb:
     """Decide, before scanning, whether trivy has a vulnerability database, and say how it was known."""
-    ran = _run(["image", "--download-db-only", *opts.db_args()])
+    ran = _run(["image", "--download-db-only", *opts.db_args()], echo=False)  # the record says how
     meta, where = _db_metadata(opts.cache), f"{opts.cache}/db"
     failed = f"`trivy image --download-db-only` exited {ran.code} ({_last_line(ran.err)})"
     if meta is None:

@@ -101,7 +101,7 @@ def remove_container(name: str) -> None:
 
 def containers_of(image: str) -> list[str]:
     """Names of the containers (running or not) made from a local image."""
-    return [c.name for c in docker.container.list(all=True, filters={"ancestor": image})]
+    return [c.name for c in docker.container.list(all=True, filters=[("ancestor", image)])]
 
 
 def copy_file_out(container: str, path: str, max_bytes: int = RESULT_MAX_BYTES) -> bytes | None:
