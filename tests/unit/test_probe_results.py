@@ -3,6 +3,9 @@
 from typing import Any
 
 from torchimg import probe_results
+from torchimg.model import variants
+from torchimg.stages import Image
+from torchimg.stages import test as test_stage
 
 
 def bench(best: float) -> dict[str, Any]:
@@ -37,3 +40,10 @@ def test_a_benchmark_without_finite_results_is_unusable() -> None:
     for best in (float("nan"), float("inf"), 0.0, -1.0, None, "fast"):
         assert probe_results.unusable(bench(best)) != [], best  # type: ignore[arg-type]
     assert probe_results.unusable({"results": []}) == ["bench: the probe reported no results"]
+
+
+def test_require_gpu_applies_to_cuda_variants_only(config: variants.Config) -> None:
+    strict = test_stage.Options(require_gpu=True)
+    assert test_stage.needs_gpu(Image(config.variant("2.9.1-cu128"), "runtime"), strict)
+    assert not test_stage.needs_gpu(Image(config.variant("2.9.1-cpu"), "runtime"), strict)
+    assert not test_stage.needs_gpu(Image(config.variant("2.9.1-cu128"), "runtime"), test_stage.Options())

@@ -56,7 +56,11 @@ def _fraction(text: str) -> float:
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--require-gpu", action="store_true", help="no GPU visible is a failure (GPU runners)")
+    p.add_argument(
+        "--require-gpu",
+        action="store_true",
+        help="no GPU visible is a failure for CUDA variants (GPU runners)",
+    )
     p.add_argument("--no-bench", action="store_true", help="smoke checks only")
     p.add_argument(
         "--threshold", type=_fraction, default=0.10, help="bench regression gate: a fraction in (0, 1)"
@@ -107,17 +111,23 @@ def run_probe(image: str, what: str, gpu: bool, env: dict[str, str], extra: list
     return parsed
 
 
+def needs_gpu(image: Image, opts: Options) -> bool:
+    """--require-gpu applies to CUDA variants only: a cpu variant on a GPU runner is tested
+    in CPU mode, never failed for a GPU it does not use."""
+    return opts.require_gpu and image.variant.cuda_info is not None
+
+
 def test(selection: Selection, image: Image, opts: Options) -> record.Record:
     rec = built(selection, image)
     gpu = engine.gpu_runtime()
-    if opts.require_gpu and not gpu:
+    if needs_gpu(image, opts) and not gpu:
         raise PipelineError(
             "--require-gpu: the engine has no NVIDIA runtime, so containers cannot see a GPU",
             "install the NVIDIA Container Toolkit and `nvidia-ctk runtime configure --runtime=docker`",
         )
     env = {"TORCHIMG_EXPECT": json.dumps(probe_results.expected(rec.labels))}
     reports = selection.folder(image)
-    smoke = run_probe(rec.image_id, "smoke", gpu, env, ["--require-gpu"] if opts.require_gpu else [])
+    smoke = run_probe(rec.image_id, "smoke", gpu, env, ["--require-gpu"] if needs_gpu(image, opts) else [])
     _save(reports / "smoke.json", smoke)
     problems = [
         f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
