@@ -37,20 +37,25 @@ class Options:
     update_baseline: bool = False
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.threshold) and 0 < self.threshold < 1):
+        if not _is_fraction(self.threshold):
             raise PipelineError(
                 f"--threshold {self.threshold}: the regression gate needs a fraction between 0 and 1",
                 "e.g. --threshold 0.10 (fail when a benchmark is more than 10 % below its baseline)",
             )
 
 
+def _is_fraction(value: float) -> bool:
+    """The regression gate's threshold: a finite number strictly between 0 and 1."""
+    return math.isfinite(value) and 0 < value < 1
+
+
 def _fraction(text: str) -> float:
-    """argparse type for --threshold: a finite number strictly between 0 and 1."""
+    """argparse type for --threshold (see _is_fraction)."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and 0 < value < 1):
+    if not _is_fraction(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1 (e.g. 0.10)")
     return value
 
