@@ -72,6 +72,18 @@ def push(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def stage(session: nox.Session) -> None:
+    """CI: push built images to the staging repository by digest (test and scan pull that digest)."""
+    _stage(session, "stage")
+
+
+@nox.session(default=False)
+def promote(session: nox.Session) -> None:
+    """CI: copy each staged digest that passed test and scan to the release repository."""
+    _stage(session, "promote")
+
+
+@nox.session(default=False)
 def refresh_bases(session: nox.Session) -> None:
     """Pin each base image tag's current digest in variants.toml (then: lock, build, test, scan)."""
     _stage(session, "refresh-bases")

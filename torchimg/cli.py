@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from torchimg import devtools, output, settings, summary
+from torchimg import devtools, output, runner_checks, settings, summary
 from torchimg.adapters import local_registry, trivy
-from torchimg.errors import TOOL_FAILED, PipelineError
-from torchimg.model import variants
+from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError
+from torchimg.model import references, variants
 from torchimg.model.record import Store
 from torchimg.output import log
 from torchimg.stages import (
@@ -27,9 +27,11 @@ from torchimg.stages import (
     build_report,
     lock,
     lock_tools,
+    promote,
     push,
     refresh_bases,
     scan,
+    stage,
     test,
 )
 
@@ -37,16 +39,18 @@ from torchimg.stages import (
 STAGES: dict[str, ModuleType] = {
     "lock": lock,
     "build": build,
+    "stage": stage,
     "test": test,
     "scan": scan,
     "push": push,
+    "promote": promote,
     "refresh-bases": refresh_bases,
     "build-report": build_report,
     "lock-tools": lock_tools,
 }
 
 
-def _selection_arguments(p: argparse.ArgumentParser, per_image: bool) -> None:
+def _selection_arguments(p: argparse.ArgumentParser, per_image: bool, by_digest: bool = False) -> None:
     p.add_argument(
         "--variant",
         action="append",
@@ -63,6 +67,19 @@ def _selection_arguments(p: argparse.ArgumentParser, per_image: bool) -> None:
             choices=variants.FLAVORS,
             default=[],
             help="runtime or dev (repeatable; default: the variant's flavors)",
+        )
+    if by_digest:
+        p.add_argument(
+            "--image",
+            action="append",
+            default=[],
+            metavar="REPOSITORY@DIGEST",
+            help="pull and run on this digest (repeatable); its record (reports/records/) names the variant",
+        )
+        p.add_argument(
+            "--staged",
+            action="store_true",
+            help="pull and run on each selected image's staged digest (`python -m torchimg stage`)",
         )
 
 
@@ -90,11 +107,52 @@ def _images(args: argparse.Namespace, config: variants.Config, selects: str) -> 
     return tuple(images)
 
 
+def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
+    """`--image REPO@DIGEST`: the images whose records describe those digests; `--staged`: the
+    selected images, each by its staged digest. Either way the stage pulls and runs that digest."""
+    store = Store(found.reports)
+    if args.staged:
+        images = _images(args, found.config, "images")
+        pulls = {}
+        for image in images:
+            rec = store.read(image.variant.name, image.flavor)
+            if rec is None or rec.stage is None or not rec.passed("stage"):
+                raise PipelineError(
+                    f"{image} has not been staged (no staged digest in its record)",
+                    f"python -m torchimg stage {image.select}, or bring the build job's reports/records/",
+                )
+            pulls[str(image)] = rec.stage.by_digest
+        return Selection(found.config, images, found.reports, pulls)
+    if args.variant or args.all or args.locked or args.flavor:
+        raise PipelineError(
+            "--image names the image itself: it takes no --variant, --all, --locked or --flavor",
+            "drop those options (the image's record says which variant and flavor it is)",
+        )
+    wanted = {references.digest_of(ref, "--image"): ref for ref in args.image}
+    chosen: dict[str, Image] = {}
+    for rec in store.every():
+        if rec.image_id in wanted or (rec.stage is not None and rec.stage.digest in wanted):
+            digest = rec.image_id if rec.image_id in wanted else rec.stage.digest  # type: ignore[union-attr]
+            chosen[digest] = Image(found.config.variant(rec.variant), rec.flavor)
+    for digest, ref in wanted.items():
+        if digest not in chosen:
+            raise PipelineError(
+                f"--image {ref}: no record in {found.reports}/records/ describes {digest[:19]}",
+                "bring the records of the job that built and staged it (reports/records/), "
+                "or build and stage it here: nox -s build, then python -m torchimg stage",
+            )
+    images = tuple(chosen[d] for d in wanted)
+    return Selection(found.config, images, found.reports, {str(chosen[d]): r for d, r in wanted.items()})
+
+
 def _stage(args: argparse.Namespace, found: settings.Settings) -> None:
     module: ModuleType = args.module
     opts = module.options(args, found)  # every option checked before the selection runs
-    images = _images(args, found.config, module.SELECTS)
-    module.run(Selection(found.config, images, found.reports), opts).raise_for_failures()
+    if getattr(args, "image", None) or getattr(args, "staged", False):
+        selection = _by_digest(args, found)
+    else:
+        selection = Selection(found.config, _images(args, found.config, module.SELECTS), found.reports)
+    module.run(selection, opts).raise_for_failures()
 
 
 def _registry(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -116,6 +174,26 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
                 print(f"{rec.push.repository}@{rec.push.digest}")
 
 
+def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
+    """`repository@digest` of each selected image still staged (CI: a re-run reuses them)."""
+    store, missing = Store(found.reports), []
+    for image in _images(args, found.config, "images"):
+        rec = store.read(image.variant.name, image.flavor)
+        try:
+            if rec is None:
+                raise PipelineError(f"no record of {image}")
+            print(stage.still_staged(rec, image).by_digest)
+        except PipelineError as exc:
+            log.info("%s", exc.what)
+            missing.append(str(image))
+    if missing:
+        raise RefusedError(f"not staged: {', '.join(missing)}", "nox -s build, then nox -s stage")
+
+
+def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
+    runner_checks.check(args.gpu, args.min_free_gb)
+
+
 def _summary(args: argparse.Namespace, found: settings.Settings) -> None:
     print(summary.table(Store(found.reports), markdown=True), end="")
 
@@ -129,6 +207,16 @@ def _lint_config(args: argparse.Namespace, found: settings.Settings) -> None:
         log.warning("trivy config skipped: %s", exc)
         return
     trivy.config_lint()
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB (0 or more)")
+    return value
 
 
 def _reference(what: str, check: Callable[[str, str], str]) -> Callable[[str], str]:
@@ -161,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
     for name, module in STAGES.items():
         sp = sub.add_parser(name, help=module.HELP)
         if module.SELECTS != "nothing":
-            _selection_arguments(sp, per_image=module.SELECTS == "images")
+            _selection_arguments(sp, module.SELECTS == "images", getattr(module, "BY_DIGEST", False))
         module.arguments(sp)
         sp.set_defaults(func=_stage, module=module)
     rg = sub.add_parser("registry", help="the embedded local registry: up, down, status")
@@ -179,6 +267,18 @@ def parser() -> argparse.ArgumentParser:
     dg = sub.add_parser("digests", help="repository@digest of each pushed image (to sign)")
     _selection_arguments(dg, per_image=False)
     dg.set_defaults(func=_digests)
+    pf = sub.add_parser("preflight", help="check a runner: engine, buildx, containerd store, GPU, disk")
+    pf.add_argument("--gpu", action="store_true", help="the NVIDIA runtime is required too (GPU jobs)")
+    pf.add_argument(
+        "--min-free-gb",
+        type=_non_negative,
+        default=runner_checks.MIN_FREE_GB,
+        help=f"free disk the engine needs (default {runner_checks.MIN_FREE_GB}, measured for one variant)",
+    )
+    pf.set_defaults(func=_preflight)
+    sg = sub.add_parser("staged", help="REPOSITORY@DIGEST of each selected image still staged; else exit 1")
+    _selection_arguments(sg, per_image=True)
+    sg.set_defaults(func=_staged)
     sub.add_parser("summary", help="Markdown table of every recorded image and its stages").set_defaults(
         func=_summary
     )

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchimg import paths
+from torchimg.errors import PipelineError
 from torchimg.model import credentials, references
 from torchimg.model.variants import Config
 
 ENV = {
     "base": "TORCHIMG_BASE",
     "repository": "TORCHIMG_REPOSITORY",
+    "staging": "TORCHIMG_STAGING",
     "builder": "TORCHIMG_BUILDER",
     "cache_repository": "TORCHIMG_CACHE",
     "reports": "TORCHIMG_REPORTS",
@@ -21,6 +23,7 @@ ENV = {
 _FLAGS = {
     "base": "--base",
     "repository": "--repository",
+    "staging": "--staging",
     "builder": "--builder",
     "cache_repository": "--cache-repository",
     "reports": "--reports",
@@ -59,6 +62,20 @@ class Settings:
         value, source = resolve("repository", flag, self.config.repository)
         assert value is not None  # variants.toml requires it
         return references.repository(value, source)
+
+    def staging(self, flag: str | None, repository: str) -> str:
+        """Where candidates wait for their test and scan: default `<repository>-staging`."""
+        value, source = resolve("staging", flag, self.config.staging)
+        if not value:
+            return f"{repository}-staging"
+        staging = references.repository(value, source)
+        if staging == repository:
+            raise PipelineError(
+                f"{source} {staging!r} is the release repository itself: candidates would sit "
+                "beside releases",
+                "name another repository for staging, e.g. " + f"{repository}-staging",
+            )
+        return staging
 
     def cache_repository(self, flag: str | None) -> str | None:
         value, source = resolve("cache_repository", flag, self.config.cache)

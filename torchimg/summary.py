@@ -8,7 +8,7 @@ from torchimg import output
 from torchimg.adapters import engine
 from torchimg.model import record
 
-_STAGES = ("build", "test", "scan", "push")
+_STAGES = record.STAGES
 _HEADERS = ["image", "id", *_STAGES, "best matmul", "vulnerabilities", "digest"]
 
 

@@ -32,3 +32,19 @@ def serves(ref: str, local_id: str) -> str | None:
     manifest = json.loads(raw) if raw else {}
     config = (manifest.get("config") or {}).get("digest") if isinstance(manifest, dict) else None
     return found if config == local_id else None
+
+
+INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+
+
+def is_index(ref: str) -> bool | None:
+    """Whether `ref` names an image index (None: no such reference). Promotion copies an index
+    byte for byte; a single manifest would be wrapped in a new index with another digest."""
+    raw = engine.imagetools(ref)
+    if raw is None:
+        return None
+    found = json.loads(raw)
+    return isinstance(found, dict) and found.get("mediaType") in INDEX_TYPES

@@ -22,7 +22,7 @@ from torchimg import paths
 from torchimg.errors import PipelineError
 
 SCHEMA_VERSION = 2
-STAGES = ("build", "test", "scan", "push")
+STAGES = ("build", "stage", "test", "scan", "push")
 
 
 class _Model(BaseModel):
@@ -45,6 +45,18 @@ class Built(Section):
     cache_ref: str | None = None
     compression: str = "gzip"
     attest: list[str] = []
+
+
+class Staged(Section):
+    """The candidate pushed to the staging repository: the digest later jobs pull and run."""
+
+    repository: str
+    digest: str
+    reference: str  # repository:tag, the staging tag of this commit
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.repository}@{self.digest}"
 
 
 class Tested(Section):
@@ -107,6 +119,7 @@ class Record(_Model):
     labels: dict[str, str]
     inputs: Inputs
     build: Built
+    stage: Staged | None = None
     test: Tested | None = None
     scan: Scanned | None = None
     push: Pushed | None = None

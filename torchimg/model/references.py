@@ -53,3 +53,16 @@ def image(value: str, what: str) -> str:
     if not found or not _valid_name(found["name"]):
         raise _refuse(value, what, "reference")
     return value
+
+
+def digest_of(value: str, what: str) -> str:
+    """The sha256 digest of an image reference that must name one (`REPOSITORY@sha256:...`)."""
+    image(value, what)
+    found = IMAGE.fullmatch(value)
+    digest = found["digest"] if found else None
+    if not digest or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise PipelineError(
+            f"{what} {value!r} does not name a sha256 digest: a tag could name another image by now",
+            f"pass REPOSITORY@sha256:<64 hex digits>, e.g. {what} localhost:5000/pytorch-staging@sha256:…",
+        )
+    return digest

@@ -75,6 +75,7 @@ class Config:
     variants: dict[str, Variant]
     builder: str | None = None
     cache: str | None = None
+    staging: str | None = None
     source: Path = paths.VARIANTS_FILE
 
     def variant(self, name: str) -> Variant:
@@ -230,7 +231,7 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise PipelineError(f"{src}: not valid TOML: {exc}", f"fix the syntax in {src.name}") from None
-    _no_unknown(data, {"default", "repository", "bases", "variant", "builder", "cache"}, src.name)
+    _no_unknown(data, {"default", "repository", "bases", "variant", "builder", "cache", "staging"}, src.name)
     bases = {k: _base(k, v, src) for k, v in _field(data, "bases", src.name, dict).items()}
     variants: dict[str, Variant] = {}
     for n, table in enumerate(_field(data, "variant", src.name, list), start=1):
@@ -241,8 +242,9 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
     default = _field(data, "default", src.name)
     if default not in variants:
         raise PipelineError(f"{src.name}: default {default!r} is not a declared variant", "fix default")
-    optional = {k: _field(data, k, src.name) for k in ("builder", "cache") if k in data}
-    if "cache" in optional:
-        references.repository(optional["cache"], f"{src.name} cache")
+    optional = {k: _field(data, k, src.name) for k in ("builder", "cache", "staging") if k in data}
+    for key in ("cache", "staging"):
+        if key in optional:
+            references.repository(optional[key], f"{src.name} {key}")
     repository = references.repository(_field(data, "repository", src.name), f"{src.name} repository")
     return Config(default, repository, bases, variants, **optional, source=src)

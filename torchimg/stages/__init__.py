@@ -18,7 +18,7 @@ from pathlib import Path
 
 from torchimg import output
 from torchimg.adapters import engine
-from torchimg.errors import PipelineError, ToolError, worst
+from torchimg.errors import PipelineError, RefusedError, ToolError, worst
 from torchimg.model import record
 from torchimg.model.variants import Config, Variant
 from torchimg.output import log
@@ -47,6 +47,8 @@ class Selection:
     config: Config
     images: tuple[Image, ...]
     reports: Path
+    # str(image) -> `repository@sha256:...`: run on that pulled digest, not on a local build
+    pulls: dict[str, str] = field(default_factory=dict)
 
     @property
     def store(self) -> record.Store:
@@ -111,8 +113,21 @@ def each_image(stage: str, selection: Selection, step: Callable[[Image], object]
 
 def built(selection: Selection, image: Image) -> record.Record:
     """The record of this image, if its tag still names the image it describes: later stages
-    never report on another image than the one they ran on."""
+    never report on another image than the one they ran on. An image chosen by digest
+    (`--image`, `--staged`) is pulled, and must be the very image its record describes."""
     rec = selection.store.read(image.variant.name, image.flavor)
+    ref = selection.pulls.get(str(image))
+    if ref is not None and rec is not None:
+        log.info("   pulling %s", ref)
+        pulled = engine.pull(ref)
+        if pulled != rec.image_id:
+            raise RefusedError(
+                f"{ref} is {pulled[:19]} in this engine, not {rec.image_id[:19]}, the image the "
+                f"record of {image} describes",
+                "use an engine with the containerd image store on every runner (`docker info`: "
+                "driver-type io.containerd.snapshotter.v1), so an image ID is its digest everywhere",
+            )
+        return rec
     if rec is None or engine.image_id(rec.tags[0]) != rec.image_id:
         raise PipelineError(
             f"no built {image.flavor} image of {image.variant.name} matches its record"

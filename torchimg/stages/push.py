@@ -19,6 +19,7 @@ from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Image, Selection, StageResult, built, each_image
 from torchimg.stages import scan as scan_stage
+from torchimg.stages import stage as stage_stage
 
 HELP = "push images that passed build, test and scan; verify; move tags"
 SELECTS = "images"  # variants x flavors
@@ -29,6 +30,7 @@ class Options:
     target: Target
     force_move: bool = False
     scan: scan_stage.Options = field(default_factory=scan_stage.Options)
+    promote: bool = False  # copy the staged digest registry-side instead of pushing from the engine
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -61,9 +63,18 @@ def options(args: argparse.Namespace, settings: Settings) -> Options:
 
 def run(selection: Selection, opts: Options) -> StageResult:
     pushed: list[releasenotes.Manifest] = []
-    result = each_image("push", selection, lambda image: pushed.append(push(selection, image, opts)))
+    verb = _verb(opts)
+
+    def one(image: Image) -> None:
+        try:
+            pushed.append(push(selection, image, opts))
+        except PipelineError as exc:  # the preconditions speak of pushes; name what was refused
+            exc.what = exc.what.replace("push refused", f"{verb} refused", 1)
+            raise
+
+    result = each_image(verb, selection, one)
     for m in pushed:
-        print(f"pushed {m['variant']} {m['flavor']}: {m['digest']}")
+        print(f"{_past(verb)} {m['variant']} {m['flavor']}: {m['digest']}")
         for ref in m["references"]:
             print(f"  {ref.split('@')[0]}")
     return result
@@ -76,8 +87,8 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
     vulnerability part could not run is accepted for the embedded local registry (it stays on
     this machine) and elsewhere only with --allow-no-vuln-db. A failed scan is never accepted.
     """
-    rec = built(selection, image)
-    if rec.passed("build") and rec.passed("test") and rec.scan is None:
+    rec = _staged(selection, image, opts) if opts.promote else built(selection, image)
+    if not opts.promote and rec.passed("build") and rec.passed("test") and rec.scan is None:
         log.info("   %s has not been scanned yet: running the scan gate now", image)
         try:
             rec = scan_stage.scan(selection, image, opts.scan)
@@ -98,19 +109,54 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
     return rec
 
 
-def _push_verified(rec: record.Record, ref: str) -> str:
-    """Push the recorded image as `ref` (tagged from its image ID, never from a tag that could
-    move meanwhile), read the digest back from the registry, check it is ours."""
-    pushed = engine.push_as(rec.image_id, ref, keep_tag=ref in rec.tags)
-    _still_serves(rec, ref, pushed)
-    return pushed
+def _staged(selection: Selection, image: Image, opts: Options) -> record.Record:
+    """The record of a staged candidate whose staging tag still names the staged digest, an
+    index (copied byte for byte): promote needs no local image, only the record and registries."""
+    rec = selection.store.read(image.variant.name, image.flavor)
+    if rec is None:
+        raise PipelineError(
+            f"promote refused: no record of {image} in {selection.reports}/records/",
+            "bring the records of the jobs that built, staged, tested and scanned it (reports/records/)",
+        )
+    staged = stage_stage.still_staged(rec, image)
+    if not remote_registry.is_index(staged.by_digest):
+        raise RefusedError(
+            f"promote refused: {staged.by_digest} is a single manifest; promotion copies an image "
+            "index byte for byte, and a single manifest would get a new digest",
+            f"build with attestations (`nox -s build {image.select} --attest provenance`), then stage it",
+        )
+    return rec
 
 
-def _still_serves(rec: record.Record, ref: str, digest: str) -> None:
-    served = remote_registry.serves(ref, rec.image_id)
+def _ours(rec: record.Record, ref: str, promote: bool) -> str | None:
+    """The digest under `ref` if it is this image: the staged digest (promote), or the local
+    image the record describes (push). None: another image, or no such tag."""
+    if promote:
+        assert rec.stage is not None
+        found = remote_registry.digest(ref)
+        return found if found == rec.stage.digest else None
+    return remote_registry.serves(ref, rec.image_id)
+
+
+def _push_verified(rec: record.Record, ref: str, promote: bool) -> str:
+    """Put the recorded image at `ref`, read the digest back from the registry, check it is
+    ours. Push: from its local image ID (never from a tag that could move meanwhile). Promote:
+    a registry-side copy of the staged digest (no rebuild, no layer through this machine)."""
+    if promote:
+        assert rec.stage is not None
+        engine.copy(rec.stage.by_digest, ref)
+        placed = rec.stage.digest
+    else:
+        placed = engine.push_as(rec.image_id, ref, keep_tag=ref in rec.tags)
+    _still_serves(rec, ref, placed, promote)
+    return placed
+
+
+def _still_serves(rec: record.Record, ref: str, digest: str, promote: bool) -> None:
+    served = _ours(rec, ref, promote)
     if served is None or served != digest:
         raise RefusedError(
-            f"{ref}: the registry serves {remote_registry.digest(ref)}, not the image just pushed "
+            f"{ref}: the registry serves {remote_registry.digest(ref)}, not the image just placed "
             f"({digest}, local {rec.image_id[:19]})",
             "check who else pushes to this repository (a concurrent push?); no moving tag was changed",
         )
@@ -133,29 +179,42 @@ def _forward_only(rec: record.Record, repository: str, moving: list[str], digest
             )
 
 
+def _verb(opts: Options) -> str:
+    return "promote" if opts.promote else "push"
+
+
+def _past(verb: str) -> str:
+    return {"promote": "promoted", "push": "pushed"}[verb]
+
+
 def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Manifest:
-    repository = opts.target.repository
+    repository, promote, verb = opts.target.repository, opts.promote, _verb(opts)
     rec = gate(selection, image, opts, local_registry.is_local(local_registry.host_of(repository)))
     local_registry.ensure(repository)
     immutable = tags.immutable_of(image.variant, image.flavor, rec)
     ref = f"{repository}:{immutable}"
-    log.info("   %s (%s) -> %s", image, rec.image_id[:19], ref)
+    source = rec.stage.by_digest if promote and rec.stage else rec.image_id[:19]
+    log.info("   %s (%s) -> %s", image, source, ref)
     existing = remote_registry.digest(ref)
     if existing is None:
-        digest = _push_verified(rec, ref)
+        digest = _push_verified(rec, ref, promote)
         log.info("   verified: the registry serves %s under %s", digest, immutable)
     else:
-        found = remote_registry.serves(ref, rec.image_id)
+        found = _ours(rec, ref, promote)
         if found is None:
             raise RefusedError(
-                f"push refused: immutable tag {ref} already names {existing}, which is not this image "
-                f"({rec.image_id[:19]}); immutable tags are never overwritten",
-                "a build of the same commit with other --attest or --compression options is another image: "
-                "build it as released before; else find out why the same commit built different content "
-                "(`nox -s build -- --no-cache` and compare), or release from a new commit",
+                f"{verb} refused: immutable tag {ref} already names {existing}, which is not this image "
+                f"({source}); immutable tags are never overwritten",
+                "this commit was released as that digest before; a rebuild is another image (BuildKit's "
+                "provenance records each build), so promote the digest that was tested then (re-run the "
+                "publish job of that run), or release from a new commit"
+                if promote
+                else "a build of the same commit with other --attest or --compression options is another "
+                "image: build it as released before; else find out why the same commit built different "
+                "content (`nox -s build -- --no-cache` and compare), or release from a new commit",
             )
         digest = found
-        log.info("   %s already names this image (%s): not pushed again", immutable, digest)
+        log.info("   %s already names this image (%s): not %s again", immutable, digest, _past(verb))
 
     releases = selection.reports / "releases"
     lock_paths = sorted(rec.inputs.lockfiles)
@@ -163,10 +222,14 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     before = releasenotes.previous(line, digest, immutable, lock_paths, releases)
     moving = tags.moving(selection.config, image.variant, image.flavor)
     _forward_only(rec, repository, moving, digest, opts.force_move)
-    _still_serves(rec, ref, digest)  # a concurrent push may have replaced it meanwhile
-    for name in moving:
-        _push_verified(rec, f"{repository}:{name}")
-    log.info("   moved %s to %s", ", ".join(moving), digest)
+    _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
+    to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]
+    for name in to_move:
+        _push_verified(rec, f"{repository}:{name}", promote)
+    if to_move:
+        log.info("   moved %s to %s", ", ".join(to_move), digest)
+    if len(to_move) < len(moving):
+        log.info("   already there: %s", ", ".join(n for n in moving if n not in to_move))
 
     manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
     manifest.update(before)
@@ -181,5 +244,5 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
         finished=manifest["pushed"],
     )
     selection.store.save_section(image.variant.name, image.flavor, "push", pushed)
-    log.info("== pushed %s@%s; release manifest %s", ref, digest, md_path)
+    log.info("== %s %s@%s; release manifest %s", _past(verb), ref, digest, md_path)
     return manifest

@@ -22,6 +22,7 @@ from torchimg.stages import Image, Selection, StageResult, built, each_image
 
 HELP = "trivy: vulnerabilities, secrets, licenses, misconfigurations; the gate"
 SELECTS = "images"  # variants x flavors
+BY_DIGEST = True  # --image REPOSITORY@DIGEST, --staged
 KINDS = ("vulnerability", "secret", "misconfiguration")
 
 

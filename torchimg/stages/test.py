@@ -25,6 +25,7 @@ from torchimg.stages import Image, Selection, StageResult, built, each_image
 
 HELP = "run the smoke checks and matmul benchmark in the built images"
 SELECTS = "images"  # variants x flavors
+BY_DIGEST = True  # --image REPOSITORY@DIGEST, --staged
 PROBE_TIMEOUT_S = 1800
 _RESULTS_IN_CONTAINER = "/tmp"  # the image's user can write there; nothing of the host is mounted
 

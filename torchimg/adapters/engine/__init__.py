@@ -16,6 +16,8 @@ from torchimg.adapters.engine.containers import (
     stop_container,
 )
 from torchimg.adapters.engine.images import (
+    containerd_store,
+    data_root,
     exposed_ports,
     gpu_runtime,
     history,
@@ -30,15 +32,18 @@ from torchimg.adapters.engine.images import (
     tag,
     untag,
 )
-from torchimg.adapters.engine.registries import imagetools, manifest_digest, push_as, require_base
+from torchimg.adapters.engine.registries import copy, imagetools, manifest_digest, pull, push_as, require_base
 
 __all__ = [
     "RESULT_MAX_BYTES",
     "BuildResult",
     "Exited",
     "build",
+    "containerd_store",
     "containers_of",
+    "copy",
     "copy_file_out",
+    "data_root",
     "exposed_ports",
     "gpu_runtime",
     "history",
@@ -51,6 +56,7 @@ __all__ = [
     "new_container_name",
     "preflight",
     "prune_build_cache",
+    "pull",
     "push_as",
     "registry_container",
     "remove_container",

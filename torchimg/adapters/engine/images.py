@@ -28,6 +28,23 @@ def preflight() -> None:
         )
 
 
+def containerd_store() -> bool:
+    """Whether the engine stores images in containerd (image ID = digest; attestations kept)."""
+    try:
+        status = docker.system.info().driver_status or []
+    except DockerException as exc:
+        raise failed("reading its storage driver", exc) from None
+    return ["driver-type", "io.containerd.snapshotter.v1"] in status
+
+
+def data_root() -> str:
+    """Where the engine keeps images and build cache (`docker info`: DockerRootDir)."""
+    try:
+        return str(docker.system.info().docker_root_dir)
+    except DockerException as exc:
+        raise failed("reading its data root", exc) from None
+
+
 def server_version() -> str:
     try:
         server = docker.version().server

@@ -4,6 +4,8 @@ docker's credentials), and pushes."""
 import json
 import re
 import sys
+from collections.abc import Iterable
+from typing import cast
 
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
 from torchimg.adapters.engine.images import image_id, tag, untag
@@ -56,6 +58,38 @@ def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
     if not found:
         raise ToolError(f"push of {ref} reported no digest", "push again")
     return str(found[-1])
+
+
+def pull(ref: str) -> str:
+    """Pull `ref` (a reference with a digest) into the engine; return its local image ID."""
+    try:
+        stream = cast(Iterable[tuple[str, bytes]], docker.image.pull(ref, stream_logs=True))
+        for _, chunk in stream:
+            line = chunk.decode(errors="replace")
+            print(line, end="" if line.endswith("\n") else "\n", file=sys.stderr, flush=True)
+    except DockerException as exc:
+        raise ToolError(
+            f"cannot pull {ref} ({first_line(exc)})",
+            "check that the registry answers and that `docker login` has credentials for it",
+        ) from None
+    found = image_id(ref)
+    if found is None:
+        raise ToolError(f"{ref} was pulled but the engine does not list it", "pull it again")
+    return found
+
+
+def copy(source: str, target: str) -> None:
+    """`buildx imagetools create --tag TARGET SOURCE`: the registry copies SOURCE's index as is
+    (same bytes, same digest; blobs mounted, not re-uploaded, within one registry)."""
+    try:
+        create = [*docker.docker_cmd, "buildx", "imagetools", "create", "--progress=plain"]
+        run_cli([*create, "--tag", target, source])
+    except DockerException as exc:
+        raise ToolError(
+            f"cannot copy {source} to {target} ({first_line(exc)})",
+            "check that the registry answers and that `docker login` has credentials for it; "
+            "then promote again: nothing after the failed step was changed",
+        ) from None
 
 
 def require_base(ref: str) -> str:

@@ -1,0 +1,60 @@
+"""`python -m torchimg preflight`: what a runner must have before a job starts building.
+
+Each missing prerequisite is found in seconds, with its fix, instead of an hour into a job:
+the engine answers and has buildx; it stores images in containerd (an image ID is then its
+digest on every runner, and attestations survive); the NVIDIA runtime (GPU jobs); free disk
+where the engine keeps its data. Every check runs; any failure fails the preflight.
+"""
+
+import shutil
+
+from torchimg.adapters import engine
+from torchimg.errors import PipelineError
+from torchimg.output import log
+
+# Measured on the CI machine (containerd store, 2.9.1-cu128): the runtime and dev images, their
+# build cache and a pulled staged copy. A variant needs about that much free at a job's start.
+MIN_FREE_GB = 40
+
+
+def check(gpu: bool, min_free_gb: float) -> None:
+    """Log each prerequisite as ok or missing; PipelineError (exit 2) naming every one missing."""
+    engine.preflight()  # the engine answers, buildx is there; else nothing more can be checked
+    problems: list[str] = []
+
+    def verdict(ok: bool, what: str, fix: str) -> None:
+        log.info("   %-8s %s", "ok" if ok else "MISSING", what)
+        if not ok:
+            problems.append(f"{what}: {fix}")
+
+    verdict(
+        engine.containerd_store(),
+        "the containerd image store",
+        'set {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json and restart '
+        "dockerd (images are then pulled again)",
+    )
+    if gpu:
+        verdict(
+            engine.gpu_runtime(),
+            "the NVIDIA container runtime",
+            "install the NVIDIA Container Toolkit, then `nvidia-ctk runtime configure --runtime=docker` "
+            "and restart dockerd",
+        )
+    root = engine.data_root()
+    try:
+        free_gb = shutil.disk_usage(root).free / 1e9
+        verdict(
+            free_gb >= min_free_gb,
+            f"{free_gb:.0f} GB free in {root} (a job needs {min_free_gb:g} GB)",
+            "free disk: `inv clean` removes this project's images; `docker builder prune` the build cache",
+        )
+    except OSError as exc:
+        verdict(
+            min_free_gb <= 0,
+            f"free disk in {root} cannot be read from here ({exc.strerror})",
+            "run on the engine's machine, or pass --min-free-gb 0 for a remote engine",
+        )
+    if problems:
+        raise PipelineError(
+            "this runner lacks: " + "; ".join(problems), "fix the runner, then run the job again"
+        )
