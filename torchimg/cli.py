@@ -191,7 +191,7 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
 
 
 def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
-    runner_checks.check(args.gpu, args.min_free_gb)
+    runner_checks.check(args.gpu, args.min_free_gb, args.trivy)
 
 
 def _summary(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -269,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     dg.set_defaults(func=_digests)
     pf = sub.add_parser("preflight", help="check a runner: engine, buildx, containerd store, GPU, disk")
     pf.add_argument("--gpu", action="store_true", help="the NVIDIA runtime is required too (GPU jobs)")
+    pf.add_argument("--trivy", action="store_true", help="trivy must run too (scan jobs)")
     pf.add_argument(
         "--min-free-gb",
         type=_non_negative,

@@ -8,7 +8,7 @@ where the engine keeps its data. Every check runs; any failure fails the preflig
 
 import shutil
 
-from torchimg.adapters import engine
+from torchimg.adapters import engine, trivy
 from torchimg.errors import PipelineError
 from torchimg.output import log
 
@@ -17,7 +17,7 @@ from torchimg.output import log
 MIN_FREE_GB = 40
 
 
-def check(gpu: bool, min_free_gb: float) -> None:
+def check(gpu: bool, min_free_gb: float, scanner: bool = False) -> None:
     """Log each prerequisite as ok or missing; PipelineError (exit 2) naming every one missing."""
     engine.preflight()  # the engine answers, buildx is there; else nothing more can be checked
     problems: list[str] = []
@@ -40,6 +40,11 @@ def check(gpu: bool, min_free_gb: float) -> None:
             "install the NVIDIA Container Toolkit, then `nvidia-ctk runtime configure --runtime=docker` "
             "and restart dockerd",
         )
+    if scanner:
+        try:
+            verdict(True, f"trivy {trivy.version()} ({trivy.binary()})", "")
+        except PipelineError as exc:
+            verdict(False, "trivy", f"{exc.what}; {exc.fix}")
     root = engine.data_root()
     try:
         free_gb = shutil.disk_usage(root).free / 1e9

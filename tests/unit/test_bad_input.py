@@ -43,6 +43,7 @@ def _lock(old: str, new: str, name: str = "runtime.txt") -> Edit:
     return edit
 
 
+_DIGEST = "sha256:" + "a" * 64
 _FILELOCK_4_3_0 = "filelock==4.3.0 \\\n    --hash=sha256:" + "0" * 64 + "\n"
 
 
@@ -120,6 +121,19 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      ["build"], "--index-url"),
     ("lock-find-links", _lock("--only-binary :all:", "--only-binary :all:\n--find-links /tmp/wheels"),
      ["build"], "--find-links"),
+    ("image-without-digest", _nothing, ["test", "--image", "localhost:5000/pytorch:latest"],
+     "does not name a sha256 digest"),
+    ("image-short-digest", _nothing, ["scan", "--image", "localhost:5000/pytorch@sha256:abc"], "--image"),
+    ("image-not-a-reference", _nothing, ["scan", "--image", "Not A Reference"], "--image"),
+    ("image-with-variant", _nothing, ["test", "--image", f"localhost:5000/p@{_DIGEST}", "--variant", VARIANT],
+     "takes no --variant"),
+    ("image-without-record", _nothing, ["test", "--image", f"localhost:5000/p@{_DIGEST}"], "no record"),
+    ("staged-never-staged", _nothing, ["scan", "--staged"], "has not been staged"),
+    ("promote-without-record", _nothing, ["promote"], "no record"),
+    ("staging-is-the-release-repository", _nothing, ["stage", "--staging", "localhost:5000/pytorch"],
+     "release repository itself"),
+    ("staging-not-a-repository", _nothing, ["stage", "--staging", "Staging Repo"], "--staging"),
+    ("preflight-negative-disk", _nothing, ["preflight", "--min-free-gb", "-1"], "not a number of GB"),
 ]  # fmt: skip
 
 

@@ -65,6 +65,19 @@ def binary() -> Path:
     return Path(path)
 
 
+def version() -> str:
+    """The installed trivy's version (`trivy --version`): a runner's preflight shows it."""
+    ran = commands.run(binary(), ["--version"], cwd=paths.ROOT, unset=["TRIVY_"])
+    found = next(
+        (line.split(":", 1)[1].strip() for line in ran.out.splitlines() if line.startswith("Version:")), ""
+    )
+    if ran.code != 0 or not found:
+        raise ToolError(
+            f"{binary()} --version failed (exit {ran.code}): {_last_line(ran.err)}", "reinstall trivy"
+        )
+    return found
+
+
 def _run(args: list[str], echo: bool = True) -> commands.Ran:
     """Run trivy; its warnings and errors are echoed unless the caller reports the outcome."""
     log.info("   trivy %s", " ".join(args))

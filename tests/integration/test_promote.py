@@ -1,0 +1,176 @@
+"""Build once, promote by digest: the image workflow's commands, in its order, against the real
+engine and a real registry (build -> stage -> test by digest -> scan by digest -> promote ->
+sign, skipped here), then what a re-run and a rebuild of the same commit meet.
+
+Through the CLI itself, as the workflow calls it. Differences from a GPU runner, each forced by
+this machine: no GPU (the test runs in CPU mode, smoke checks only, without --require-gpu),
+no vulnerability database (offline: --allow-no-vuln-db, which a local registry accepts), one
+flavor (runtime), and no cosign or OIDC identity (the signing step is not run).
+"""
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import remove_images, require_trivy, tag_list
+from torchimg import cli
+from torchimg.adapters import local_registry, remote_registry
+from torchimg.model import record, variants
+
+pytestmark = pytest.mark.integration
+
+BUILT_AS = "torchimg-rehearsal/pytorch"  # local tags of these builds: never the session image's
+
+
+class Workflow:
+    """The CLI, as the workflow steps call it, on one reports folder and one image."""
+
+    def __init__(self, reports: Path, variant: str, registry: str, capsys: pytest.CaptureFixture[str]):
+        self.reports, self.variant, self.capsys = reports, variant, capsys
+        self.release, self.staging = f"{registry}/rehearsal", f"{registry}/rehearsal-staging"
+        self.made: list[str] = []  # local tags and pulled digests, removed after the module
+
+    def __call__(self, command: str, *options: str, selects: bool = True) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        chosen = ["--variant", self.variant, "--flavor", "runtime"] if selects else []
+        code = cli.main(["--reports", str(self.reports), command, *chosen, *options])
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    @property
+    def rec(self) -> record.Record:
+        found = record.Store(self.reports).read(self.variant, "runtime")
+        assert found is not None
+        return found
+
+    def build(self) -> record.Record:
+        code, _, err = self("build", "--attest", "provenance", "--repository", BUILT_AS)
+        assert code == 0, err[-2000:]
+        self.made += self.rec.tags
+        return self.rec
+
+    def stage(self) -> str:
+        code, out, err = self("stage", "--repository", self.release, "--staging", self.staging)
+        assert code == 0, err[-2000:]
+        self.made.append(out.strip())
+        return out.strip()
+
+    def promote(self) -> tuple[int, str]:
+        code, _, err = self("promote", "--repository", self.release, "--allow-dirty")
+        return code, err
+
+    def released(self) -> dict[str, str | None]:
+        """Every tag of the release repository and the digest it names."""
+        host, _, name = self.release.partition("/")
+        return {t: remote_registry.digest(f"{self.release}:{t}") for t in tag_list(host, name)}
+
+
+@pytest.fixture(scope="module")
+def workflow(
+    tmp_path_factory: pytest.TempPathFactory,
+    new_registry: Callable[[], local_registry.Local],
+    default_variant: variants.Variant,
+) -> Iterator[Callable[[pytest.CaptureFixture[str]], Workflow]]:
+    require_trivy()
+    registry = new_registry()
+    registry.start()
+    reports = tmp_path_factory.mktemp("rehearsal")
+    made: list[Workflow] = []
+
+    def bind(capsys: pytest.CaptureFixture[str]) -> Workflow:
+        made.append(Workflow(reports, default_variant.name, registry.host, capsys))
+        return made[-1]
+
+    yield bind
+    remove_images(*(ref for w in made for ref in w.made))
+
+
+def test_the_workflow_commands_in_order(
+    workflow: Callable[[pytest.CaptureFixture[str]], Workflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = workflow(capsys)
+    code, _, err = run("preflight", "--min-free-gb", "1", selects=False)
+    assert code == 0, err
+    assert "ok       the containerd image store" in err
+
+    built = run.build()
+    staged = run.stage()
+    assert staged == f"{run.staging}@{built.image_id}"  # containerd store: the image ID is the digest
+    assert remote_registry.is_index(staged)
+    code, out, _ = run("staged")
+    assert (code, out.strip()) == (0, staged)
+
+    code, _, err = run("test", "--staged", "--no-bench")
+    assert code == 0, err[-2000:]
+    assert f"pulling {staged}" in err
+    assert run.rec.passed("test")
+
+    # offline, the scan gate refuses (no vulnerability DB), and promote refuses that image
+    code, _, err = run("scan", "--staged")
+    assert code == 1, err[-2000:]
+    code, err = run.promote()
+    assert code == 1
+    assert "promote refused" in err and "failed its scan gate" in err
+    assert run.released() == {}
+
+    code, _, err = run("scan", "--staged", "--allow-no-vuln-db")
+    assert code == 0, err[-2000:]
+    code, err = run.promote()
+    assert code == 0, err[-2000:]
+    released = run.released()
+    assert set(released.values()) == {built.image_id}, released  # the tested digest, byte for byte
+    assert len(released) == 1 + 3  # immutable + <variant>-runtime, 2.9-..., latest
+    code, out, _ = run("digests", "--variant", run.variant, selects=False)
+    assert (code, out.split()) == (0, [f"{run.release}@{built.image_id}"])
+    # the signing step (`cosign sign` on those digests) needs cosign and an OIDC identity: not here
+
+
+def test_a_second_promote_changes_nothing(
+    workflow: Callable[[pytest.CaptureFixture[str]], Workflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = workflow(capsys)
+    before = run.released()
+    assert before, "needs the promote of the previous test"
+    code, err = run.promote()
+    assert code == 0, err[-2000:]
+    assert "already names this image" in err
+    assert "moved" not in err
+    assert run.released() == before
+
+
+def test_a_rebuild_of_a_promoted_commit_is_never_promoted(
+    workflow: Callable[[pytest.CaptureFixture[str]], Workflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = workflow(capsys)
+    before, first = run.released(), run.rec
+    kept = run.reports.parent / f"{run.reports.name}-first-records"
+    shutil.copytree(run.reports / "records", kept, dirs_exist_ok=True)
+
+    rebuilt = run.build()
+    assert rebuilt.image_id != first.image_id  # provenance: every build is another digest
+    run.stage()
+    shutil.copytree(run.reports / "records", kept.parent / f"{kept.name}-rebuild")
+    code, err = run.promote()  # the rebuild's own record: staged, never tested
+    assert code == 1
+    assert "has not been tested" in err
+
+    shutil.copytree(kept, run.reports / "records", dirs_exist_ok=True)  # the first build's records
+    code, err = run.promote()
+    assert code == 1
+    assert "now names" in err and "rebuilt" in err
+
+    code, _, err = run("staged")
+    assert code == 1 and "now names" in err
+
+    # the rebuild tested and scanned in its turn: the commit's immutable tag names the first
+    # build, so it is refused (a re-run that rebuilds can never replace a release)
+    shutil.rmtree(run.reports / "records")
+    shutil.copytree(kept.parent / f"{kept.name}-rebuild", run.reports / "records")
+    assert run("test", "--staged", "--no-bench")[0] == 0
+    assert run("scan", "--staged", "--allow-no-vuln-db")[0] == 0
+    code, err = run.promote()
+    assert code == 1
+    assert "already names" in err and "rebuild" in err
+    assert run.released() == before
