@@ -12,7 +12,7 @@ _STAGES = record.STAGES
 _HEADERS = ["image", "id", *_STAGES, "best matmul", "vulnerabilities", "digest"]
 
 
-def _state(rec: record.Record, stage: str) -> str:
+def state(rec: record.Record, stage: str) -> str:
     result = rec.section(stage)
     if result is None:
         return "-"
@@ -31,7 +31,7 @@ def rows(store: record.Store) -> list[dict[str, Any]]:
                 "image": rec.tags[0],
                 "id": rec.image_id[7:19],
                 "current": engine.image_id(rec.tags[0]) == rec.image_id,
-                **{s: _state(rec, s) for s in _STAGES},
+                **{s: state(rec, s) for s in _STAGES},
                 "bench": f"{best} {bench['unit']} ({bench['device']})" if best is not None else "-",
                 "vulnerabilities": rec.scan.vulnerabilities if rec.scan else "-",
                 "digest": rec.push.digest if rec.push else "-",

@@ -43,10 +43,14 @@ def test_a_tag_is_pinned_then_a_repushed_tag_moves_the_pin(
     src = tmp_path / "variants.toml"
     old = variants.load().bases["debian-trixie"].image
     src.write_text(paths.VARIANTS_FILE.read_text().replace(old, f"{upstream}@{old.split('@')[1]}"))
+    dockerfile = tmp_path / "docker" / "Dockerfile"  # its BASE_IMAGE default names the pin too
+    dockerfile.parent.mkdir()
+    dockerfile.write_text(f"ARG BASE_IMAGE={upstream}@{old.split('@')[1]}\nFROM ${{BASE_IMAGE}}\n")
 
     moved = refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports)
     assert [m["new"] for m in moved] == [first]
     assert variants.load(src).bases["debian-trixie"].image == f"{upstream}@{first}"
+    assert dockerfile.read_text().startswith(f"ARG BASE_IMAGE={upstream}@{first}\n")
     assert "# Debian 13 slim" in src.read_text()  # edited in place, comments kept
     assert (
         refresh_bases.refresh(refresh_bases.Options(src, ("debian-trixie",), check=False), reports) == []

@@ -9,16 +9,18 @@ the pull request.
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomlkit
+from packaging.version import Version
 
-from torchimg import output, paths, releasenotes
-from torchimg.adapters import gitinfo, remote_registry
+from torchimg import output, paths, releasenotes, summary
+from torchimg.adapters import gitinfo, package_index, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import lockfile, variants
+from torchimg.model import lockfile, record, variants
 from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Selection, StageResult, each
@@ -33,6 +35,7 @@ class Options:
     base_keys: tuple[str, ...] = ()
     check: bool = False
     pull_request_body: bool = False
+    ca_bundle: Path | None = None
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -46,15 +49,23 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
-    return Options(settings.config.source, tuple(args.base_key), args.check, args.pull_request_body)
+    ca_bundle = settings.credentials(None, None).ca_bundle
+    return Options(
+        settings.config.source, tuple(args.base_key), args.check, args.pull_request_body, ca_bundle
+    )
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
     folder = selection.reports / "refresh"
     if opts.pull_request_body:
-        return each(
-            "refresh_bases", ["pull request body"], lambda _: print(pull_request_body(folder).read_text())
-        )
+
+        def body(_: int) -> None:
+            status, complete = image_status(selection.config, selection.store)
+            news = torch_news(selection.config, lambda: package_index.newest("torch", opts.ca_bundle))
+            print(pull_request_body(folder, status=status, torch=news).read_text())
+            (folder / "draft").write_text("false\n" if complete else "true\n")
+
+        return each("refresh_bases", ["pull request body"], body)
     return each("refresh_bases", ["bases"], lambda _: refresh(opts, folder))
 
 
@@ -98,7 +109,22 @@ def apply(moves: list[dict[str, str]], src: Path) -> list[dict[str, str]]:
         tmp.write_text(tomlkit.dumps(doc))
         variants.load(tmp)  # never write a file that does not load
         tmp.replace(src)
+        _dockerfile_defaults(changed, src.parent / "docker" / "Dockerfile")
     return changed
+
+
+def _dockerfile_defaults(changed: list[dict[str, str]], dockerfile: Path) -> None:
+    """The Dockerfile beside the variants file names a base by digest too (its BASE_IMAGE
+    default, for a plain `docker build`): every pin moves together."""
+    if not dockerfile.is_file():
+        return
+    text = dockerfile.read_text()
+    new = text
+    for m in changed:
+        new = new.replace(f"{m['name']}@{m['old']}", f"{m['name']}@{m['new']}")
+    if new != text:
+        dockerfile.write_text(new)
+        log.info("   %s: BASE_IMAGE default moved with its pin", paths.shown(dockerfile))
 
 
 def refresh(opts: Options, folder: Path) -> list[dict[str, str]]:
@@ -128,8 +154,42 @@ def _lock_diffs(revision: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def pull_request_body(folder: Path, revision: str = "HEAD") -> Path:
-    """Markdown for the refresh pull request: digest, lockfile and package diffs."""
+def image_status(config: variants.Config, store: record.Store) -> tuple[str, bool]:
+    """A table of every declared image and how far its refresh got; whether every variant
+    with committed lockfiles was built, tested and scanned (else the pull request is a draft)."""
+    required = {v.name for v in config.select([], locked=True)}
+    rows, complete = [], True
+    for variant in config.variants.values():
+        for flavor in variant.flavors:
+            rec = store.read(variant.name, flavor)
+            states = [summary.state(rec, s) if rec else "-" for s in ("build", "test", "scan")]
+            ok = rec is not None and all(rec.passed(s) for s in ("build", "test", "scan"))
+            needed = variant.name in required
+            complete = complete and (ok or not needed)
+            verdict = "ok" if ok else ("**FAILED**" if needed else "not refreshed (no committed lockfiles)")
+            rows.append([f"{variant.name} {flavor}", *states, verdict])
+    table = output.table(["image", "build", "test", "scan", "verdict"], rows, markdown=True)
+    return table, complete
+
+
+def torch_news(config: variants.Config, newest: Callable[[], str]) -> str:
+    """One line: whether the index has a torch release newer than every declared variant."""
+    declared = max((v.torch for v in config.variants.values()), key=Version)
+    try:
+        found = newest()
+    except PipelineError as exc:
+        return f"The newest torch release could not be looked up ({exc.what})."
+    if Version(found) > Version(declared):
+        return (
+            f"**torch {found} is out**; the newest declared variant has {declared}. Add a variant for it "
+            "in variants.toml and lock it (`nox -s lock -- --variant NAME`)."
+        )
+    return f"torch {declared}, the newest declared, is the newest release on PyPI ({found})."
+
+
+def pull_request_body(folder: Path, revision: str = "HEAD", status: str = "", torch: str = "") -> Path:
+    """Markdown for the refresh pull request: digest, lockfile and package diffs; with the
+    workflow's records, what each image's refresh came to; and whether a newer torch is out."""
     found = folder / "bases.json"
     if not found.is_file():
         raise PipelineError(
@@ -164,6 +224,10 @@ def pull_request_body(folder: Path, revision: str = "HEAD") -> Path:
             releasenotes.diff_table(d) or "Hashes or comments changed; no package changed version.",
             "",
         ]
+    if status:
+        lines += ["", "## Images on the new bases", "", status]
+    if torch:
+        lines += ["", "## torch", "", torch]
     lines += ["", "Built, tested and scanned by the refresh workflow; reports are its artifacts."]
     out = folder / "pull-request.md"
     out.write_text("\n".join(lines) + "\n")
