@@ -160,8 +160,8 @@ def _registry(args: argparse.Namespace, found: settings.Settings) -> None:
 
 
 def _matrix(args: argparse.Namespace, found: settings.Settings) -> None:
-    """JSON list of the variants with committed lockfiles: a CI matrix."""
-    print(json.dumps([v.name for v in found.config.select([], locked=True)]))
+    """JSON list of the variants with committed lockfiles (or, --all, every declared one): a CI matrix."""
+    print(json.dumps([v.name for v in found.config.select([], everything=args.all, locked=not args.all)]))
 
 
 def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -261,9 +261,9 @@ def parser() -> argparse.ArgumentParser:
         help=f"where it listens, HOST:PORT (default {local_registry.LOCAL})",
     )
     rg.set_defaults(func=_registry)
-    sub.add_parser(
-        "matrix", help="JSON list of the variants with committed lockfiles (CI matrix)"
-    ).set_defaults(func=_matrix)
+    mx = sub.add_parser("matrix", help="JSON list of the variants with committed lockfiles (CI matrix)")
+    mx.add_argument("--all", action="store_true", help="every declared variant (the base refresh tries each)")
+    mx.set_defaults(func=_matrix)
     dg = sub.add_parser("digests", help="repository@digest of each pushed image (to sign)")
     _selection_arguments(dg, per_image=False)
     dg.set_defaults(func=_digests)
