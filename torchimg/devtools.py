@@ -74,13 +74,19 @@ _OWN_REPOSITORIES = ("torchimg-test", "torchimg-bench", "torchimg-locker")
 
 
 def _repositories() -> set[str]:
-    """Every repository this project tags images in: variants.toml's, $TORCHIMG_REPOSITORY,
-    those its records name, and its own test, benchmark and locker repositories."""
-    repos = {variants.load(settings.config_file(None)).repository, *_OWN_REPOSITORIES}
+    """Every repository this project tags or pulls images in: variants.toml's, $TORCHIMG_REPOSITORY,
+    the staging ones, those its records name, and its own test, benchmark and locker repositories."""
+    config = variants.load(settings.config_file(None))
+    repos = {config.repository, *_OWN_REPOSITORIES}
     if env := os.environ.get("TORCHIMG_REPOSITORY"):
         repos.add(env)
+    for repo in list(repos):
+        repos.add(f"{repo}-staging")
+    repos.update(r for r in (config.staging, os.environ.get("TORCHIMG_STAGING")) if r)
     for rec in _store().every():
         repos.update(tag.rsplit(":", 1)[0] for tag in rec.tags)
+        if rec.stage is not None:
+            repos.add(rec.stage.repository)
     return repos
 
 
@@ -92,7 +98,7 @@ def remove_project_images(repositories: tuple[str, ...] = ()) -> list[str]:
     repos = set(repositories) or _repositories()
     removed = []
     for tag in engine.labelled_tags(labels.OURS):
-        repo = tag.rsplit(":", 1)[0]
+        repo = tag.split("@", 1)[0] if "@" in tag else tag.rsplit(":", 1)[0]
         if repo in repos or (not repositories and repo.split("/", 1)[0] in _OWN_REPOSITORIES):
             engine.untag(tag, force=True)
             removed.append(tag)

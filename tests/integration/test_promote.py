@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import remove_images, require_trivy, tag_list
-from torchimg import cli
-from torchimg.adapters import local_registry, remote_registry
-from torchimg.model import record, variants
+from torchimg import cli, devtools
+from torchimg.adapters import engine, local_registry, remote_registry
+from torchimg.model import labels, record, variants
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +174,14 @@ def test_a_rebuild_of_a_promoted_commit_is_never_promoted(
     assert code == 1
     assert "already names" in err and "rebuild" in err
     assert run.released() == before
+
+
+def test_cleaning_removes_the_digests_the_jobs_pulled(
+    workflow: Callable[[pytest.CaptureFixture[str]], Workflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A digest pulled by `--staged` has no tag: `inv clean` must still find it on a runner."""
+    run = workflow(capsys)
+    pulled = [r for r in engine.labelled_tags(labels.OURS) if r.startswith(f"{run.staging}@")]
+    assert pulled, "the test and scan above pulled by digest"
+    assert sorted(devtools.remove_project_images((run.staging,))) == sorted(pulled)
+    assert all(engine.image_id(r) is None for r in pulled)

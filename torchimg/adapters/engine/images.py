@@ -111,7 +111,8 @@ def untag(ref: str, force: bool = False) -> None:
 
 
 def labelled_tags(prefix: str) -> list[str]:
-    """Every local tag of an image carrying a label that starts with `prefix`."""
+    """Every local tag of an image carrying a label that starts with `prefix`, and every
+    `repository@digest` it was pulled as (an image pulled by digest has no tag)."""
     try:
         images = docker.image.list()
     except DockerException as exc:
@@ -120,6 +121,7 @@ def labelled_tags(prefix: str) -> list[str]:
     for image in images:
         if any(key.startswith(prefix) for key in ((image.config.labels if image.config else None) or {})):
             found += image.repo_tags
+            found += [ref for ref in image.repo_digests if not image.repo_tags]
     return sorted(found)
 
 
