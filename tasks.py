@@ -42,8 +42,13 @@ def images(c: Context) -> None:
         print(devtools.images_table(), end="")
 
 
-@task(help={"keep_reports": "keep reports/ (records, scan reports, release manifests)"})
-def clean(c: Context, keep_reports: bool = False) -> None:
+@task(
+    help={
+        "keep_reports": "keep reports/ (records, scan reports, release manifests)",
+        "recorded": "only the images the records in reports/ name (CI jobs sharing one engine)",
+    }
+)
+def clean(c: Context, keep_reports: bool = False, recorded: bool = False) -> None:
     """Remove this project's images (by their labels) and reports; say what was removed."""
     with devtools.user_errors():
-        print("\n".join(devtools.clean(keep_reports)))
+        print("\n".join(devtools.clean(keep_reports, recorded)))

@@ -111,17 +111,22 @@ def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
     """`--image REPO@DIGEST`: the images whose records describe those digests; `--staged`: the
     selected images, each by its staged digest. Either way the stage pulls and runs that digest."""
     store = Store(found.reports)
+    if args.staged and args.image:
+        raise PipelineError(
+            "--staged and --image both name the images to pull", "give one of them: --staged, or --image"
+        )
     if args.staged:
         images = _images(args, found.config, "images")
         pulls = {}
         for image in images:
             rec = store.read(image.variant.name, image.flavor)
-            if rec is None or rec.stage is None or not rec.passed("stage"):
+            staged = rec.staged() if rec else None
+            if staged is None:
                 raise PipelineError(
                     f"{image} has not been staged (no staged digest in its record)",
                     f"python -m torchimg stage {image.select}, or bring the build job's reports/records/",
                 )
-            pulls[str(image)] = rec.stage.by_digest
+            pulls[str(image)] = staged.by_digest
         return Selection(found.config, images, found.reports, pulls)
     if args.variant or args.all or args.locked or args.flavor:
         raise PipelineError(
@@ -131,8 +136,8 @@ def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
     wanted = {references.digest_of(ref, "--image"): ref for ref in args.image}
     chosen: dict[str, Image] = {}
     for rec in store.every():
-        if rec.image_id in wanted or (rec.stage is not None and rec.stage.digest in wanted):
-            digest = rec.image_id if rec.image_id in wanted else rec.stage.digest  # type: ignore[union-attr]
+        staged = rec.staged()
+        for digest in {rec.image_id, staged.digest if staged else rec.image_id} & set(wanted):
             chosen[digest] = Image(found.config.variant(rec.variant), rec.flavor)
     for digest, ref in wanted.items():
         if digest not in chosen:
@@ -181,9 +186,9 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
         rec = store.read(image.variant.name, image.flavor)
         try:
             if rec is None:
-                raise PipelineError(f"no record of {image}")
+                raise RefusedError(f"no record of {image}")
             print(stage.still_staged(rec, image).by_digest)
-        except PipelineError as exc:
+        except RefusedError as exc:  # a registry that does not answer is exit 3, not "rebuild"
             log.info("%s", exc.what)
             missing.append(str(image))
     if missing:

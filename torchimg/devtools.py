@@ -105,10 +105,25 @@ def remove_project_images(repositories: tuple[str, ...] = ()) -> list[str]:
     return removed
 
 
-def clean(keep_reports: bool = False) -> list[str]:
-    """This project's images, and (unless kept, e.g. for CI artifacts) the reports. BuildKit's
-    cache is shared with everything else built on this engine, so it is left alone."""
-    removed = remove_project_images()
+def remove_recorded_images() -> list[str]:
+    """Untag only what the records of this reports folder name: their tags and the staged
+    digest pulled by `--staged`. A CI job on an engine other jobs share removes its own images,
+    never an image another job is about to stage or test."""
+    removed = []
+    for rec in _store().every():
+        staged = rec.staged()
+        for ref in [*rec.tags, *([staged.by_digest] if staged else [])]:
+            if engine.image_id(ref) is not None:
+                engine.untag(ref, force=True)
+                removed.append(ref)
+    return removed
+
+
+def clean(keep_reports: bool = False, recorded: bool = False) -> list[str]:
+    """This project's images (all, or only those its records name), and (unless kept, e.g. for
+    CI artifacts) the reports. BuildKit's cache is shared with everything else built on this
+    engine, so it is left alone."""
+    removed = remove_recorded_images() if recorded else remove_project_images()
     lines = [f"removed {tag}" for tag in removed] or ["no image of this project to remove"]
     reports = settings.reports_dir(None)
     if not keep_reports and reports.exists():

@@ -46,20 +46,20 @@ def check(gpu: bool, min_free_gb: float, scanner: bool = False) -> None:
             verdict(True, f"trivy {trivy.version()} ({trivy.binary()})", "")
         except PipelineError as exc:
             verdict(False, "trivy", f"{exc.what}; {exc.fix}")
-    root = engine.data_root()
-    try:
-        free_gb = shutil.disk_usage(root).free / 1e9
-        verdict(
-            free_gb >= min_free_gb,
-            f"{free_gb:.0f} GB free in {root} (a job needs {min_free_gb:g} GB)",
-            "free disk: `inv clean` removes this project's images; `docker builder prune` the build cache",
-        )
-    except OSError as exc:
-        verdict(
-            min_free_gb <= 0,
-            f"free disk in {root} cannot be read from here ({exc.strerror})",
-            "run on the engine's machine, or pass --min-free-gb 0 for a remote engine",
-        )
+    for root in engine.data_roots():
+        try:
+            free_gb = shutil.disk_usage(root).free / 1e9
+            verdict(
+                free_gb >= min_free_gb,
+                f"{free_gb:.0f} GB free in {root} (a job needs {min_free_gb:g} GB)",
+                "`inv clean` removes this project's images, `docker builder prune` the build cache",
+            )
+        except OSError as exc:
+            verdict(
+                min_free_gb <= 0,
+                f"free disk in {root} cannot be read from here ({exc.strerror})",
+                "run on the engine's machine, or pass --min-free-gb 0 for a remote engine",
+            )
     if problems:
         raise PipelineError(
             "this runner lacks: " + "; ".join(problems), "fix the runner, then run the job again"

@@ -47,6 +47,7 @@ def test_a_locked_image_that_failed_or_never_ran_makes_a_draft(
 def test_a_newer_torch_on_the_index_is_named(config: variants.Config) -> None:
     assert "**torch 2.15.0 is out**" in refresh_bases.torch_news(config, lambda: "2.15.0")
     assert "is the newest release" in refresh_bases.torch_news(config, lambda: "2.9.1")
+    assert "not a version" in refresh_bases.torch_news(config, lambda: "latest!")
 
 
 def test_an_index_that_does_not_answer_is_said_not_fatal(config: variants.Config) -> None:

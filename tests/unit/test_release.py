@@ -162,3 +162,16 @@ def test_push_gate_refuses_each_missing_or_failed_stage() -> None:
     assert unmet(_record(scan=no_db), allowed, local_target=False) is None
     # a scan that failed to run is waived by nothing
     assert unmet(_record(scan=failed_scan), allowed, local_target=True) is not None
+
+
+def test_a_remote_release_of_a_cuda_image_needs_its_test_on_a_gpu() -> None:
+    image = "sha256:" + "a" * 64
+    cpu_mode = _record(test=record.Tested(ok=True, image_id=image, gpu=False))
+    refused = unmet(cpu_mode, REMOTE, local_target=False, cuda=True)
+    assert refused is not None and "tested without --require-gpu" in refused.what
+    assert "--allow-cpu-test" in refused.fix
+    assert unmet(cpu_mode, REMOTE, local_target=True, cuda=True) is None  # stays on this machine
+    assert unmet(cpu_mode, dataclasses.replace(REMOTE, allow_cpu_test=True), False, cuda=True) is None
+    assert unmet(cpu_mode, REMOTE, local_target=False, cuda=False) is None  # a cpu variant
+    on_gpu = _record(test=record.Tested(ok=True, image_id=image, gpu=True, required_gpu=True))
+    assert unmet(on_gpu, REMOTE, local_target=False, cuda=True) is None

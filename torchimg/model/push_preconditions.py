@@ -14,6 +14,7 @@ class Target:
     repository: str
     allow_no_vuln_db: bool = False
     allow_dirty: bool = False
+    allow_cpu_test: bool = False
 
 
 def unmet(
@@ -21,9 +22,11 @@ def unmet(
     target: Target,
     local_target: bool,
     policy: dict[str, str] | None = None,
+    cuda: bool = False,
 ) -> RefusedError | None:
     """Why the record does not allow this push (None: it does). Pure: reads the record only.
-    `policy`: the scan policy this push applies; a scan judged under another one is refused."""
+    `policy`: the scan policy this push applies; a scan judged under another one is refused.
+    `cuda`: a CUDA image, which a remote release wants tested on a GPU (--require-gpu)."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if not rec.passed("build"):
@@ -31,6 +34,13 @@ def unmet(
     if not rec.passed("test"):
         state = "failed its test" if rec.test is not None else "has not been tested"
         return RefusedError(f"push refused: {what} ({rec.image_id[:19]}) {state}", f"nox -s test {select}")
+    assert rec.test is not None
+    if cuda and not rec.test.required_gpu and not (local_target or target.allow_cpu_test):
+        return RefusedError(
+            f"push refused: {what} is a CUDA image tested without --require-gpu (GPU checks could "
+            f"be skipped); a release to {target.repository} needs its test on a GPU",
+            f"on a GPU runner: nox -s test {select} --require-gpu; or accept it with --allow-cpu-test",
+        )
     if rec.scan is None or not rec.passed("scan"):
         problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
         return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")

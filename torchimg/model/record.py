@@ -60,7 +60,8 @@ class Staged(Section):
 
 
 class Tested(Section):
-    gpu: bool
+    gpu: bool  # the engine had the NVIDIA runtime
+    required_gpu: bool = False  # run with --require-gpu: a GPU not seen failed the smoke checks
     smoke: dict[str, int] = {}
     bench: dict[str, Any] | None = None
 
@@ -127,6 +128,10 @@ class Record(_Model):
     def section(self, stage: str) -> Section | None:
         found: Section | None = getattr(self, stage)
         return found
+
+    def staged(self) -> Staged | None:
+        """The staged candidate, if this very image was staged."""
+        return self.stage if self.passed("stage") else None
 
     def passed(self, stage: str) -> bool:
         """The stage ran on this very image and passed."""

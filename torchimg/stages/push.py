@@ -8,12 +8,13 @@ again -> the moving tags, each read back too -> release manifest and record.
 """
 
 import argparse
+import datetime
 from dataclasses import dataclass, field
 
 from torchimg import paths, releasenotes
 from torchimg.adapters import engine, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError
-from torchimg.model import labels, lockfile, record, tags
+from torchimg.model import allowlist, labels, lockfile, record, tags
 from torchimg.model.push_preconditions import Target, unmet
 from torchimg.output import log
 from torchimg.settings import Settings
@@ -49,6 +50,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
         help="release an image built from uncommitted changes (its immutable tag ends in -dirty)",
     )
     p.add_argument(
+        "--allow-cpu-test",
+        action="store_true",
+        help="release a CUDA image to a remote registry although its test did not require a GPU",
+    )
+    p.add_argument(
         "--force-move",
         action="store_true",
         help="move the moving tags even when they name an image of a newer commit (a deliberate rollback)",
@@ -57,7 +63,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
-    target = Target(settings.repository(args.repository), args.allow_no_vuln_db, args.allow_dirty)
+    target = Target(
+        settings.repository(args.repository), args.allow_no_vuln_db, args.allow_dirty, args.allow_cpu_test
+    )
     return Options(target, args.force_move, scan_stage.policy_options(args, allow_no_vuln_db=True))
 
 
@@ -95,9 +103,19 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
         except PipelineError as exc:
             exc.what = f"push refused: {exc.what}"
             raise
-    refused = unmet(rec, opts.target, local_target, opts.scan.policy_fingerprint())
+    policy = opts.scan.policy_fingerprint()
+    refused = unmet(rec, opts.target, local_target, policy, cuda=image.variant.cuda_info is not None)
     if refused is not None:
         raise refused
+    today = opts.scan.today or datetime.date.today()
+    for entry in allowlist.load(opts.scan.allowlist, today):
+        if entry.expires < today:  # the scan accepted it; it has expired since
+            raise RefusedError(
+                f"push refused: allowlist entry {entry.id} expired on {entry.expires}: the scan verdict "
+                f"of {image} may rest on it",
+                f"review it in {paths.shown(opts.scan.allowlist)}, then scan again: "
+                f"nox -s scan {image.select}",
+            )
     for shown, digest in rec.inputs.lockfiles.items():
         path = paths.ROOT / shown
         if not path.is_file() or lockfile.sha256(path) != digest:
@@ -110,8 +128,8 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
 
 
 def _staged(selection: Selection, image: Image, opts: Options) -> record.Record:
-    """The record of a staged candidate whose staging tag still names the staged digest, an
-    index (copied byte for byte): promote needs no local image, only the record and registries."""
+    """The record of a staged candidate that the staging repository still serves, as an index
+    (copied byte for byte): promote needs no local image, only the record and registries."""
     rec = selection.store.read(image.variant.name, image.flavor)
     if rec is None:
         raise PipelineError(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from torchimg import output, paths, releasenotes, summary
 from torchimg.adapters import gitinfo, package_index, remote_registry
@@ -177,9 +177,12 @@ def torch_news(config: variants.Config, newest: Callable[[], str]) -> str:
     declared = max((v.torch for v in config.variants.values()), key=Version)
     try:
         found = newest()
+        newer = Version(found) > Version(declared)
     except PipelineError as exc:
         return f"The newest torch release could not be looked up ({exc.what})."
-    if Version(found) > Version(declared):
+    except InvalidVersion:
+        return f"The index names torch {found!r} as newest, which is not a version: not compared."
+    if newer:
         return (
             f"**torch {found} is out**; the newest declared variant has {declared}. Add a variant for it "
             "in variants.toml and lock it (`nox -s lock -- --variant NAME`)."

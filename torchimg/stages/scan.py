@@ -42,6 +42,7 @@ class Options:
             "severity": self.policy.vuln_min,
             "fixed_only": str(self.policy.fixed_only).lower(),
             "allowlist_sha256": hashlib.sha256(allow).hexdigest(),
+            "max_db_age_days": str(self.scanner.max_db_age_days),
         }
 
 

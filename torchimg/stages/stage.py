@@ -1,9 +1,9 @@
 """`python -m torchimg stage`: push a built image to the staging repository, by digest.
 
-Build once, promote by digest: CI's build job stages each candidate under the commit's
-immutable tag name in the staging repository; the GPU test and scan jobs pull that digest
-(`test --staged`, `scan --staged`), and `promote` copies the digest that passed both to the
-release repository. The staged digest is read back from the registry and filed in the record,
+Build once, promote by digest: CI's build job stages each candidate in the staging
+repository, under the commit's immutable tag name plus the image ID; the GPU test and scan jobs
+pull that digest (`test --staged`, `scan --staged`), and `promote` copies the digest that passed
+both to the release repository. The staged digest is read back from the registry and filed in the record,
 which travels with the image from job to job.
 """
 
@@ -50,20 +50,25 @@ def run(selection: Selection, opts: Options) -> StageResult:
     return result
 
 
+def staging_tag(image: Image, rec: record.Record) -> str:
+    """The commit's immutable tag name plus the image's own ID: a tag per candidate, so that a
+    rebuild of the same commit (another digest) never moves, or orphans, an earlier one."""
+    return f"{tags.immutable_of(image.variant, image.flavor, rec)}-{rec.image_id.split(':')[-1][:12]}"
+
+
 def still_staged(rec: record.Record, image: Image) -> record.Staged:
-    """The record's staged candidate, if the staging tag still names that very digest (a rebuild
-    or another run re-staging the commit moves it); else refused, with the reason."""
-    if rec.stage is None or not rec.passed("stage"):
+    """The record's staged candidate, if the staging repository still serves that digest;
+    else refused, with the reason."""
+    staged = rec.staged()
+    if staged is None:
         raise RefusedError(
             f"{image} ({rec.image_id[:19]}) has not been staged", f"python -m torchimg stage {image.select}"
         )
-    staged = rec.stage
-    now = remote_registry.digest(staged.reference)
-    if now != staged.digest:
+    if remote_registry.digest(staged.by_digest) != staged.digest:
         raise RefusedError(
-            f"the staging tag {staged.reference} now names {now or 'nothing'}, not {staged.digest}, the "
-            "digest this record describes: the commit was rebuilt (or re-staged) since",
-            "use the records of the latest build's jobs, or build, stage, test and scan again",
+            f"the staging repository no longer serves {staged.by_digest} (deleted, or removed by a "
+            "retention policy)",
+            "build, stage, test and scan again",
         )
     return staged
 
@@ -73,7 +78,7 @@ def stage(selection: Selection, image: Image, opts: Options) -> str:
     if not rec.passed("build"):
         raise PipelineError(f"{image} has no successful build", f"nox -s build {image.select}")
     local_registry.ensure(opts.staging)
-    ref = f"{opts.staging}:{tags.immutable_of(image.variant, image.flavor, rec)}"
+    ref = f"{opts.staging}:{staging_tag(image, rec)}"
     log.info("   %s (%s) -> %s", image, rec.image_id[:19], ref)
     digest = engine.push_as(rec.image_id, ref, keep_tag=False)
     if remote_registry.serves(ref, rec.image_id) != digest:

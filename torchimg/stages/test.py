@@ -139,7 +139,9 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
     ]
     counts = {k: v for k, v in (smoke.get("counts") or {}).items() if isinstance(v, int)}
-    result = record.Tested(ok=False, image_id=rec.image_id, gpu=gpu, smoke=counts)
+    result = record.Tested(
+        ok=False, image_id=rec.image_id, gpu=gpu, required_gpu=needs_gpu(image, opts), smoke=counts
+    )
     if opts.bench:
         bench = run_probe(rec.image_id, "bench", gpu, env, [])
         _save(reports / "bench.json", bench)

@@ -17,7 +17,7 @@ from torchimg.adapters.engine.containers import (
 )
 from torchimg.adapters.engine.images import (
     containerd_store,
-    data_root,
+    data_roots,
     exposed_ports,
     gpu_runtime,
     history,
@@ -43,7 +43,7 @@ __all__ = [
     "containers_of",
     "copy",
     "copy_file_out",
-    "data_root",
+    "data_roots",
     "exposed_ports",
     "gpu_runtime",
     "history",

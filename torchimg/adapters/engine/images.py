@@ -3,6 +3,7 @@
 import contextlib
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from torchimg.adapters.engine._client import DockerException, NoSuchImage, docker, failed, first_line, run_cli
@@ -37,12 +38,21 @@ def containerd_store() -> bool:
     return ["driver-type", "io.containerd.snapshotter.v1"] in status
 
 
-def data_root() -> str:
-    """Where the engine keeps images and build cache (`docker info`: DockerRootDir)."""
+_SYSTEM_CONTAINERD = "/var/lib/containerd"
+
+
+def data_roots() -> list[str]:
+    """Where the engine keeps images and build cache: `docker info`'s DockerRootDir, and with
+    the containerd image store a system containerd's root too (image content and snapshots
+    live there when dockerd uses the host's containerd)."""
     try:
-        return str(docker.system.info().docker_root_dir)
+        info = docker.system.info()
     except DockerException as exc:
         raise failed("reading its data root", exc) from None
+    roots = [str(info.docker_root_dir)]
+    if containerd_store() and Path(_SYSTEM_CONTAINERD).is_dir():
+        roots.append(_SYSTEM_CONTAINERD)
+    return roots
 
 
 def server_version() -> str:
