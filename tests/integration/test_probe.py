@@ -8,7 +8,7 @@ import pytest
 from tests.integration.conftest import Pipeline, build_small, remove_images
 from torchimg.adapters import engine
 from torchimg.errors import PipelineError, RefusedError
-from torchimg.model import record, variants
+from torchimg.model import labels, record, variants
 from torchimg.stages import test
 
 pytestmark = pytest.mark.integration
@@ -60,6 +60,19 @@ def test_healthcheck_passes(runtime_image: record.Record) -> None:
         runtime_image.image_id, ["/opt/venv/bin/python", "-I", "/usr/local/bin/torchimg-healthcheck"]
     )
     assert out == ""
+
+
+def test_pip_in_the_image_cannot_replace_torch(runtime_image: record.Record) -> None:
+    """PIP_CONSTRAINT names the image's own torch: another torch is refused, naming it."""
+    constraints = engine.run(runtime_image.image_id, ["cat", "/etc/torchimg/constraints.txt"])
+    torch_pin = next(line for line in constraints.splitlines() if line.startswith("torch=="))
+    assert torch_pin == f"torch=={runtime_image.labels[labels.TORCH]}"
+    assert any(line.startswith("nvidia-") for line in constraints.splitlines())
+    with pytest.raises(PipelineError) as exc:
+        engine.run(runtime_image.image_id, ["pip", "install", "--dry-run", "--no-deps", "torch==2.9.0"])
+    if "Could not find a version" in exc.value.what or "NewConnectionError" in exc.value.what:
+        pytest.skip(f"PyPI is not reachable from a container here: {exc.value.what[-200:]}")
+    assert "constraint" in exc.value.what and "torch==" in exc.value.what, exc.value.what
 
 
 def _fake_probe(base: str | None, tmp_path: Path, script: str, name: str) -> str:
