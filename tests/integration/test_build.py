@@ -122,6 +122,50 @@ def test_dev_flavor_adds_jupyter_on_top_of_runtime(
         engine.run(dev_image.image_id, [], env={"JUPYTER_TOKEN": ""})
 
 
+_JUPYTER_API = """
+import json, subprocess, time, urllib.request
+open("/workspace/hello.txt", "w").write("hi")
+server = subprocess.Popen(["torchimg-jupyter"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def get(path, method="GET"):
+    url = "http://127.0.0.1:8888" + path + ("&" if "?" in path else "?") + "token=t"
+    request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.load(answer)
+for _ in range(240):
+    try:
+        get("/api/status")
+        break
+    except OSError:
+        time.sleep(0.5)
+notification = get("/lab/api/settings/@jupyterlab/apputils-extension:notification")
+kernel = get("/api/kernels", "POST")
+for _ in range(120):
+    state = get("/api/kernels/" + kernel["id"])["execution_state"]
+    if state in ("idle", "busy"):
+        break
+    time.sleep(0.5)
+print(json.dumps({
+    "defaults": {k: v.get("default") for k, v in notification["schema"]["properties"].items()},
+    "root": sorted(item["name"] for item in get("/api/contents")["content"]),
+    "kernel": state,
+}))
+server.terminate()
+"""
+
+
+def test_jupyter_opens_in_workspace_without_the_news_prompt_and_starts_a_kernel(
+    dev_image: record.Record,
+) -> None:
+    """What a person meets in the browser, read through Jupyter's own REST API: the settings
+    overrides (no news prompt, no update check), the file browser's root, a kernel that starts."""
+    out = engine.run(dev_image.image_id, ["python", "-c", _JUPYTER_API], env={"JUPYTER_TOKEN": "t"})
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["defaults"]["fetchNews"] == "false"
+    assert found["defaults"]["checkForUpdates"] is False
+    assert found["root"] == ["hello.txt"]  # /workspace, not /
+    assert found["kernel"] in ("idle", "busy")
+
+
 def _variant_with_locks(variant: variants.Variant, tmp_path: Path) -> variants.Variant:
     locks = tmp_path / "locks"
     shutil.copytree(variant.lock_dir, locks)
