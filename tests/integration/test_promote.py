@@ -8,7 +8,9 @@ no vulnerability database (offline: --allow-no-vuln-db, which a local registry a
 flavor (runtime), and no cosign or OIDC identity (the signing step is not run).
 """
 
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -140,6 +142,21 @@ def test_a_second_promote_changes_nothing(
     assert "already names this image" in err
     assert "moved" not in err
     assert run.released() == before
+
+
+def test_the_sign_step(
+    workflow: Callable[[pytest.CaptureFixture[str]], Workflow], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The workflow signs what `digests` prints, by digest; keyless signing needs what CI has."""
+    run = workflow(capsys)
+    code, out, _ = run("digests", "--variant", run.variant, selects=False)
+    assert code == 0 and out.split() == [f"{run.release}@{run.rec.image_id}"]
+    missing = [] if shutil.which("cosign") else ["cosign"]
+    if not os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL"):
+        missing.append("a GitHub OIDC token (id-token: write)")
+    if missing:
+        pytest.skip(f"`cosign sign --yes {out.split()[0]}` not run: no {' and no '.join(missing)} here")
+    subprocess.run(["cosign", "sign", "--yes", *out.split()], check=True, timeout=300)
 
 
 def test_a_rebuild_of_a_promoted_commit_is_never_promoted(
