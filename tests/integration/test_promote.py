@@ -87,6 +87,8 @@ def workflow(
 
     yield bind
     remove_images(*(ref for w in made for ref in w.made))
+    registry.stop()  # its copy of the image is several GB: free it now, not at the session's end
+    shutil.rmtree(registry.dir, ignore_errors=True)
 
 
 def test_the_workflow_commands_in_order(
