@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.integration.conftest import Pipeline, build_small, remove_images
+from torchimg import paths
 from torchimg.adapters import engine
 from torchimg.errors import PipelineError, RefusedError
-from torchimg.model import credentials, labels, record, variants
+from torchimg.model import credentials, labels, lockfile, record, variants
 from torchimg.stages import test
 
 pytestmark = pytest.mark.integration
@@ -65,9 +67,16 @@ def test_healthcheck_passes(runtime_image: record.Record) -> None:
 def test_pip_in_the_image_cannot_replace_torch(runtime_image: record.Record) -> None:
     """PIP_CONSTRAINT names the image's own torch: another torch is refused, naming it."""
     constraints = engine.run(runtime_image.image_id, ["cat", "/etc/torchimg/constraints.txt"])
-    torch_pin = next(line for line in constraints.splitlines() if line.startswith("torch=="))
-    assert torch_pin == f"torch=={runtime_image.labels[labels.TORCH]}"
-    assert any(line.startswith("nvidia-") for line in constraints.splitlines())
+    torch_pin = next(line for line in constraints.splitlines() if line.startswith("torch"))
+    assert torch_pin == f"torch==={runtime_image.labels[labels.TORCH]}"  # not 2.9.1+cpu either
+    pinned = {canonicalize_name(line.split("===")[0]) for line in constraints.splitlines() if "===" in line}
+    lock = next(p for p in runtime_image.inputs.lockfiles if p.endswith("/runtime.txt"))
+    stack = ("nvidia-", "cuda-", "triton", "torch")
+    locked = {n for n in lockfile.pins((paths.ROOT / lock).read_text()) if n.startswith(stack)}
+    assert "torch" in locked and locked <= pinned, locked - pinned
+    # the CA store pip and torch.hub verify HTTPS against exists (without it pip crashed)
+    check = "import ssl; assert ssl.create_default_context().cert_store_stats()['x509_ca'] > 100"
+    engine.run(runtime_image.image_id, ["python", "-c", check])
     ca = credentials.resolve(None, None).ca_bundle  # a TLS-inspecting proxy's CA, as for builds
     out = engine.run(
         runtime_image.image_id,
