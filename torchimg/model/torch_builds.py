@@ -18,7 +18,7 @@ class Cuda:
 
     tag: str
     version: str
-    min_driver: str  # the CUDA toolkit's own minimum Linux driver (release notes, table 3)
+    min_driver: str  # the CUDA toolkit's own minimum Linux driver, GA release (release notes, table 3)
 
 
 CUDA: dict[str, Cuda] = {
@@ -29,6 +29,9 @@ CUDA: dict[str, Cuda] = {
         Cuda("cu128", "12.8", "570.26"),
         Cuda("cu129", "12.9", "575.51.03"),
         Cuda("cu130", "13.0", "580.65.06"),
+        # 13.2 GA. Any 13.x also runs on an R580 driver (>= 580, NVIDIA's minor-version
+        # compatibility), without the features that need the newer driver (PTX JIT of 13.2 PTX).
+        Cuda("cu132", "13.2", "595.45.04"),
     )
 }
 CPU = "cpu"
@@ -42,6 +45,10 @@ class TorchRelease:
     builds: frozenset[str]
     pypi_cuda: str
     patches: tuple[str, ...]  # the releases published (a typo such as 2.9.99 fails at load)
+    # Machines on which PyPI's wheel is the CUDA build. Before 2.15 PyPI's aarch64 wheel is the
+    # CPU build (its NVIDIA dependencies carry `platform_machine == "x86_64"`); the CUDA aarch64
+    # builds of those releases are on PyTorch's index only.
+    pypi_cuda_machines: tuple[str, ...] = ("x86_64",)
 
 
 RELEASES: dict[str, TorchRelease] = {
@@ -50,6 +57,9 @@ RELEASES: dict[str, TorchRelease] = {
         TorchRelease("2.7", frozenset({"cu118", "cu126", "cu128", CPU}), "cu126", ("2.7.0", "2.7.1")),
         TorchRelease("2.8", frozenset({"cu126", "cu128", "cu129", CPU}), "cu128", ("2.8.0",)),
         TorchRelease("2.9", frozenset({"cu126", "cu128", "cu130", CPU}), "cu128", ("2.9.0", "2.9.1")),
+        # PyPI's 2.15.0 (2026-10-28) depends on the CUDA 13.2 wheels (cuda-toolkit==13.2.2) on
+        # both machines. Only the builds known here are listed.
+        TorchRelease("2.15", frozenset({"cu132", CPU}), "cu132", ("2.15.0",), ("x86_64", "aarch64")),
     )
 }
 
