@@ -170,6 +170,21 @@ def markdown(m: Manifest) -> str:
             markdown=True,
         ),
         "",
+        *(
+            [
+                output.table(
+                    ["platform", "manifest digest", "compressed size"],
+                    [
+                        [str(p["platform"]), f"`{p['digest']}`", f"{int(str(p['size'])) / 1e9:.2f} GB"]
+                        for p in m.get("platforms") or []
+                    ],
+                    markdown=True,
+                ),
+                "",
+            ]
+            if m.get("platforms")
+            else []
+        ),
         "## Contents",
         "",
         f"- torch {v.get('torch')}, CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}, NCCL {v.get('nccl')}, "

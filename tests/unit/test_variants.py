@@ -101,3 +101,22 @@ def test_builder_and_cache_are_optional_settings(tmp_path: Path) -> None:
 
 def test_locked_selects_the_variants_with_committed_lockfiles(config: variants.Config) -> None:
     assert [v.name for v in config.select([], locked=True)] == ["2.9.1-cu128"]
+
+
+def test_platforms_default_to_amd64_and_are_checked(tmp_path: Path) -> None:
+    assert load_text(tmp_path, GOOD).variant("v1").platforms == ("linux/amd64",)
+    assert "platforms ['linux/amd64', 'linux/s390x'] invalid" in error_of(
+        tmp_path, GOOD + 'platforms = ["linux/amd64", "linux/s390x"]\n'
+    )
+    assert "non-empty list" in error_of(tmp_path, GOOD + "platforms = []\n")
+    assert "each once" in error_of(tmp_path, GOOD + 'platforms = ["linux/arm64", "linux/arm64"]\n')
+
+
+def test_arm64_of_a_torch_whose_pypi_aarch64_wheel_is_cpu_only_is_refused(tmp_path: Path) -> None:
+    message = error_of(tmp_path, GOOD + 'platforms = ["linux/amd64", "linux/arm64"]\n')
+    assert "torch 2.9.1 on PyPI is a CPU-only build on linux/arm64" in message
+    assert "https://download.pytorch.org/whl/cu128" in message
+    current = GOOD.replace('"2.9.1"', '"2.15.0"').replace('"cu128"', '"cu132"')
+    v = load_text(tmp_path, current + 'platforms = ["linux/amd64", "linux/arm64"]\n').variant("v1")
+    assert v.platforms == ("linux/amd64", "linux/arm64")
+    assert v.torch_requirement == "torch==2.15.0"

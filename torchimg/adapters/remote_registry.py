@@ -48,3 +48,33 @@ def is_index(ref: str) -> bool | None:
         return None
     found = json.loads(raw)
     return isinstance(found, dict) and found.get("mediaType") in INDEX_TYPES
+
+
+def platforms(ref: str) -> list[dict[str, object]]:
+    """Each platform image the registry serves under `ref` (REPOSITORY@DIGEST of an index):
+    platform, manifest digest, compressed size (config + layers), each read back by digest.
+    Attestation manifests (platform unknown/unknown) are not platforms."""
+    raw = engine.imagetools(ref)
+    if raw is None:
+        return []
+    index = json.loads(raw)
+    if not isinstance(index, dict) or index.get("mediaType") not in INDEX_TYPES:
+        return []
+    repository = ref.split("@", 1)[0]
+    found: list[dict[str, object]] = []
+    for entry in index.get("manifests") or []:
+        p = entry.get("platform") or {}
+        if p.get("os") in (None, "unknown"):
+            continue
+        child_raw = engine.imagetools(f"{repository}@{entry['digest']}")
+        child = json.loads(child_raw) if child_raw else {}
+        blobs = [child.get("config") or {}, *(child.get("layers") or [])]
+        found.append(
+            {
+                "platform": "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x),
+                "digest": entry["digest"],
+                "size": sum(int(b.get("size") or 0) for b in blobs),
+                "served": bool(child_raw),
+            }
+        )
+    return found

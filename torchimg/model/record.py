@@ -42,6 +42,7 @@ class Built(Section):
     seconds: float
     cache: bool
     builder: str
+    platforms: list[str] = ["linux/amd64"]
     cache_ref: str | None = None
     compression: str = "gzip"
     attest: list[str] = []
@@ -63,6 +64,8 @@ class Tested(Section):
     gpu: bool  # the engine had the NVIDIA runtime
     required_gpu: bool = False  # run with --require-gpu: a GPU not seen failed the smoke checks
     smoke: dict[str, int] = {}
+    # Platforms tested under emulation (CPU mode, no benchmark): platform -> smoke counts.
+    emulated: dict[str, dict[str, int]] = {}
     bench: dict[str, Any] | None = None
 
 

@@ -16,6 +16,9 @@ from torchimg.errors import PipelineError
 from torchimg.model import references, torch_builds
 
 FLAVORS = ("runtime", "dev")
+# The platforms an image can be built for, and the machine name (platform_machine) of each.
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+NATIVE_PLATFORM = "linux/amd64"
 _DIGEST = re.compile(r"(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})", re.ASCII)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
 _INDEX = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+-]*)?", re.ASCII)
@@ -50,6 +53,7 @@ class Variant:
     base: Base
     flavors: tuple[str, ...]
     lock_dir: Path
+    platforms: tuple[str, ...] = (NATIVE_PLATFORM,)
 
     @property
     def cuda_info(self) -> torch_builds.Cuda | None:
@@ -168,6 +172,32 @@ def _flavors(table: dict[str, Any], where: str) -> tuple[str, ...]:
     return flavors
 
 
+def _platforms(table: dict[str, Any], where: str, torch: str, cuda: str, index: str) -> tuple[str, ...]:
+    value = table.get("platforms", [NATIVE_PLATFORM])
+    if not isinstance(value, list) or not value or not all(isinstance(p, str) for p in value):
+        raise PipelineError(
+            f"{where}: platforms must be a non-empty list of platforms, got {value!r}",
+            'e.g. platforms = ["linux/amd64", "linux/arm64"]',
+        )
+    bad = [p for p in value if p not in PLATFORMS]
+    if bad or len(set(value)) != len(value):
+        raise PipelineError(
+            f"{where}: platforms {value} invalid; known: {', '.join(PLATFORMS)}, each once",
+            "list each platform once, from those",
+        )
+    if cuda != torch_builds.CPU and index == torch_builds.PYPI_INDEX:
+        for platform in value:
+            machine = PLATFORMS[platform]
+            if machine not in torch_builds.release(torch).pypi_cuda_machines:
+                raise PipelineError(
+                    f"{where}: torch {torch} on PyPI is a CPU-only build on {platform} ({machine}); "
+                    f"a {cuda} image for it would carry no CUDA",
+                    f"drop {platform} from platforms, or declare a variant with "
+                    f'index = "{torch_builds.PYTORCH_INDEX.format(tag=cuda)}" for it',
+                )
+    return tuple(value)
+
+
 def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
     if "index" not in table:
         return torch_builds.default_index(torch, cuda)
@@ -191,7 +221,7 @@ def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
 def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
     where = f"{src.name} [[variant]] #{n}"
     table = _table(value, where)
-    _no_unknown(table, {"name", "torch", "cuda", "base", "index", "flavors"}, where)
+    _no_unknown(table, {"name", "torch", "cuda", "base", "index", "flavors", "platforms"}, where)
     name = _field(table, "name", where)
     where = f"{src.name} variant {name!r}"
     if not _NAME.fullmatch(name):
@@ -214,9 +244,9 @@ def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
         )
     flavors = _flavors(table, where)
     index = _index(table, where, torch, cuda)
-    return Variant(
-        name, torch, cuda, index, bases[base_key], flavors, src.parent / "requirements" / "locks" / name
-    )
+    platforms = _platforms(table, where, torch, cuda, index)
+    lock_dir = src.parent / "requirements" / "locks" / name
+    return Variant(name, torch, cuda, index, bases[base_key], flavors, lock_dir, platforms)
 
 
 def load(src: Path = paths.VARIANTS_FILE) -> Config:

@@ -9,7 +9,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from torchimg import image_inputs, paths
-from torchimg.adapters import engine, gitinfo
+from torchimg.adapters import emulation, engine, gitinfo
 from torchimg.model import lockfile, record
 from torchimg.model.credentials import Credentials
 from torchimg.output import log
@@ -115,13 +115,15 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
     locks = image_inputs.check(variant, flavor, opts.base)
     lock_python = image_inputs.check_lock_python(variant, locks[0], opts.base)
     engine.preflight()
+    for platform in variant.platforms:
+        emulation.require(platform)
     base_ref = opts.base or variant.base.image
     base_id = engine.require_base(base_ref)
     git = gitinfo.current()
     tag = f"{opts.repository}:{variant.name}-{flavor}"
     args = image_inputs.build_args(variant, base_ref, git, lock_python)
     labels = image_inputs.image_labels(variant, flavor, git, base_ref, base_id, locks)
-    log.info("   -> %s", tag)
+    log.info("   -> %s (%s)", tag, ", ".join(variant.platforms))
     result = engine.build(
         context=paths.DOCKER,
         dockerfile=paths.DOCKERFILE,
@@ -138,6 +140,10 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
         cache_export=opts.cache_export,
         compression=opts.compression,
         attest=opts.attest,
+        # The engine's own platform needs no --platform: the build stays what it always was.
+        platforms=()
+        if len(variant.platforms) == 1 and emulation.native(variant.platforms[0])
+        else variant.platforms,
     )
     rec = record.Record(
         variant=variant.name,
@@ -150,6 +156,7 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
             seconds=round(result.seconds, 1),
             cache=opts.cache,
             builder=opts.builder or "default",
+            platforms=list(variant.platforms),
             cache_ref=cache_ref(opts, image),
             compression=opts.compression,
             attest=list(opts.attest),

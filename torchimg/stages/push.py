@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from torchimg import paths, releasenotes
 from torchimg.adapters import engine, local_registry, remote_registry
-from torchimg.errors import PipelineError, RefusedError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import allowlist, labels, lockfile, record, tags
 from torchimg.model.push_preconditions import Target, unmet
 from torchimg.output import log
@@ -250,6 +250,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
         log.info("   already there: %s", ", ".join(n for n in moving if n not in to_move))
 
     manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
+    manifest["platforms"] = _platforms_served(rec, f"{repository}@{digest}")
     manifest.update(before)
     json_path, md_path = releasenotes.write(manifest, releases)
     pushed = record.Pushed(
@@ -264,3 +265,18 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     selection.store.save_section(image.variant.name, image.flavor, "push", pushed)
     log.info("== %s %s@%s; release manifest %s", _past(verb), ref, digest, md_path)
     return manifest
+
+
+def _platforms_served(rec: record.Record, ref: str) -> list[dict[str, object]]:
+    """Every platform the image was built for, served under the pushed index by its own digest."""
+    served = remote_registry.platforms(ref)
+    names = {str(p["platform"]) for p in served if p["served"]}
+    missing = [p for p in rec.build.platforms if p not in names] if len(rec.build.platforms) > 1 else []
+    if missing:
+        raise ToolError(
+            f"{ref} does not serve {', '.join(missing)} (it serves {', '.join(sorted(names)) or 'none'})",
+            "push again; if it persists, check that the registry accepts image indexes",
+        )
+    for p in served:
+        log.info("   %s: %s (%.2f GB compressed)", p["platform"], p["digest"], int(str(p["size"])) / 1e9)
+    return served

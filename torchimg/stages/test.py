@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torchimg import probe_results
-from torchimg.adapters import engine
+from torchimg.adapters import emulation, engine
 from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import record
 from torchimg.output import log
@@ -82,7 +82,9 @@ def run(selection: Selection, opts: Options) -> StageResult:
     return each_image("test", selection, lambda image: test(selection, image, opts))
 
 
-def run_probe(image: str, what: str, gpu: bool, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+def run_probe(
+    image: str, what: str, gpu: bool, env: dict[str, str], extra: list[str], platform: str | None = None
+) -> dict[str, Any]:
     """Run `torchimg-probe WHAT` in the image and return its JSON result.
 
     The result is copied out of the stopped container as one regular file under a size cap (no
@@ -92,10 +94,11 @@ def run_probe(image: str, what: str, gpu: bool, env: dict[str, str], extra: list
     """
     result = f"{_RESULTS_IN_CONTAINER}/torchimg-{what}-{uuid.uuid4().hex}.json"
     args = ["timeout", str(PROBE_TIMEOUT_S), "torchimg-probe", what, "--json", result, *extra]
-    log.info("   %s in %s (%s)", what, image[:19], "GPU" if gpu else "CPU mode")
+    mode = "GPU" if gpu else "CPU mode"
+    log.info("   %s in %s (%s)", what, image[:19], f"{platform}, emulated, {mode}" if platform else mode)
     name = engine.new_container_name(f"torchimg-{what}")
     try:
-        exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size="2g")
+        exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size="2g", platform=platform)
         data = engine.copy_file_out(name, result) if exited.code in (0, 1) else None
     finally:
         engine.remove_container(name)
@@ -138,10 +141,20 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
     problems = [
         f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
     ]
-    counts = {k: v for k, v in (smoke.get("counts") or {}).items() if isinstance(v, int)}
     result = record.Tested(
-        ok=False, image_id=rec.image_id, gpu=gpu, required_gpu=needs_gpu(image, opts), smoke=counts
+        ok=False, image_id=rec.image_id, gpu=gpu, required_gpu=needs_gpu(image, opts), smoke=_counts(smoke)
     )
+    for platform in (p for p in rec.build.platforms if not emulation.native(p)):
+        emulation.require(platform)
+        emulated = run_probe(rec.image_id, "smoke", False, env, [], platform=platform)
+        _save(reports / f"smoke-{platform.replace('/', '-')}.json", emulated)
+        problems += [
+            f"smoke on {platform}: {c.get('name')}: {c.get('detail')}"
+            for c in emulated["checks"]
+            if c["status"] == "fail"
+        ]
+        result.emulated[platform] = _counts(emulated)
+        log.info("   bench on %s: skipped (emulated timings say nothing about the hardware)", platform)
     if opts.bench:
         bench = run_probe(rec.image_id, "bench", gpu, env, [])
         _save(reports / "bench.json", bench)
@@ -167,6 +180,10 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
             f"read {reports / 'smoke.json'}",
         )
     return rec
+
+
+def _counts(smoke: dict[str, Any]) -> dict[str, int]:
+    return {k: v for k, v in (smoke.get("counts") or {}).items() if isinstance(v, int)}
 
 
 def _save(file: Path, data: dict[str, Any]) -> None:

@@ -37,11 +37,13 @@ def build(
     cache_export: bool = True,
     compression: str = "gzip",
     attest: Sequence[str] = (),
+    platforms: Sequence[str] = (),
 ) -> BuildResult:
     """Build one target through BuildKit, streaming its plain progress to stderr; the image is
     tagged only when the whole build succeeded. `cache_ref`: a registry cache (mode=max);
     `compression`: zstd recompresses every layer; `attest`: provenance and/or sbom (releases;
-    their timestamps make the image ID differ between identical builds, so none by default)."""
+    their timestamps make the image ID differ between identical builds, so none by default);
+    `platforms`: one image per platform under one index (the containerd store keeps it)."""
     start, lines = time.monotonic(), []
     try:
         stream = docker.buildx.build(
@@ -55,6 +57,7 @@ def build(
             labels={label_keys.BUILT_BY: "torchimg", **labels},
             cache=cache,
             builder=builder,
+            platforms=list(platforms) or None,
             cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
             cache_to={"type": "registry", "ref": cache_ref, "mode": "max"}
             if cache_ref and cache_export

@@ -62,10 +62,17 @@ class Exited:
 
 
 def run_kept(
-    image: str, command: Sequence[str], name: str, *, gpus: bool, env: Mapping[str, str], shm_size: str
+    image: str,
+    command: Sequence[str],
+    name: str,
+    *,
+    gpus: bool,
+    env: Mapping[str, str],
+    shm_size: str,
+    platform: str | None = None,
 ) -> Exited:
     """Run a container kept after it exits (files are copied out of it), echoing its output.
-    Nothing of the host is mounted into it."""
+    Nothing of the host is mounted into it. `platform`: that platform's image of an index."""
     lines: list[str] = []
     try:
         for _, chunk in docker.run(
@@ -77,6 +84,7 @@ def run_kept(
             gpus="all" if gpus else None,
             envs=dict(env),
             shm_size=shm_size,
+            platform=platform,
         ):
             lines.append(chunk.decode(errors="replace"))
             print(lines[-1], end="", file=sys.stderr, flush=True)
