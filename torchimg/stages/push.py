@@ -238,6 +238,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     lock_paths = sorted(rec.inputs.lockfiles)
     line = f"{repository}:{image.variant.name}-{image.flavor}"
     before = releasenotes.previous(line, digest, immutable, lock_paths, releases)
+    served = _platforms_served(rec, f"{repository}@{digest}")  # before any moving tag moves
     moving = tags.moving(selection.config, image.variant, image.flavor)
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
@@ -250,7 +251,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
         log.info("   already there: %s", ", ".join(n for n in moving if n not in to_move))
 
     manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
-    manifest["platforms"] = _platforms_served(rec, f"{repository}@{digest}")
+    manifest["platforms"] = served
     manifest.update(before)
     json_path, md_path = releasenotes.write(manifest, releases)
     pushed = record.Pushed(
