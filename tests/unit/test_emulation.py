@@ -13,7 +13,7 @@ ENABLED = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags
 @pytest.fixture
 def binfmt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(emulation, "BINFMT", tmp_path)
-    monkeypatch.setattr(emulation.host, "machine", lambda: "x86_64")
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
     return tmp_path
 
 

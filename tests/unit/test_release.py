@@ -175,3 +175,16 @@ def test_a_remote_release_of_a_cuda_image_needs_its_test_on_a_gpu() -> None:
     assert unmet(cpu_mode, REMOTE, local_target=False, cuda=False) is None  # a cpu variant
     on_gpu = _record(test=record.Tested(ok=True, image_id=image, gpu=True, required_gpu=True))
     assert unmet(on_gpu, REMOTE, local_target=False, cuda=True) is None
+
+
+def test_push_gate_wants_every_declared_platform_built_and_tested() -> None:
+    both = ("linux/amd64", "linux/arm64")
+    refused = unmet(_record(), REMOTE, local_target=True, platforms=both)
+    assert refused is not None and "built for linux/amd64, but the variant declares" in refused.what
+    rec = _record()
+    rec.build.platforms = list(both)
+    refused = unmet(rec, REMOTE, local_target=True, platforms=both)
+    assert refused is not None and "not tested on linux/arm64" in refused.what
+    assert rec.test is not None
+    rec.test.emulated = {"linux/arm64": {"passed": 4, "failed": 0, "skipped": 6}}
+    assert unmet(rec, REMOTE, local_target=True, platforms=both) is None

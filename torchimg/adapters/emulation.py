@@ -17,6 +17,11 @@ _FIX = (
 )
 
 
+def engine_platform() -> str:
+    """The platform this machine runs natively (what an image runs as without --platform)."""
+    return next((p for p, (machine, _) in _MACHINES.items() if machine == host.machine()), host.machine())
+
+
 def native(platform: str) -> bool:
     """This machine runs `platform`'s binaries without emulation."""
     return _MACHINES[platform][0] == host.machine()

@@ -23,18 +23,32 @@ def unmet(
     local_target: bool,
     policy: dict[str, str] | None = None,
     cuda: bool = False,
+    platforms: tuple[str, ...] = ("linux/amd64",),
 ) -> RefusedError | None:
     """Why the record does not allow this push (None: it does). Pure: reads the record only.
     `policy`: the scan policy this push applies; a scan judged under another one is refused.
-    `cuda`: a CUDA image, which a remote release wants tested on a GPU (--require-gpu)."""
+    `cuda`: a CUDA image, which a remote release wants tested on a GPU (--require-gpu).
+    `platforms`: what the variant declares; the image must be built and tested for each."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if not rec.passed("build"):
         return RefusedError(f"push refused: {what} has no successful build", f"nox -s build {select}")
+    if list(platforms) != rec.build.platforms:
+        return RefusedError(
+            f"push refused: {what} was built for {', '.join(rec.build.platforms)}, but the variant "
+            f"declares {', '.join(platforms)}",
+            f"nox -s build {select}",
+        )
     if not rec.passed("test"):
         state = "failed its test" if rec.test is not None else "has not been tested"
         return RefusedError(f"push refused: {what} ({rec.image_id[:19]}) {state}", f"nox -s test {select}")
     assert rec.test is not None
+    untested = [p for p in rec.build.platforms if p != rec.test.platform and p not in rec.test.emulated]
+    if untested:
+        return RefusedError(
+            f"push refused: {what} was not tested on {', '.join(untested)}",
+            f"nox -s test {select} (emulated platforms are smoke-tested in CPU mode)",
+        )
     if cuda and not rec.test.required_gpu and not (local_target or target.allow_cpu_test):
         return RefusedError(
             f"push refused: {what} is a CUDA image tested without --require-gpu (GPU checks could "

@@ -64,6 +64,7 @@ class Tested(Section):
     gpu: bool  # the engine had the NVIDIA runtime
     required_gpu: bool = False  # run with --require-gpu: a GPU not seen failed the smoke checks
     smoke: dict[str, int] = {}
+    platform: str = "linux/amd64"  # where smoke and bench ran natively (GPU or CPU mode)
     # Platforms tested under emulation (CPU mode, no benchmark): platform -> smoke counts.
     emulated: dict[str, dict[str, int]] = {}
     bench: dict[str, Any] | None = None

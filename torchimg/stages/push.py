@@ -104,7 +104,14 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
             exc.what = f"push refused: {exc.what}"
             raise
     policy = opts.scan.policy_fingerprint()
-    refused = unmet(rec, opts.target, local_target, policy, cuda=image.variant.cuda_info is not None)
+    refused = unmet(
+        rec,
+        opts.target,
+        local_target,
+        policy,
+        cuda=image.variant.cuda_info is not None,
+        platforms=image.variant.platforms,
+    )
     if refused is not None:
         raise refused
     today = opts.scan.today or datetime.date.today()

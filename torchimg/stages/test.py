@@ -142,7 +142,12 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
     ]
     result = record.Tested(
-        ok=False, image_id=rec.image_id, gpu=gpu, required_gpu=needs_gpu(image, opts), smoke=_counts(smoke)
+        ok=False,
+        image_id=rec.image_id,
+        gpu=gpu,
+        required_gpu=needs_gpu(image, opts),
+        smoke=_counts(smoke),
+        platform=emulation.engine_platform(),
     )
     for platform in (p for p in rec.build.platforms if not emulation.native(p)):
         emulation.require(platform)
