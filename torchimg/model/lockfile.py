@@ -141,3 +141,12 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
             fix,
         )
     return found
+
+
+def hashes(text: str) -> dict[str, set[str]]:
+    """name -> the sha256 hashes a lockfile allows for it (every wheel of the pinned version)."""
+    found: dict[str, set[str]] = {}
+    for _, line in _logical_lines(text):
+        if m := _PIN.match(line):
+            found[canonicalize_name(m["name"])] = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return found

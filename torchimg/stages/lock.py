@@ -8,6 +8,7 @@ Results are written to the repository only when every lockfile of the variant co
 
 import argparse
 import difflib
+import json
 import os
 import shutil
 import ssl
@@ -20,7 +21,7 @@ from pathlib import Path
 from torchimg import image_inputs, paths
 from torchimg.adapters import engine, gitinfo, pipcompile
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import labels, lockfile, torch_builds
+from torchimg.model import labels, lockfile, resolution, torch_builds, variants
 from torchimg.model.credentials import Credentials
 from torchimg.model.variants import Variant
 from torchimg.output import log
@@ -159,9 +160,10 @@ def compile_variant(
         if creds.ca_bundle:
             volumes.append((str(creds.ca_bundle), _CA_IN_CONTAINER, "ro"))
             env["PIP_CERT"] = _CA_IN_CONTAINER
+        machines = tuple(variants.PLATFORMS[p] for p in variant.platforms if p != variants.NATIVE_PLATFORM)
         out = engine.run(
             tag,
-            ["sh", "-c", pipcompile.container_script(lock_rel, variant.index, upgrade)],
+            ["sh", "-c", pipcompile.container_script(lock_rel, variant.index, upgrade, machines)],
             volumes=volumes,
             env=env,
             user=f"{os.getuid()}:{os.getgid()}",
@@ -179,6 +181,8 @@ def compile_variant(
                 variant.index if flavor == "runtime" else torch_builds.PYPI_INDEX,
             )
             files[f"{flavor}.txt"] = info.header() + (src / lock_rel / f"{flavor}.txt").read_text()
+        for machine in machines:
+            _serves(variant, files["runtime.txt"], src / lock_rel / pipcompile.report_name(machine), machine)
     mismatched = lockfile.shared_mismatches(
         lockfile.pins(files["runtime.txt"]), lockfile.pins(files["dev.txt"])
     )
@@ -188,6 +192,26 @@ def compile_variant(
             "loosen the conflicting pin in requirements/dev.in",
         )
     return files
+
+
+def _serves(variant: Variant, runtime: str, report_path: Path, machine: str) -> None:
+    """The runtime lock must be exactly what pip resolves on `machine` too (versions, and the
+    hash of each wheel pip picks there): then it serves every platform of the variant."""
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ToolError(
+            f"pip's resolution for {machine} is unreadable ({exc})", "run the lock again"
+        ) from None
+    problems = resolution.differences(lockfile.pins(runtime), lockfile.hashes(runtime), report, machine)
+    if problems:
+        raise PipelineError(
+            f"variant {variant.name}: runtime.txt is not what pip resolves on {machine}:\n  "
+            + "\n  ".join(problems),
+            f"drop that machine's platform from the variant in variants.toml (a lockfile per platform "
+            f"is not supported), or pick a torch whose {machine} wheels match",
+        )
+    log.info("   ok: runtime.txt is exactly what pip resolves on %s (versions and wheel hashes)", machine)
 
 
 def drift(variant: Variant, files: dict[str, str]) -> str:
