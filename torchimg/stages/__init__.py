@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchimg import output
-from torchimg.adapters import engine
+from torchimg.adapters import emulation, engine
 from torchimg.errors import PipelineError, RefusedError, ToolError, worst
 from torchimg.model import record
 from torchimg.model.variants import Config, Variant
@@ -120,6 +120,9 @@ def built(selection: Selection, image: Image) -> record.Record:
     if ref is not None and rec is not None:
         log.info("   pulling %s", ref)
         pulled = engine.pull(ref)
+        for platform in (p for p in rec.build.platforms if not emulation.native(p)):
+            log.info("   pulling %s for %s (the test runs every platform of the index)", ref, platform)
+            pulled = engine.pull(ref, platform)
         if pulled != rec.image_id:
             raise RefusedError(
                 f"{ref} is {pulled[:19]} in this engine, not {rec.image_id[:19]}, the image the "

@@ -60,10 +60,13 @@ def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
     return str(found[-1])
 
 
-def pull(ref: str) -> str:
-    """Pull `ref` (a reference with a digest) into the engine; return its local image ID."""
+def pull(ref: str, platform: str | None = None) -> str:
+    """Pull `ref` (a reference with a digest) into the engine; return its local image ID.
+    `platform`: that platform's image of an index (the engine's own by default)."""
     try:
-        stream = cast(Iterable[tuple[str, bytes]], docker.image.pull(ref, stream_logs=True))
+        stream = cast(
+            Iterable[tuple[str, bytes]], docker.image.pull(ref, stream_logs=True, platform=platform)
+        )
         for _, chunk in stream:
             line = chunk.decode(errors="replace")
             print(line, end="" if line.endswith("\n") else "\n", file=sys.stderr, flush=True)
