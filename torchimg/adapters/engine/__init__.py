@@ -13,6 +13,7 @@ from torchimg.adapters.engine.containers import (
     remove_container,
     run,
     run_kept,
+    serve,
     stop_container,
 )
 from torchimg.adapters.engine.images import (
@@ -65,6 +66,7 @@ __all__ = [
     "run",
     "run_kept",
     "save",
+    "serve",
     "server_version",
     "stop_container",
     "tag",

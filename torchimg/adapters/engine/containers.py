@@ -165,6 +165,26 @@ def _regular_file(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, max_
     return handle.read(max_bytes)
 
 
+def serve(
+    image: str, name: str, port: int, container_port: int, env: Mapping[str, str], command: Sequence[str] = ()
+) -> None:
+    """Start `image` detached as `name`, `container_port` published on 127.0.0.1:`port` only
+    (a server a test talks to; remove it with remove_container)."""
+    try:
+        docker.run(
+            image,
+            list(command),
+            detach=True,
+            name=name,
+            publish=[(f"127.0.0.1:{port}", container_port)],
+            envs=dict(env),
+        )
+    except DockerException as exc:
+        raise ToolError(
+            f"the engine could not start {image[:19]} ({first_line(exc)})", "`docker info`"
+        ) from None
+
+
 def registry_container(name: str, image: str, port: int, start: bool) -> bool:
     """The fallback local registry as a container: whether it runs (start=False), or start it."""
     try:
