@@ -54,8 +54,8 @@ def _api(port: int, path: str) -> object:
 def jupyter(dev_image: record.Record) -> Iterator[int]:
     port, name = _free_port(), engine.new_container_name("torchimg-browser")
     start = "echo hi > /workspace/hello.txt && exec python -I /usr/local/bin/torchimg-jupyter"
-    engine.serve(dev_image.image_id, name, port, 8888, {"JUPYTER_TOKEN": TOKEN}, ["sh", "-c", start])
     try:
+        engine.serve(dev_image.image_id, name, port, 8888, {"JUPYTER_TOKEN": TOKEN}, ["sh", "-c", start])
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -74,8 +74,10 @@ def test_jupyterlab_in_chromium_shows_the_launcher_in_workspace_and_starts_a_ker
     jupyter: int, tmp_path: Path
 ) -> None:
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -85,7 +87,7 @@ def test_jupyterlab_in_chromium_shows_the_launcher_in_workspace_and_starts_a_ker
     driver = webdriver.Chrome(service=Service(str(shutil.which("chromedriver"))), options=options)
     try:
         driver.get(f"http://127.0.0.1:{jupyter}/lab?token={TOKEN}")
-        wait = WebDriverWait(driver, 120)
+        wait = WebDriverWait(driver, 120, ignored_exceptions=[StaleElementReferenceException])
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Launcher .jp-LauncherCard"))
         # The file browser opens in /workspace (the file made there is listed).
         wait.until(
@@ -95,7 +97,8 @@ def test_jupyterlab_in_chromium_shows_the_launcher_in_workspace_and_starts_a_ker
             )
         )
         # A notebook from the launcher: its kernel starts and goes idle.
-        driver.find_element(By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]').click()
+        notebook = (By.CSS_SELECTOR, '.jp-LauncherCard[data-category="Notebook"]')
+        wait.until(expected_conditions.element_to_be_clickable(notebook)).click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel .jp-Notebook"))
         deadline = time.monotonic() + 120
         kernels: object = []

@@ -16,27 +16,29 @@ ENV = {
 }
 
 
-def item(name: str, version: str, requires: list[str], requested: bool = False) -> dict[str, Any]:
+def item(
+    name: str, version: str, requires: list[str], requested: bool = False, machine: str = "aarch64"
+) -> dict[str, Any]:
     return {
         "requested": requested,
         "metadata": {"name": name, "version": version, "requires_dist": requires},
         "download_info": {
-            "url": f"https://files/{name}-{version}-py3-none-manylinux_2_28_aarch64.whl",
+            "url": f"https://files/{name}-{version}-py3-none-manylinux_2_28_{machine}.whl",
             "archive_info": {"hashes": {"sha256": SHA[name]}},
         },
     }
 
 
-def report(torch_requires: list[str]) -> dict[str, Any]:
+def report(torch_requires: list[str], machine: str = "aarch64") -> dict[str, Any]:
     return {
         "environment": ENV,
         "install": [
-            item("torch", "2.15.0", torch_requires, requested=True),
-            item("numpy", "2.5.5", [], requested=True),
-            item("nvidia-x", "1.0", []),
-            item("triton", "3.9.0", []),
-            item("cuda-toolkit", "13.2.2", ['cublas==13.4; extra == "cublas"']),
-            item("cublas", "13.4", []),
+            item("torch", "2.15.0", torch_requires, True, machine),
+            item("numpy", "2.5.5", [], True, machine),
+            item("nvidia-x", "1.0", [], False, machine),
+            item("triton", "3.9.0", [], False, machine),
+            item("cuda-toolkit", "13.2.2", ['cublas==13.4; extra == "cublas"'], False, machine),
+            item("cublas", "13.4", [], False, machine),
         ],
     }
 
@@ -68,7 +70,15 @@ def test_x86_64_only_requirements_are_not_installed_on_aarch64_so_the_lock_does_
         "nvidia-x==1.0: in the lockfile, not installed by pip on aarch64",
         "triton==3.9.0: in the lockfile, not installed by pip on aarch64",
     ]
-    assert resolution.differences(LOCK, HASHES, report(x86_only), "x86_64") == []
+    assert resolution.differences(LOCK, HASHES, report(x86_only, "x86_64"), "x86_64") == []
+
+
+def test_a_report_of_the_build_machines_wheels_does_not_pass_for_aarch64() -> None:
+    problems = resolution.differences(LOCK, HASHES, report(LINUX_ONLY, "x86_64"), "aarch64")
+    assert (
+        "torch==2.15.0: pip picked torch-2.15.0-py3-none-manylinux_2_28_x86_64.whl, not a wheel for aarch64"
+        in problems
+    )
 
 
 def test_other_versions_missing_hashes_and_aarch64_only_requirements_are_named() -> None:

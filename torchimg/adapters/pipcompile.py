@@ -42,8 +42,9 @@ def container_script(lock_rel: str, torch_index: str, upgrade: bool, machines: t
             f"grep -E '^[A-Za-z0-9]' {lock_rel}/runtime.txt | cut -d' ' -f1 > /tmp/pins.txt",
             "abi=cp$(python -c 'import sys; print(\"%d%d\" % sys.version_info[:2])')",
             "pyv=$(python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+            f"tags=$(wheel-platforms {machine})",  # its own line: `set -e` stops on a failure
             f"pip install --quiet --dry-run --ignore-installed --only-binary=:all: "
-            f'$(wheel-platforms {machine}) --python-version "$pyv" --implementation cp --abi "$abi" '
+            f'$tags --python-version "$pyv" --implementation cp --abi "$abi" '
             f"--index-url {shlex.quote(torch_index)} -c /tmp/pins.txt "
             f"--report {lock_rel}/{report_name(machine)} -r {lock_rel}/torch.in -r requirements/runtime.in",
         )

@@ -33,7 +33,7 @@ def unmet(
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if not rec.passed("build"):
         return RefusedError(f"push refused: {what} has no successful build", f"nox -s build {select}")
-    if list(platforms) != rec.build.platforms:
+    if set(platforms) != set(rec.build.platforms):
         return RefusedError(
             f"push refused: {what} was built for {', '.join(rec.build.platforms)}, but the variant "
             f"declares {', '.join(platforms)}",

@@ -68,6 +68,15 @@ def resolved_for(report: dict[str, Any], machine: str) -> tuple[dict[str, tuple[
     return resolved, sorted(set(missing))
 
 
+def _for_machine(wheel: str, machine: str) -> bool:
+    """A wheel file for `machine` (or for any): its platform tags (the last of the name's dash
+    fields, dot-separated) are `any` or end in `_<machine>`."""
+    if not wheel.endswith(".whl"):
+        return False
+    tags = wheel[: -len(".whl")].split("-")[-1].split(".")
+    return all(t == "any" or t.endswith(f"_{machine}") for t in tags)
+
+
 def differences(
     lock_pins: dict[str, str],
     lock_hashes: dict[str, set[str]],
@@ -82,6 +91,8 @@ def differences(
             problems.append(f"{name}=={version}: pip installs it on {machine}; the lockfile lacks it")
         elif lock_pins[name] != version:
             problems.append(f"{name}: the lockfile pins {lock_pins[name]}, pip picks {version} on {machine}")
+        elif not _for_machine(wheel, machine):
+            problems.append(f"{name}=={version}: pip picked {wheel or 'no wheel'}, not a wheel for {machine}")
         elif sha not in lock_hashes.get(name, set()):
             problems.append(f"{name}=={version}: the hash of {wheel or 'its wheel'} is not in the lockfile")
     for name in sorted(set(lock_pins) - set(resolved)):

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchimg import image_inputs, paths
-from torchimg.adapters import engine, gitinfo, pipcompile
+from torchimg.adapters import emulation, engine, gitinfo, pipcompile
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import labels, lockfile, resolution, torch_builds, variants
+from torchimg.model import labels, lockfile, resolution, torch_builds
 from torchimg.model.credentials import Credentials
-from torchimg.model.variants import Variant
+from torchimg.model.variants import PLATFORMS, Variant
 from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Selection, StageResult, each
@@ -124,6 +124,12 @@ def compile_variant(
     inputs changed or `upgrade` is asked for: a re-lock never moves versions by surprise.
     """
     require_index(variant, creds)
+    if not any(emulation.native(p) for p in variant.platforms):
+        raise PipelineError(
+            f"variant {variant.name} is built for {', '.join(variant.platforms)}; this machine runs "
+            f"{emulation.engine_platform()}, where its lock would be compiled",
+            "lock it on a machine of one of its platforms (pip-compile never runs under emulation)",
+        )
     base_ref = base or variant.base.image
     engine.preflight()
     engine.require_base(base_ref)
@@ -160,7 +166,7 @@ def compile_variant(
         if creds.ca_bundle:
             volumes.append((str(creds.ca_bundle), _CA_IN_CONTAINER, "ro"))
             env["PIP_CERT"] = _CA_IN_CONTAINER
-        machines = tuple(variants.PLATFORMS[p] for p in variant.platforms if p != variants.NATIVE_PLATFORM)
+        machines = tuple(PLATFORMS[p] for p in variant.platforms if not emulation.native(p))
         out = engine.run(
             tag,
             ["sh", "-c", pipcompile.container_script(lock_rel, variant.index, upgrade, machines)],
