@@ -32,9 +32,29 @@ def steps(log: list[str]) -> list[Step]:
     return out
 
 
-def ran(log: list[str], stage_prefix: str) -> bool:
-    """Whether a step whose name starts with `stage_prefix` was executed (not cached)."""
-    return any(s.name.startswith(stage_prefix) and s.state == "DONE" for s in steps(log))
+# "[builder 2/2] RUN ...", or in a multi-platform build "[linux/amd64->arm64 builder 2/2] RUN ..."
+_STAGE = re.compile(r"^\[(?:linux/\S+ )?(?P<stage>[\w.-]+) \d+/\d+\] (?P<instruction>\w+)")
+
+
+def stage(name: str) -> tuple[str, str] | None:
+    """A step's Dockerfile stage and instruction (None for BuildKit's own steps)."""
+    m = _STAGE.match(name)
+    return (m["stage"], m["instruction"]) if m else None
+
+
+def ran(log: list[str], stage_name: str) -> bool:
+    """Whether a step of the stage `stage_name` was executed (not cached)."""
+    return any((stage(s.name) or ("", ""))[0] == stage_name and s.state == "DONE" for s in steps(log))
+
+
+def run_seconds(log: list[str], stages: tuple[str, ...]) -> float:
+    """Seconds spent in the RUN steps of these stages that were executed (not cached)."""
+    total = 0.0
+    for s in steps(log):
+        where = stage(s.name)
+        if s.state == "DONE" and where is not None and where[0] in stages and where[1] == "RUN":
+            total += s.seconds
+    return round(total, 1)
 
 
 # A step's own error line ("#12 0.31 error: ...", pip's "ERROR: ..."), then BuildKit's summary.

@@ -54,7 +54,7 @@ def test_a_pruned_machine_rebuilds_from_the_registry_cache_without_pip(
     rebuilt, log = build.build(
         *pipeline.at("runtime", default_variant), dataclasses.replace(opts, cache_export=False)
     )
-    assert not buildlog.ran(log, "[builder "), "pip ran although the registry cache had its layer"
+    assert not buildlog.ran(log, "builder"), "pip ran although the registry cache had its layer"
     assert not any("Downloading torch-" in line for line in log)
     assert rebuilt.image_id == runtime_image.image_id
 

@@ -1,5 +1,9 @@
 """`nox -s build_report`: build benchmarks for one variant, figures side by side.
 
+With --platforms, the figures per platform instead: each of the variant's platforms built
+alone from an empty cache (runtime, then dev), the time of its emulated steps, its sizes
+uncompressed and compressed, and the bytes its flavors share in a registry.
+
 In one run, on one base: a cold build (BuildKit cache pruned), no-op rebuilds, a rebuild after
 a dev-only lock change, a second cache-less build (reproducibility), sizes with a layer
 breakdown, what a registry receives (bytes shared by runtime and dev, bytes pushed for a
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from torchimg import build_report_text, buildlog, devtools, image_sizes, paths
-from torchimg.adapters import engine, local_registry
+from torchimg.adapters import emulation, engine, local_registry
 from torchimg.model import labels
 from torchimg.model.credentials import Credentials
 from torchimg.model.variants import Config, Variant
@@ -35,7 +39,10 @@ from torchimg.stages import Image, Selection, StageResult, build, each
 HELP = "benchmark the build against the naive baseline"
 SELECTS = "variants"
 REPOSITORY = "torchimg-bench/pytorch"
-_BENCH = tuple(REPOSITORY + suffix for suffix in ("", "-changed", "-zstd", "-again"))
+_BENCH = tuple(REPOSITORY + suffix for suffix in ("", "-changed", "-zstd", "-again", "-amd64", "-arm64"))
+# The Dockerfile's stages that run on the image's own platform (the others run on the build
+# machine's): for another platform, their RUN steps are the emulated ones.
+TARGET_STAGES = ("python", "runtime", "dev")
 
 
 def _repositories(config: Config) -> tuple[str, ...]:
@@ -48,23 +55,32 @@ def _repositories(config: Config) -> tuple[str, ...]:
 class Options:
     base: str | None = None
     creds: Credentials = field(default_factory=Credentials)
+    platforms: bool = False
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", metavar="REF", help="build on this base image (default: $TORCHIMG_BASE)")
+    p.add_argument(
+        "--platforms",
+        action="store_true",
+        help="only the figures per platform: each of the variant's platforms built alone, cold",
+    )
     p.add_argument("--ca-bundle", metavar="PATH", help="extra CA bundle for the package index")
     p.add_argument("--netrc", metavar="PATH", help="netrc with private-index credentials")
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
-    return Options(settings.base(args.base), settings.credentials(args.ca_bundle, args.netrc))
+    return Options(settings.base(args.base), settings.credentials(args.ca_bundle, args.netrc), args.platforms)
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
     variant = selection.variants()[0]
 
     def report(_: int) -> None:
-        figures = measure(selection.config, variant, opts.base, opts.creds)
+        if opts.platforms:
+            figures = measure_platforms(selection.config, variant, opts.base, opts.creds)
+        else:
+            figures = measure(selection.config, variant, opts.base, opts.creds)
         print(build_report_text.write(figures, selection.reports).read_text())
 
     return each("build_report", [variant.name], report)
@@ -100,9 +116,10 @@ def _timed(selection: Selection, opts: build.Options) -> dict[str, Any]:
         "image_id": rec.image_id,
         "tag": rec.tags[0],
         "steps": [dataclasses.asdict(s) for s in buildlog.steps(log_lines) if s.seconds >= 0.5],
-        "builder_cached": not buildlog.ran(log_lines, "[builder "),
+        "builder_cached": not buildlog.ran(log_lines, "builder"),
         "torch_downloaded": any("Downloading torch-" in line for line in log_lines),
-        "pip_ran": buildlog.ran(log_lines, "[builder ") or buildlog.ran(log_lines, "[builder-dev "),
+        "pip_ran": buildlog.ran(log_lines, "builder") or buildlog.ran(log_lines, "builder-dev"),
+        "target_run_seconds": buildlog.run_seconds(log_lines, TARGET_STAGES),
     }
 
 
@@ -246,4 +263,50 @@ def measure(config: Config, variant: Variant, base: str | None, creds: Credentia
         out["naive"] = _naive(variant, base_ref, creds)
         out["size_naive"] = image_sizes.sizes(out["naive"]["tag"], base_ref)
     devtools.remove_project_images(_BENCH)
+    return out
+
+
+def measure_platforms(
+    config: Config, variant: Variant, base: str | None, creds: Credentials
+) -> dict[str, Any]:
+    """Each platform of the variant built alone from an empty cache, runtime then dev: build
+    times, the emulated steps' time, sizes, bytes the flavors share in a registry."""
+    base_ref = base or variant.base.image
+    out: dict[str, Any] = {
+        "variant": variant.name,
+        "base": base_ref,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "engine": engine.server_version(),
+        "platforms": {},
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
+        _report_registry(Path(tmp)) as reg,
+    ):
+        for platform in variant.platforms:
+            arch = platform.rsplit("/", 1)[-1]
+            one = dataclasses.replace(variant, platforms=(platform,))
+            opts = build.Options(repository=f"{REPOSITORY}-{arch}", base=base, creds=creds)
+            log.info("== build report: %s: pruning BuildKit's cache, cold runtime then dev", platform)
+            engine.prune_build_cache()
+            figures: dict[str, Any] = {"emulated": not emulation.native(platform)}
+            for flavor in ("runtime", "dev"):
+                built = _timed(Selection(config, (Image(one, flavor),), Path(tmp)), opts)
+                sizes = image_sizes.sizes(built["tag"], base_ref)
+                pushed = _pushed_layers(built["tag"], f"{reg.host}/torchimg-bench-{arch}:{flavor}")
+                figures[flavor] = {
+                    "seconds": built["seconds"],
+                    "image_id": built["image_id"],
+                    # RUN steps of the stages on the image's platform: under emulation if foreign
+                    "target_run_seconds": built["target_run_seconds"],
+                    "steps": built["steps"],
+                    "uncompressed": sizes["uncompressed"],
+                    "compressed": sum(pushed.values()),
+                    "layers": pushed,
+                }
+            rt, dev = figures["runtime"]["layers"], figures["dev"]["layers"]
+            figures["shared_bytes"] = sum(size for digest, size in rt.items() if digest in dev)
+            figures["dev_shares_every_runtime_layer"] = set(rt) <= set(dev)
+            out["platforms"][platform] = figures
+            devtools.remove_project_images((opts.repository,))
     return out
