@@ -21,7 +21,7 @@ def platforms_markdown(r: dict[str, Any]) -> str:
         "users, settings), under QEMU for a foreign one; pip always runs natively.",
         "",
         "| platform | emulated | runtime cold (s) | of which emulated RUN steps (s) | dev after runtime (s) "
-        "| runtime uncompressed | runtime compressed | dev uncompressed | dev compressed "
+        "| runtime uncompressed (tar) | runtime compressed | dev uncompressed (tar) | dev compressed "
         "| shared by the flavors | time against the first |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,20 @@ class Local:
     @property
     def dir(self) -> Path:
         return self.folder or state_dir()
+
+    def unpacked_bytes(self, repository: str, digest: str) -> int:
+        """A gzip layer blob's bytes once decompressed (its tar stream), read straight from
+        this registry: the build report's uncompressed size of an image of any platform."""
+        url = f"http://{self.host}/v2/{repository}/blobs/{digest}"
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
+        total = 0
+        try:
+            with urllib.request.urlopen(url, timeout=60) as blob:
+                while chunk := blob.read(1 << 22):
+                    total += len(inflate.decompress(chunk))
+        except (urllib.error.URLError, OSError, zlib.error) as exc:
+            raise ToolError(f"reading {url}: {exc}", "is the registry still running?") from None
+        return total + len(inflate.flush())
 
     @property
     def port(self) -> int:

@@ -292,7 +292,6 @@ def measure_platforms(
             figures: dict[str, Any] = {"emulated": not emulation.native(platform)}
             for flavor in ("runtime", "dev"):
                 built = _timed(Selection(config, (Image(one, flavor),), Path(tmp)), opts)
-                sizes = image_sizes.sizes(built["tag"], base_ref)
                 pushed = _pushed_layers(built["tag"], f"{reg.host}/torchimg-bench-{arch}:{flavor}")
                 figures[flavor] = {
                     "seconds": built["seconds"],
@@ -300,7 +299,8 @@ def measure_platforms(
                     # RUN steps of the stages on the image's platform: under emulation if foreign
                     "target_run_seconds": built["target_run_seconds"],
                     "steps": built["steps"],
-                    "uncompressed": sizes["uncompressed"],
+                    # the layers' tar streams, read back from the registry (any platform)
+                    "uncompressed": sum(reg.unpacked_bytes(f"torchimg-bench-{arch}", d) for d in pushed),
                     "compressed": sum(pushed.values()),
                     "layers": pushed,
                 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchimg import paths
-from torchimg.adapters import trivy
+from torchimg.adapters import emulation, trivy
 from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import allowlist, record, scan_policy
 from torchimg.output import log
@@ -143,6 +143,14 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
     )
     rec = store.save_section(image.variant.name, image.flavor, "scan", section)
     log.info("   vulnerabilities: %s (%s)", vulnerabilities, db.how)
+    others = [p for p in (rec.build.platforms if rec.build else []) if p != emulation.engine_platform()]
+    if others:
+        log.info(
+            "   scanned %s only: trivy reads an index from the engine as the engine's own platform; "
+            "%s hold(s) the same lockfile's packages and the same apt archive's, not scanned here",
+            emulation.engine_platform(),
+            ", ".join(others),
+        )
     for line in [*problems, *(f"stale allowlist entry (matches nothing): {a.id}" for a in verdict.stale)]:
         log.info("   %s", line)
     if problems:
