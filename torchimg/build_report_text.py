@@ -22,15 +22,15 @@ def platforms_markdown(r: dict[str, Any]) -> str:
         "",
         "| platform | emulated | runtime cold (s) | of which emulated RUN steps (s) | dev after runtime (s) "
         "| runtime uncompressed (tar) | runtime compressed | dev uncompressed (tar) | dev compressed "
-        "| shared by the flavors | time against the first |",
+        "| shared by the flavors (compressed) | time against the first |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for platform, f in rows.items():
         rt, dev = f["runtime"], f["dev"]
-        emulated = rt["target_run_seconds"] + dev["target_run_seconds"] if f["emulated"] else 0
         ratio = (rt["seconds"] + dev["seconds"]) / (first["runtime"]["seconds"] + first["dev"]["seconds"])
+        emulated = rt["target_run_seconds"] if f["emulated"] else "-"
         lines.append(
-            f"| {platform} | {f['emulated']} | {rt['seconds']} | {emulated if f['emulated'] else '-'} "
+            f"| {platform} | {f['emulated']} | {rt['seconds']} | {emulated} "
             f"| {dev['seconds']} | {_gb(rt['uncompressed'])} | {_gb(rt['compressed'])} "
             f"| {_gb(dev['uncompressed'])} | {_gb(dev['compressed'])} | {_gb(f['shared_bytes'])} "
             f"(every runtime layer: {f['dev_shares_every_runtime_layer']}) | {ratio:.2f} |"

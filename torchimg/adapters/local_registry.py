@@ -93,18 +93,34 @@ class Local:
         return self.folder or state_dir()
 
     def unpacked_bytes(self, repository: str, digest: str) -> int:
-        """A gzip layer blob's bytes once decompressed (its tar stream), read straight from
-        this registry: the build report's uncompressed size of an image of any platform."""
+        """A layer blob's bytes once decompressed (its tar stream), read straight from this
+        registry: the build report's uncompressed size of an image of any platform. gzip
+        (every member) and plain tar are read; zstd needs a decoder the standard library lacks."""
         url = f"http://{self.host}/v2/{repository}/blobs/{digest}"
-        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
-        total = 0
+        total, inflate, head = 0, None, b""
         try:
             with urllib.request.urlopen(url, timeout=60) as blob:
                 while chunk := blob.read(1 << 22):
-                    total += len(inflate.decompress(chunk))
+                    if not head:
+                        head = chunk[:4]
+                        if head[:2] != b"\x1f\x8b":  # not gzip: plain tar counts as stored
+                            if head == b"\x28\xb5\x2f\xfd":
+                                raise ToolError(
+                                    f"{url}: a zstd layer; its uncompressed size is not measured here",
+                                    "build the report's images with gzip layers (the default)",
+                                )
+                            total += len(chunk) + sum(len(c) for c in iter(lambda: blob.read(1 << 22), b""))
+                            return total
+                    while chunk:
+                        inflate = inflate or zlib.decompressobj(16 + zlib.MAX_WBITS)
+                        data = inflate.decompress(chunk, 1 << 24)
+                        total += len(data)
+                        chunk = inflate.unconsumed_tail
+                        if inflate.eof:  # the next gzip member, if any
+                            chunk, inflate = inflate.unused_data + chunk, None
         except (urllib.error.URLError, OSError, zlib.error) as exc:
-            raise ToolError(f"reading {url}: {exc}", "is the registry still running?") from None
-        return total + len(inflate.flush())
+            raise ToolError(f"reading {url}: {exc}", "is the report's registry still running?") from None
+        return total + (len(inflate.flush()) if inflate else 0)
 
     @property
     def port(self) -> int:

@@ -26,6 +26,7 @@ TRIVY_ENV = "TORCHIMG_TRIVY"
 _CONFIG_SKIP = "docker/baseline"  # never shipped: the naive baseline, measured against only
 _ISOLATED = ["--config", os.devnull, "--ignorefile", os.devnull]
 REPORTS = ("vuln", "image", "config")
+_TIMEOUT = "60m"
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,10 @@ def analyse(image_id: str, out: Path, opts: TrivyOptions, db: VulnDb) -> dict[st
     SARIF files are converted from trivy's JSON instead of analysing the image again."""
     for name in REPORTS:
         (out / f"{name}.json").unlink(missing_ok=True)
-    image = ["image", "--image-src", "docker", "--skip-db-update", "--format", "json", *opts.db_args()]
+    # trivy stops an analysis after 5 minutes by default: reading every file of a torch image
+    # (7.5 GB unpacked) for secrets can take longer on 2 cores, and a timeout is a failed scan.
+    image = ["image", "--image-src", "docker", "--skip-db-update", "--timeout", _TIMEOUT, "--format", "json"]
+    image += opts.db_args()
     if db.available:
         _must([*image, "--scanners", "vuln", "-o", str(out / "vuln.json"), image_id], "vulnerability scan")
     _must(

@@ -86,6 +86,7 @@ class Scanned(Section):
     accepted: list[str] = []
     stale_allowlist: list[str] = []
     reports: list[str] = []
+    platforms_not_read: list[str] = []  # of a multi-platform image: trivy read the engine's own
     policy: dict[str, str] = {}
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from torchimg import build_report_text, buildlog, devtools, image_sizes, paths
 from torchimg.adapters import emulation, engine, local_registry
+from torchimg.errors import ToolError
 from torchimg.model import labels
 from torchimg.model.credentials import Credentials
 from torchimg.model.variants import Config, Variant
@@ -148,6 +149,8 @@ def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
     """Push an image to the report's registry; its layer blobs (digest -> bytes) there."""
     engine.push_as(local_tag, ref)
     manifest = json.loads(engine.imagetools(ref) or "{}")
+    if not manifest.get("layers"):
+        raise ToolError(f"{ref}: no layers in what the registry serves", "an index? build one platform")
     return {str(x["digest"]): int(x.get("size") or 0) for x in manifest.get("layers") or []}
 
 
@@ -283,6 +286,7 @@ def measure_platforms(
         tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
         _report_registry(Path(tmp)) as reg,
     ):
+        unpacked: dict[str, int] = {}  # digest -> bytes: layers both flavors share are read once
         for platform in variant.platforms:
             arch = platform.rsplit("/", 1)[-1]
             one = dataclasses.replace(variant, platforms=(platform,))
@@ -290,23 +294,29 @@ def measure_platforms(
             log.info("== build report: %s: pruning BuildKit's cache, cold runtime then dev", platform)
             engine.prune_build_cache()
             figures: dict[str, Any] = {"emulated": not emulation.native(platform)}
-            for flavor in ("runtime", "dev"):
-                built = _timed(Selection(config, (Image(one, flavor),), Path(tmp)), opts)
-                pushed = _pushed_layers(built["tag"], f"{reg.host}/torchimg-bench-{arch}:{flavor}")
-                figures[flavor] = {
-                    "seconds": built["seconds"],
-                    "image_id": built["image_id"],
-                    # RUN steps of the stages on the image's platform: under emulation if foreign
-                    "target_run_seconds": built["target_run_seconds"],
-                    "steps": built["steps"],
-                    # the layers' tar streams, read back from the registry (any platform)
-                    "uncompressed": sum(reg.unpacked_bytes(f"torchimg-bench-{arch}", d) for d in pushed),
-                    "compressed": sum(pushed.values()),
-                    "layers": pushed,
-                }
+            try:
+                for flavor in ("runtime", "dev"):
+                    built = _timed(Selection(config, (Image(one, flavor),), Path(tmp)), opts)
+                    repo = f"torchimg-bench-{arch}"
+                    pushed = _pushed_layers(built["tag"], f"{reg.host}/{repo}:{flavor}")
+                    for digest in pushed:
+                        if digest not in unpacked:
+                            unpacked[digest] = reg.unpacked_bytes(repo, digest)
+                    figures[flavor] = {
+                        "seconds": built["seconds"],
+                        "image_id": built["image_id"],
+                        # RUN steps of the stages on the image's platform: emulated if foreign
+                        "target_run_seconds": built["target_run_seconds"],
+                        "steps": built["steps"],
+                        # the layers' tar streams, read back from the registry (any platform)
+                        "uncompressed": sum(unpacked[d] for d in pushed),
+                        "compressed": sum(pushed.values()),
+                        "layers": pushed,
+                    }
+            finally:
+                devtools.remove_project_images((opts.repository,))
             rt, dev = figures["runtime"]["layers"], figures["dev"]["layers"]
             figures["shared_bytes"] = sum(size for digest, size in rt.items() if digest in dev)
             figures["dev_shares_every_runtime_layer"] = set(rt) <= set(dev)
             out["platforms"][platform] = figures
-            devtools.remove_project_images((opts.repository,))
     return out

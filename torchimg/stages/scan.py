@@ -138,18 +138,18 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
         accepted=[f"{f} (allowlist: {a.reason}, until {a.expires})" for f, a in verdict.accepted],
         stale_allowlist=[a.id for a in verdict.stale],
         reports=sorted(p.name for p in out.glob("*") if p.suffix in (".json", ".sarif")),
+        platforms_not_read=_not_read(rec),
         policy=policy,
         finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     rec = store.save_section(image.variant.name, image.flavor, "scan", section)
     log.info("   vulnerabilities: %s (%s)", vulnerabilities, db.how)
-    others = [p for p in (rec.build.platforms if rec.build else []) if p != emulation.engine_platform()]
-    if others:
+    if section.platforms_not_read:
         log.info(
             "   scanned %s only: trivy reads an index from the engine as the engine's own platform; "
             "%s hold(s) the same lockfile's packages and the same apt archive's, not scanned here",
             emulation.engine_platform(),
-            ", ".join(others),
+            ", ".join(section.platforms_not_read),
         )
     for line in [*problems, *(f"stale allowlist entry (matches nothing): {a.id}" for a in verdict.stale)]:
         log.info("   %s", line)
@@ -159,3 +159,11 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
             f"read {out}/; fix the image, or add a reviewed entry to scan-allowlist.toml",
         )
     return rec
+
+
+def _not_read(rec: record.Record) -> list[str]:
+    """The image's platforms trivy did not read: it reads an index from the engine as the
+    engine's own platform only (it ignores --platform for images from the engine)."""
+    platforms = rec.build.platforms if rec.build else []
+    here = emulation.engine_platform()
+    return [p for p in platforms if p != here] if here in platforms and len(platforms) > 1 else []

@@ -1,0 +1,48 @@
+"""A layer's uncompressed size read back from a registry: gzip members, plain tar, zstd refused."""
+
+import gzip
+import http.server
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from torchimg.adapters import local_registry
+from torchimg.errors import ToolError
+
+BLOBS = {
+    "/v2/r/blobs/sha256:multi": gzip.compress(b"a" * 5_000_000) + gzip.compress(b"b" * 1234),
+    "/v2/r/blobs/sha256:plain": b"ustar" + b"\0" * 10_235,
+    "/v2/r/blobs/sha256:zstd": b"\x28\xb5\x2f\xfd" + b"\0" * 16,
+}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = BLOBS.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def registry() -> Iterator[local_registry.Local]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield local_registry.Local(f"127.0.0.1:{server.server_address[1]}")
+    server.shutdown()
+
+
+def test_every_gzip_member_and_plain_tar_are_counted(registry: local_registry.Local) -> None:
+    assert registry.unpacked_bytes("r", "sha256:multi") == 5_001_234
+    assert registry.unpacked_bytes("r", "sha256:plain") == 10_240
+
+
+def test_zstd_and_missing_blobs_are_errors_not_zero(registry: local_registry.Local) -> None:
+    with pytest.raises(ToolError, match="zstd layer"):
+        registry.unpacked_bytes("r", "sha256:zstd")
+    with pytest.raises(ToolError, match="404"):
+        registry.unpacked_bytes("r", "sha256:none")
