@@ -33,3 +33,26 @@ def test_the_message_names_the_index_and_the_command(config: variants.Config) ->
     assert "takes torch from https://torch-index.invalid/whl/cu130, which does not answer" in msg
     assert "nox -s lock -- --variant 2.9.1-cu130" in msg
     assert "never written by hand" in msg
+
+
+def test_the_locker_resolves_each_flavor_again_for_each_other_machine() -> None:
+    from torchimg.adapters import pipcompile
+
+    script = pipcompile.container_script(
+        "requirements/locks/v", "https://download.pytorch.org/whl/cu128", False, ("aarch64",)
+    )
+    runtime = next(
+        line
+        for line in script.splitlines()
+        if "--report requirements/locks/v/resolved-runtime-aarch64.json" in line
+    )
+    dev = next(
+        line
+        for line in script.splitlines()
+        if "--report requirements/locks/v/resolved-dev-aarch64.json" in line
+    )
+    assert "--index-url https://download.pytorch.org/whl/cu128" in runtime and "torch.in" in runtime
+    assert "--index-url https://pypi.org/simple" in dev and "-r requirements/dev.in" in dev
+    assert "resolved-" not in pipcompile.container_script(
+        "requirements/locks/v", "https://pypi.org/simple", False
+    )

@@ -21,32 +21,43 @@ _COMPILE = (
 _LEAKY_PIP_ENV = ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PIP_NO_INDEX")
 
 
-def report_name(machine: str) -> str:
-    """The file (beside the compiled lockfiles) with pip's resolution of runtime.txt's inputs
-    for `machine`."""
-    return f"resolved-{machine}.json"
+def report_name(machine: str, flavor: str = "runtime") -> str:
+    """The file (beside the compiled lockfiles) with pip's resolution of a flavor's inputs for
+    `machine`."""
+    return f"resolved-{flavor}-{machine}.json"
 
 
 def container_script(lock_rel: str, torch_index: str, upgrade: bool, machines: tuple[str, ...] = ()) -> str:
     """The shell the locker container runs (cwd /src, a copy of requirements/): it reports its
     Python and platform, then compiles runtime.txt (torch from `torch_index`) and dev.txt
     (from PyPI, constrained by runtime.txt). For each other machine in `machines`, pip resolves
-    runtime.txt's inputs again with that machine's wheel tags and runtime.txt's versions as
+    each flavor's inputs again with that machine's wheel tags and the lockfile's versions as
     constraints (`--dry-run --report`), for the lock stage to compare."""
     compile_ = _COMPILE + (" --upgrade" if upgrade else "")
-    resolve = [
-        line
-        for machine in machines
-        for line in (
-            f"echo 'resolving {lock_rel}/runtime.txt for {machine} (pip install --dry-run --report)' >&2",
-            f"grep -E '^[A-Za-z0-9]' {lock_rel}/runtime.txt | cut -d' ' -f1 > /tmp/pins.txt",
+    inputs = {
+        "runtime": (torch_index, f"-r {lock_rel}/torch.in -r requirements/runtime.in"),
+        "dev": (PYPI_INDEX, "-r requirements/dev.in"),
+    }
+    resolve = (
+        [
             "abi=cp$(python -c 'import sys; print(\"%d%d\" % sys.version_info[:2])')",
             "pyv=$(python -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')",
+        ]
+        if machines
+        else []
+    )
+    resolve += [
+        line
+        for machine in machines
+        for flavor, (index, requirements) in inputs.items()
+        for line in (
+            f"echo 'resolving {lock_rel}/{flavor}.txt for {machine} (pip install --dry-run --report)' >&2",
+            f"grep -E '^[A-Za-z0-9]' {lock_rel}/{flavor}.txt | cut -d' ' -f1 > /tmp/pins.txt",
             f"tags=$(wheel-platforms {machine})",  # its own line: `set -e` stops on a failure
             f"pip install --quiet --dry-run --ignore-installed --only-binary=:all: "
             f'$tags --python-version "$pyv" --implementation cp --abi "$abi" '
-            f"--index-url {shlex.quote(torch_index)} -c /tmp/pins.txt "
-            f"--report {lock_rel}/{report_name(machine)} -r {lock_rel}/torch.in -r requirements/runtime.in",
+            f"--index-url {shlex.quote(index)} -c /tmp/pins.txt "
+            f"--report {lock_rel}/{report_name(machine, flavor)} {requirements}",
         )
     ]
     return "\n".join(

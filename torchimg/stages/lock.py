@@ -188,7 +188,9 @@ def compile_variant(
             )
             files[f"{flavor}.txt"] = info.header() + (src / lock_rel / f"{flavor}.txt").read_text()
         for machine in machines:
-            _serves(variant, files["runtime.txt"], src / lock_rel / pipcompile.report_name(machine), machine)
+            for flavor in ("runtime", "dev"):
+                report = src / lock_rel / pipcompile.report_name(machine, flavor)
+                _serves(variant, flavor, files[f"{flavor}.txt"], report, machine)
     mismatched = lockfile.shared_mismatches(
         lockfile.pins(files["runtime.txt"]), lockfile.pins(files["dev.txt"])
     )
@@ -200,24 +202,24 @@ def compile_variant(
     return files
 
 
-def _serves(variant: Variant, runtime: str, report_path: Path, machine: str) -> None:
-    """The runtime lock must be exactly what pip resolves on `machine` too (versions, and the
+def _serves(variant: Variant, flavor: str, lock: str, report_path: Path, machine: str) -> None:
+    """A flavor's lock must be exactly what pip resolves on `machine` too (versions, and the
     hash of each wheel pip picks there): then it serves every platform of the variant."""
     try:
         report = json.loads(report_path.read_text())
     except (OSError, ValueError) as exc:
         raise ToolError(
-            f"pip's resolution for {machine} is unreadable ({exc})", "run the lock again"
+            f"pip's resolution of {flavor}.txt for {machine} is unreadable ({exc})", "run the lock again"
         ) from None
-    problems = resolution.differences(lockfile.pins(runtime), lockfile.hashes(runtime), report, machine)
+    problems = resolution.differences(lockfile.pins(lock), lockfile.hashes(lock), report, machine)
     if problems:
         raise PipelineError(
-            f"variant {variant.name}: runtime.txt is not what pip resolves on {machine}:\n  "
+            f"variant {variant.name}: {flavor}.txt is not what pip resolves on {machine}:\n  "
             + "\n  ".join(problems),
             f"drop that machine's platform from the variant in variants.toml (a lockfile per platform "
-            f"is not supported), or pick a torch whose {machine} wheels match",
+            f"is not supported), or pick versions whose {machine} wheels match",
         )
-    log.info("   ok: runtime.txt is exactly what pip resolves on %s (versions and wheel hashes)", machine)
+    log.info("   ok: %s.txt is exactly what pip resolves on %s (versions and wheel hashes)", flavor, machine)
 
 
 def drift(variant: Variant, files: dict[str, str]) -> str:
