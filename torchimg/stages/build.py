@@ -115,8 +115,9 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
     locks = image_inputs.check(variant, flavor, opts.base)
     lock_python = image_inputs.check_lock_python(variant, locks[0], opts.base)
     engine.preflight()
-    for platform in variant.platforms:
-        emulation.require(platform)
+    if opts.builder is None:  # a named builder (often remote) runs its own emulators, not ours
+        for platform in variant.platforms:
+            emulation.require(platform)
     base_ref = opts.base or variant.base.image
     base_id = engine.require_base(base_ref)
     git = gitinfo.current()
