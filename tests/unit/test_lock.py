@@ -1,10 +1,12 @@
-"""The lock stage refuses, before any build, a variant whose index does not answer."""
+"""The lock stage refuses, before any build, a variant whose index does not answer; the locker
+resolves each flavor again for each other machine of the variant."""
 
 import dataclasses
 from pathlib import Path
 
 import pytest
 
+from torchimg.adapters import pipcompile
 from torchimg.errors import PipelineError
 from torchimg.model import variants
 from torchimg.model.credentials import Credentials
@@ -36,8 +38,6 @@ def test_the_message_names_the_index_and_the_command(config: variants.Config) ->
 
 
 def test_the_locker_resolves_each_flavor_again_for_each_other_machine() -> None:
-    from torchimg.adapters import pipcompile
-
     script = pipcompile.container_script(
         "requirements/locks/v", "https://download.pytorch.org/whl/cu128", False, ("aarch64",)
     )
