@@ -132,9 +132,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 def write(r: dict[str, Any], folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / ("build-report-platforms.json" if "platforms" in r else "build-report.json")).write_text(
-        json.dumps(r, indent=2) + "\n"
-    )
-    md = folder / ("build-report-platforms.md" if "platforms" in r else "build-report.md")
+    stem = "build-report-platforms" if "platforms" in r else "build-report"
+    (folder / f"{stem}.json").write_text(json.dumps(r, indent=2) + "\n")
+    md = folder / f"{stem}.md"
     md.write_text(markdown(r))
     return md

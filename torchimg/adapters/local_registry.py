@@ -6,6 +6,7 @@ used as they are, with `docker login`'s credentials.
 """
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -97,30 +98,30 @@ class Local:
         registry: the build report's uncompressed size of an image of any platform. gzip
         (every member) and plain tar are read; zstd needs a decoder the standard library lacks."""
         url = f"http://{self.host}/v2/{repository}/blobs/{digest}"
-        total, inflate, head = 0, None, b""
         try:
             with urllib.request.urlopen(url, timeout=60) as blob:
-                while chunk := blob.read(1 << 22):
-                    if not head:
-                        head = chunk[:4]
-                        if head[:2] != b"\x1f\x8b":  # not gzip: plain tar counts as stored
-                            if head == b"\x28\xb5\x2f\xfd":
-                                raise ToolError(
-                                    f"{url}: a zstd layer; its uncompressed size is not measured here",
-                                    "build the report's images with gzip layers (the default)",
-                                )
-                            total += len(chunk) + sum(len(c) for c in iter(lambda: blob.read(1 << 22), b""))
-                            return total
+                chunks = iter(lambda: blob.read(1 << 22), b"")
+                first = next(chunks, b"")
+                if first[:4] == b"\x28\xb5\x2f\xfd":
+                    raise ToolError(
+                        f"{url}: a zstd layer; its uncompressed size is not measured here",
+                        "build the report's images with gzip layers (the default)",
+                    )
+                if first[:2] != b"\x1f\x8b":  # not gzip: a plain tar counts as stored
+                    return len(first) + sum(len(c) for c in chunks)
+                total, inflate = 0, zlib.decompressobj(16 + zlib.MAX_WBITS)
+                for chunk in itertools.chain([first], chunks):
                     while chunk:
-                        inflate = inflate or zlib.decompressobj(16 + zlib.MAX_WBITS)
-                        data = inflate.decompress(chunk, 1 << 24)
-                        total += len(data)
+                        total += len(inflate.decompress(chunk, 1 << 24))
                         chunk = inflate.unconsumed_tail
                         if inflate.eof:  # the next gzip member, if any
-                            chunk, inflate = inflate.unused_data + chunk, None
+                            chunk, inflate = (
+                                inflate.unused_data + chunk,
+                                zlib.decompressobj(16 + zlib.MAX_WBITS),
+                            )
+                return total + len(inflate.flush())
         except (urllib.error.URLError, OSError, zlib.error) as exc:
             raise ToolError(f"reading {url}: {exc}", "is the report's registry still running?") from None
-        return total + (len(inflate.flush()) if inflate else 0)
 
     @property
     def port(self) -> int:

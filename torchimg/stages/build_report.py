@@ -151,7 +151,7 @@ def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
     manifest = json.loads(engine.imagetools(ref) or "{}")
     if not manifest.get("layers"):
         raise ToolError(f"{ref}: no layers in what the registry serves", "an index? build one platform")
-    return {str(x["digest"]): int(x.get("size") or 0) for x in manifest.get("layers") or []}
+    return {str(x["digest"]): int(x.get("size") or 0) for x in manifest["layers"]}
 
 
 def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
@@ -178,16 +178,21 @@ def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
     }
 
 
-def measure(config: Config, variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any]:
-    """Run every measurement; return the figures (also written under reports/)."""
-    base_ref = base or variant.base.image
-    opts = build.Options(repository=REPOSITORY, base=base, creds=creds)
-    out: dict[str, Any] = {
+def _header(variant: Variant, base_ref: str) -> dict[str, Any]:
+    """What every report starts with: the variant, the base, when, on which engine."""
+    return {
         "variant": variant.name,
         "base": base_ref,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "engine": engine.server_version(),
     }
+
+
+def measure(config: Config, variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any]:
+    """Run every measurement; return the figures (also written under reports/)."""
+    base_ref = base or variant.base.image
+    opts = build.Options(repository=REPOSITORY, base=base, creds=creds)
+    out = _header(variant, base_ref)
     with (
         tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
         _report_registry(Path(tmp)) as reg,
@@ -275,13 +280,7 @@ def measure_platforms(
     """Each platform of the variant built alone from an empty cache, runtime then dev: build
     times, the emulated steps' time, sizes, bytes the flavors share in a registry."""
     base_ref = base or variant.base.image
-    out: dict[str, Any] = {
-        "variant": variant.name,
-        "base": base_ref,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "engine": engine.server_version(),
-        "platforms": {},
-    }
+    out = _header(variant, base_ref) | {"platforms": {}}
     with (
         tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
         _report_registry(Path(tmp)) as reg,
