@@ -4,14 +4,14 @@ Used to measure layer sizes (compressed and uncompressed) and to prove that no s
 written into any layer, including layers whose files a later layer deletes.
 """
 
-import gzip
 import io
 import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO
 
+from torchimg import compression
 from torchimg.adapters import engine
 
 _CHUNK = 1 << 20
@@ -61,14 +61,10 @@ class Saved:
         return [self.blobs[n] for n in self.layer_names]
 
 
-class _Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-
 class _Counter(io.RawIOBase):
     """Counts the bytes read through it (the decompressed tar stream's length)."""
 
-    def __init__(self, raw: _Readable) -> None:
+    def __init__(self, raw: compression.Readable) -> None:
         self.raw, self.count = raw, 0
 
     def readable(self) -> bool:
@@ -105,9 +101,9 @@ def _reads(f: IO[bytes]) -> Iterator[bytes]:
         yield data
 
 
-def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles) -> Blob:
-    """A gzip layer: walk its tar, searching file names and contents, counting file bytes."""
-    counter = _Counter(gzip.GzipFile(fileobj=f))
+def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles, kind: str) -> Blob:
+    """A compressed layer: walk its tar, searching file names and contents, counting file bytes."""
+    counter = _Counter(compression.decompressed(f, kind))
     files = 0
     with tarfile.open(fileobj=io.BufferedReader(counter, _CHUNK), mode="r|") as layer:
         for member in layer:
@@ -119,7 +115,7 @@ def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles) -> Blob:
                 needles.search(f"{name}:{member.name}", _reads(data))
         while counter.read(_CHUNK):  # the end-of-archive blocks belong to the stream too
             pass
-    return Blob(name, stored, counter.count, files, "gzip")
+    return Blob(name, stored, counter.count, files, kind)
 
 
 def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
@@ -133,11 +129,9 @@ def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
             if f is None:
                 continue
             head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
-            if head[:2] == b"\x1f\x8b":
-                blobs[member.name] = _layer(member.name, f, member.size, search)
+            if (kind := compression.kind(head)) != compression.NONE:
+                blobs[member.name] = _layer(member.name, f, member.size, search, kind)
                 continue
-            if head[:4] == b"\x28\xb5\x2f\xfd":
-                raise ValueError(f"{member.name}: zstd layers cannot be read with the standard library")
             data = f.read()
             if member.name == "manifest.json":
                 manifest = json.loads(data)

@@ -47,3 +47,72 @@ def test_platforms_report_rows_and_ratio(tmp_path: Path) -> None:
     assert "| False | 100.0 | - |" in amd64 and amd64.endswith("| 1.00 |")
     assert "| True | 240.0 | 120.0 |" in arm64 and arm64.endswith("| 2.00 |")
     assert "4.10 GB" in arm64 and "8.20 GB" in arm64
+
+
+def _build(seconds: float, pip: float = 0.0, export: float = 0.0, unpack: float = 0.0) -> dict[str, object]:
+    steps = [
+        {"name": "[builder 2/2] RUN sh /tmp/image/install-wheels", "state": "DONE", "seconds": pip},
+        {"name": "[runtime 4/6] RUN clamped apt-install g++", "state": "DONE", "seconds": 9.0},
+        {"name": "  exporting layers", "state": "DONE", "seconds": export},
+        {"name": "  unpacking", "state": "DONE", "seconds": unpack},
+    ]
+    return {"seconds": seconds, "pip_ran": pip > 0, "torch_downloaded": pip > 0, "steps": steps}
+
+
+def _sizes(n: int) -> dict[str, object]:
+    layer = {"blob": "abc", "what": "torch", "uncompressed": n, "tar": n, "compressed": n // 2}
+    return {"uncompressed": n, "tar": n, "compressed": n // 2, "layers": [layer], "breakdown": {"torch": n}}
+
+
+def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: Path) -> None:
+    report: dict[str, object] = {
+        "variant": "2.9.1-cu128",
+        "date": "2026-11-28",
+        "engine": "26.1.5",
+        "base": "local/debian:trixie",
+        "compression": "zstd",
+        "other_compression": "gzip",
+        "cold_runtime": _build(200.0, pip=90.0, export=60.0, unpack=30.0),
+        "cold_again": _build(201.0, pip=91.0),
+        "cold_other": _build(300.0, pip=90.0, export=150.0, unpack=60.0) | {"same_layers": True},
+        "cold_dev": _build(50.0, pip=30.0),
+        "noop_runtime": _build(1.0),
+        "noop_dev": _build(1.0),
+        "dev_change": _build(20.0, pip=10.0),
+        "other_runtime": _build(150.0),
+        "other_dev": _build(20.0),
+        "cache_export_runtime": _build(30.0),
+        "cache_import_runtime": _build(38.0) | {"same_image_id": True},
+        "first_container_zstd": {"pull_seconds": 30.0, "seconds": 40.0},
+        "first_container_gzip": {"pull_seconds": 60.0, "seconds": 70.0},
+        "naive": {"seconds": 400.0},
+        "registry": {
+            "runtime_zstd": 3_600_000_000,
+            "dev_zstd": 3_800_000_000,
+            "runtime_gzip": 4_300_000_000,
+            "dev_gzip": 4_500_000_000,
+            "shared_layers": 9,
+            "runtime_layers": 9,
+            "dev_shares_every_runtime_layer": True,
+            "shared_bytes": 3_600_000_000,
+            "dev_adds_bytes": 200_000_000,
+            "dev_change_pushed_bytes": 1_000_000,
+            "dev_change_new_layers": 1,
+        },
+        "size_runtime": _sizes(7_000_000_000),
+        "size_dev": _sizes(7_500_000_000),
+        "size_naive": _sizes(8_000_000_000),
+        "reproducible": {"same_image_id": True, "differing_layers": []},
+    }
+    md = build_report_text.write(report, tmp_path).read_text()
+    goals = [line for line in md.splitlines() if line.startswith("| cold runtime build, empty engine")]
+    assert goals == [
+        "| cold runtime build, empty engine | 120 s | 200.0 s (pip 90.0 s, exporting layers 60.0 s, "
+        "unpacking 30.0 s) | no |"
+    ]
+    cache = next(line for line in md.splitlines() if line.startswith("| rebuild from the registry cache,"))
+    assert "38.0 s = 19.0% of cold; pip ran: False" in cache and cache.endswith("| yes |")
+    pull = next(line for line in md.splitlines() if line.startswith("| pull the runtime image"))
+    assert "zstd: 40.0 s, gzip: 70.0 s" in pull and pull.endswith("| yes |")
+    assert "| zstd (default) | 200.0 | 60.0 | 30.0 | 3.60 GB | 3.80 GB | 30.0 | 40.0 |" in md
+    assert "| gzip | 300.0 | 150.0 | 60.0 | 4.30 GB | 4.50 GB | 60.0 | 70.0 |" in md

@@ -1,4 +1,4 @@
-"""A layer's uncompressed size read back from a registry: gzip members, plain tar, zstd refused."""
+"""A layer's uncompressed size read back from a registry: gzip members, zstd frames, plain tar."""
 
 import gzip
 import http.server
@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import zstandard
 
 from torchimg.adapters import local_registry
 from torchimg.errors import ToolError
@@ -13,7 +14,10 @@ from torchimg.errors import ToolError
 BLOBS = {
     "/v2/r/blobs/sha256:multi": gzip.compress(b"a" * 5_000_000) + gzip.compress(b"b" * 1234),
     "/v2/r/blobs/sha256:plain": b"ustar" + b"\0" * 10_235,
-    "/v2/r/blobs/sha256:zstd": b"\x28\xb5\x2f\xfd" + b"\0" * 16,
+    "/v2/r/blobs/sha256:zstd": zstandard.compress(b"c" * 3_000_000) + zstandard.compress(b"d" * 77),
+    "/v2/r/blobs/sha256:corrupt": (z := zstandard.compress(b"e" * 3_000_000))[:8]
+    + bytes(b ^ 0xFF for b in z[8:20])
+    + z[20:],
 }
 
 
@@ -36,13 +40,14 @@ def registry() -> Iterator[local_registry.Local]:
     server.shutdown()
 
 
-def test_every_gzip_member_and_plain_tar_are_counted(registry: local_registry.Local) -> None:
+def test_every_gzip_member_zstd_frame_and_plain_tar_are_counted(registry: local_registry.Local) -> None:
     assert registry.unpacked_bytes("r", "sha256:multi") == 5_001_234
+    assert registry.unpacked_bytes("r", "sha256:zstd") == 3_000_077
     assert registry.unpacked_bytes("r", "sha256:plain") == 10_240
 
 
-def test_zstd_and_missing_blobs_are_errors_not_zero(registry: local_registry.Local) -> None:
-    with pytest.raises(ToolError, match="zstd layer"):
-        registry.unpacked_bytes("r", "sha256:zstd")
+def test_corrupt_and_missing_blobs_are_errors_not_zero(registry: local_registry.Local) -> None:
+    with pytest.raises(ToolError, match=r"sha256:corrupt.*corruption"):
+        registry.unpacked_bytes("r", "sha256:corrupt")
     with pytest.raises(ToolError, match="404"):
         registry.unpacked_bytes("r", "sha256:none")

@@ -6,7 +6,7 @@ used as they are, with `docker login`'s credentials.
 """
 
 import contextlib
-import itertools
+import io
 import os
 import shutil
 import signal
@@ -15,10 +15,10 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchimg import compression
 from torchimg.adapters import engine
 from torchimg.errors import PipelineError, ToolError
 from torchimg.output import log
@@ -95,32 +95,14 @@ class Local:
 
     def unpacked_bytes(self, repository: str, digest: str) -> int:
         """A layer blob's bytes once decompressed (its tar stream), read straight from this
-        registry: the build report's uncompressed size of an image of any platform. gzip
-        (every member) and plain tar are read; zstd needs a decoder the standard library lacks."""
+        registry: the build report's uncompressed size of an image of any platform."""
         url = f"http://{self.host}/v2/{repository}/blobs/{digest}"
         try:
-            with urllib.request.urlopen(url, timeout=60) as blob:
-                chunks = iter(lambda: blob.read(1 << 22), b"")
-                first = next(chunks, b"")
-                if first[:4] == b"\x28\xb5\x2f\xfd":
-                    raise ToolError(
-                        f"{url}: a zstd layer; its uncompressed size is not measured here",
-                        "build the report's images with gzip layers (the default)",
-                    )
-                if first[:2] != b"\x1f\x8b":  # not gzip: a plain tar counts as stored
-                    return len(first) + sum(len(c) for c in chunks)
-                total, inflate = 0, zlib.decompressobj(16 + zlib.MAX_WBITS)
-                for chunk in itertools.chain([first], chunks):
-                    while chunk:
-                        total += len(inflate.decompress(chunk, 1 << 24))
-                        chunk = inflate.unconsumed_tail
-                        if inflate.eof:  # the next gzip member, if any
-                            chunk, inflate = (
-                                inflate.unused_data + chunk,
-                                zlib.decompressobj(16 + zlib.MAX_WBITS),
-                            )
-                return total + len(inflate.flush())
-        except (urllib.error.URLError, OSError, zlib.error) as exc:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                blob = io.BufferedReader(response, 1 << 22)
+                stream = compression.decompressed(blob, compression.kind(blob.peek(4)[:4]))
+                return sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
+        except compression.ERRORS as exc:  # URLError is an OSError
             raise ToolError(f"reading {url}: {exc}", "is the report's registry still running?") from None
 
     @property

@@ -18,7 +18,10 @@ from torchimg.stages import Image, Selection, StageResult, each_image
 
 HELP = "build images through BuildKit and record them"
 SELECTS = "images"  # variants x flavors
-COMPRESSIONS = ("gzip", "zstd")
+COMPRESSIONS = ("zstd", "gzip")
+# zstd: exports and unpacks several times faster than gzip and is ~10 % smaller; every engine
+# since Docker 23 / containerd 1.5 pulls it. gzip for older engines (--compression gzip).
+DEFAULT_COMPRESSION = "zstd"
 ATTESTATIONS = ("provenance", "sbom")
 
 
@@ -31,7 +34,7 @@ class Options:
     builder: str | None = None  # a named buildx builder (remote BuildKit); None: the default
     cache_repository: str | None = None  # registry cache: <repo>:<variant>-<flavor>
     cache_export: bool = True  # False: import the registry cache only (read-only machines)
-    compression: str = "gzip"
+    compression: str = DEFAULT_COMPRESSION
     attest: tuple[str, ...] = ()
 
 
@@ -68,8 +71,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compression",
         choices=COMPRESSIONS,
-        default="gzip",
-        help="layer compression (zstd: smaller and faster to pull, needs Docker >= 23 / containerd >= 1.5)",
+        default=DEFAULT_COMPRESSION,
+        help="layer compression (default zstd: faster to build and pull, smaller; pulled by Docker "
+        ">= 23 and containerd >= 1.5. gzip: for older engines and tools)",
     )
     p.add_argument(
         "--attest",

@@ -1,16 +1,21 @@
 """`nox -s build_report`: build benchmarks for one variant, figures side by side.
 
-With --platforms, the figures per platform instead: each of the variant's platforms built
-alone from an empty cache (runtime, then dev), the time of its emulated steps, its sizes
-uncompressed and compressed, and the bytes its flavors share in a registry.
+Every build and pull runs on an empty engine of the report's own (a second dockerd with its
+own data root, started and deleted by the report), as on a new CI runner: nothing the main
+engine holds can speed it up, and the main engine's images and cache are left alone. The base
+image reaches those engines through a registry of the report's own, as it would a runner.
 
-In one run, on one base: a cold build (BuildKit cache pruned), no-op rebuilds, a rebuild after
-a dev-only lock change, a second cache-less build (reproducibility), sizes with a layer
-breakdown, what a registry receives (bytes shared by runtime and dev, bytes pushed for a
-dev-only change, gzip against zstd), a rebuild from a registry cache with this project's
-images and BuildKit's cache removed (an empty runner), and the same for the naive
-single-stage Dockerfile in docker/baseline/. It prunes the cache and removes this project's
-images: run it on a build machine, not next to work in progress.
+In one run: a cold build in the default layer compression, dev on top, no-op rebuilds, a
+rebuild after a dev-only lock change, the other compression from the same cache, what a
+registry receives (bytes shared by runtime and dev, bytes pushed for a dev-only change),
+sizes with a layer breakdown; then, each on a new empty engine: a second cold build
+(reproducibility), a cold build in the other compression, a rebuild from the registry cache,
+pull-to-first-container in each compression, and the naive single-stage Dockerfile in
+docker/baseline/.
+
+With --platforms, the figures per platform instead (on the main engine): each of the
+variant's platforms built alone from an empty cache (runtime, then dev), the time of its
+emulated steps, its sizes uncompressed and compressed, and the bytes its flavors share.
 Figures are measured, never asserted: this is a report, not a timed test.
 """
 
@@ -18,6 +23,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import json
 import shutil
 import tempfile
@@ -40,16 +46,11 @@ from torchimg.stages import Image, Selection, StageResult, build, each
 HELP = "benchmark the build against the naive baseline"
 SELECTS = "variants"
 REPOSITORY = "torchimg-bench/pytorch"
-_BENCH = tuple(REPOSITORY + suffix for suffix in ("", "-changed", "-zstd", "-again", "-amd64", "-arm64"))
+DEFAULT = build.DEFAULT_COMPRESSION
+OTHER = "gzip" if DEFAULT != "gzip" else "zstd"
 # The Dockerfile's stages that run on the image's own platform (the others run on the build
 # machine's): for another platform, their RUN steps are the emulated ones.
 TARGET_STAGES = ("python", "runtime", "dev")
-
-
-def _repositories(config: Config) -> tuple[str, ...]:
-    """Every repository whose images could hold the variant's layers: removed before the
-    registry-cache rebuild, so that the engine has nothing to reuse (an empty runner)."""
-    return (*_BENCH, config.repository, "torchimg-test/pytorch", "torchimg-locker")
 
 
 @dataclass(frozen=True)
@@ -155,19 +156,20 @@ def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
 
 
 def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
-    """What a registry holds and receives: shared layers, dev-only change, gzip vs zstd."""
+    """What a registry holds and receives: shared layers, dev-only change, the default
+    compression against the other one."""
     repo = f"{host}/torchimg-bench"
     rt = _pushed_layers(out["cold_runtime"]["tag"], f"{repo}:runtime")
     dev = _pushed_layers(out["cold_dev"]["tag"], f"{repo}:dev")
     changed = _pushed_layers(out["dev_change"]["tag"], f"{repo}:dev-changed")
-    zstd = _pushed_layers(out["zstd_runtime"]["tag"], f"{repo}:runtime-zstd")
-    dev_zstd = _pushed_layers(out["zstd_dev"]["tag"], f"{repo}:dev-zstd")
+    other_rt = _pushed_layers(out["other_runtime"]["tag"], f"{repo}:runtime-{OTHER}")
+    other_dev = _pushed_layers(out["other_dev"]["tag"], f"{repo}:dev-{OTHER}")
     shared = set(rt) & set(dev)
     return {
-        "runtime_gzip": sum(rt.values()),
-        "dev_gzip": sum(dev.values()),
-        "runtime_zstd": sum(zstd.values()),
-        "dev_zstd": sum(dev_zstd.values()),
+        f"runtime_{DEFAULT}": sum(rt.values()),
+        f"dev_{DEFAULT}": sum(dev.values()),
+        f"runtime_{OTHER}": sum(other_rt.values()),
+        f"dev_{OTHER}": sum(other_dev.values()),
         "shared_layers": len(shared),
         "runtime_layers": len(rt),
         "dev_shares_every_runtime_layer": set(rt) <= set(dev),
@@ -176,6 +178,15 @@ def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
         "dev_change_pushed_bytes": sum(v for d, v in changed.items() if d not in rt and d not in dev),
         "dev_change_new_layers": len([d for d in changed if d not in rt and d not in dev]),
     }
+
+
+def _first_container(ref: str) -> dict[str, Any]:
+    """A new node's wait: pull the image, then start `python -c "import torch"` in it."""
+    start = time.monotonic()
+    engine.pull(ref)
+    pulled = time.monotonic() - start
+    engine.run(ref, ["python", "-c", "import torch"])
+    return {"ref": ref, "pull_seconds": round(pulled, 1), "seconds": round(time.monotonic() - start, 1)}
 
 
 def _header(variant: Variant, base_ref: str) -> dict[str, Any]:
@@ -189,88 +200,87 @@ def _header(variant: Variant, base_ref: str) -> dict[str, Any]:
 
 
 def measure(config: Config, variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any]:
-    """Run every measurement; return the figures (also written under reports/)."""
+    """Run every measurement; return the figures (also written under reports/). Every build
+    and pull runs on an empty engine of the report's own (a new runner), never on the main one."""
     base_ref = base or variant.base.image
-    opts = build.Options(repository=REPOSITORY, base=base, creds=creds)
-    out = _header(variant, base_ref)
+    out = _header(variant, base_ref) | {"compression": DEFAULT, "other_compression": OTHER}
     with (
         tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
         _report_registry(Path(tmp)) as reg,
     ):
+        # A new runner pulls its base from a registry: the base goes through the report's own.
+        base_copy = f"{reg.host}/torchimg-bench-base:{variant.name}"
+        engine.push_as(base_ref, base_copy)
+        opts = build.Options(repository=REPOSITORY, base=base_copy, creds=creds, compression=DEFAULT)
+        other = dataclasses.replace(opts, compression=OTHER, repository=f"{REPOSITORY}-{OTHER}")
+        cached = dataclasses.replace(opts, cache_repository=f"{reg.host}/torchimg-bench-cache")
+
         # benchmark builds keep their records in the temp folder, never replacing a user's
         def _build(variant: Variant, flavor: str, opts: build.Options) -> dict[str, Any]:
             return _timed(Selection(config, (Image(variant, flavor),), Path(tmp)), opts)
 
-        cached = dataclasses.replace(opts, cache_repository=f"{reg.host}/torchimg-bench-cache")
-        log.info("== build report: %s", "pruning BuildKit's cache: the next build is cold")
-        engine.prune_build_cache()
-        log.info("== build report: %s", "cold build, runtime")
-        out["cold_runtime"] = _build(variant, "runtime", opts)
-        log.info("== build report: %s", "dev on top of runtime")
-        out["cold_dev"] = _build(variant, "dev", opts)
-        log.info("== build report: %s", "no-op rebuilds")
-        out["noop_runtime"] = _build(variant, "runtime", opts)
-        out["noop_dev"] = _build(variant, "dev", opts)
-        log.info("== build report: %s", "dev-only lock change (tqdm dropped from a copy of dev.txt)")
-        locks = Path(tmp) / "locks"
-        shutil.copytree(variant.lock_dir, locks)
-        _drop_package(locks / "dev.txt", "tqdm")
-        changed = dataclasses.replace(variant, lock_dir=locks)
-        out["dev_change"] = _build(
-            changed, "dev", dataclasses.replace(opts, repository=REPOSITORY + "-changed")
-        )
-        log.info("== build report: %s", "zstd layer compression")
-        zstd = dataclasses.replace(opts, compression="zstd", repository=REPOSITORY + "-zstd")
-        out["zstd_runtime"] = _build(variant, "runtime", zstd)
-        out["zstd_dev"] = _build(variant, "dev", zstd)
-        log.info(
-            "== build report: %s",
-            "pushing to a registry of the report's own: shared bytes, dev-only change, zstd",
-        )
-        out["registry"] = registry_figures(out, reg.host)
-        log.info("== build report: %s", "second cache-less runtime build (reproducibility)")
-        out["nocache_runtime"] = _build(
-            variant, "runtime", dataclasses.replace(opts, cache=False, repository=REPOSITORY + "-again")
-        )
-        log.info("== build report: %s", "sizes (reading every layer)")
-        out["size_runtime"] = image_sizes.sizes(out["cold_runtime"]["tag"], base_ref)
-        out["size_dev"] = image_sizes.sizes(out["cold_dev"]["tag"], base_ref)
-        again = image_sizes.sizes(out["nocache_runtime"]["tag"], base_ref)
+        engines = itertools.count(1)
+
+        def _empty(what: str) -> contextlib.AbstractContextManager[str]:
+            log.info("== build report: %s", f"{what}, on an empty engine")
+            return engine.empty_engine(Path(tmp) / f"engine-{next(engines)}")
+
+        with _empty(f"cold build, runtime ({DEFAULT}), then dev, no-op rebuilds, a lock change"):
+            out["cold_runtime"] = _build(variant, "runtime", opts)
+            out["cold_dev"] = _build(variant, "dev", opts)
+            out["noop_runtime"] = _build(variant, "runtime", opts)
+            out["noop_dev"] = _build(variant, "dev", opts)
+            log.info("== build report: %s", "dev-only lock change (tqdm dropped from a copy of dev.txt)")
+            locks = Path(tmp) / "locks"
+            shutil.copytree(variant.lock_dir, locks)
+            _drop_package(locks / "dev.txt", "tqdm")
+            changed = dataclasses.replace(variant, lock_dir=locks)
+            out["dev_change"] = _build(
+                changed, "dev", dataclasses.replace(opts, repository=REPOSITORY + "-changed")
+            )
+            log.info("== build report: %s", f"{OTHER} layers from the same cache (compression only)")
+            out["other_runtime"] = _build(variant, "runtime", other)
+            out["other_dev"] = _build(variant, "dev", other)
+            log.info("== build report: %s", "pushing to the report's registry: shared bytes, a lock change")
+            out["registry"] = registry_figures(out, reg.host)
+            log.info("== build report: %s", "sizes (reading every layer)")
+            engine.pull(base_copy)  # BuildKit fetched its layers; the sizes need it as an image
+            out["size_runtime"] = image_sizes.sizes(out["cold_runtime"]["tag"], base_copy)
+            out["size_dev"] = image_sizes.sizes(out["cold_dev"]["tag"], base_copy)
+            log.info("== build report: %s", "exporting the registry cache (a no-op build that exports)")
+            out["cache_export_runtime"] = _build(variant, "runtime", cached)
+        with _empty(f"a second cold build, runtime ({DEFAULT}): reproducibility"):
+            out["cold_again"] = _build(variant, "runtime", opts)
+            again = engine.layer_ids(out["cold_again"]["tag"])
+        with _empty(f"a cold build, runtime, with {OTHER} layers"):
+            out["cold_other"] = _build(variant, "runtime", other)
+            out["cold_other"]["same_layers"] = engine.layer_ids(out["cold_other"]["tag"]) == again
         out["reproducible"] = {
-            "same_image_id": out["cold_runtime"]["image_id"] == out["nocache_runtime"]["image_id"],
+            "same_image_id": out["cold_runtime"]["image_id"] == out["cold_again"]["image_id"],
             "differing_layers": [
                 {"layer": i, "what": row["what"]}
                 for i, (row, a, b) in enumerate(
-                    zip(
-                        out["size_runtime"]["layers"],
-                        out["size_runtime"]["diff_ids"],
-                        again["diff_ids"],
-                        strict=False,
-                    )
+                    zip(out["size_runtime"]["layers"], out["size_runtime"]["diff_ids"], again, strict=False)
                 )
                 if a != b
             ],
         }
-        log.info(
-            "== build report: %s",
-            "registry cache: export (a no-op build that exports), then an empty machine rebuilds",
-        )
-        out["cache_export_runtime"] = _build(variant, "runtime", cached)
-        # As on a fresh runner: no build cache and no image holding these layers; otherwise
-        # BuildKit finds the layers locally and downloads nothing.
-        engine.prune_build_cache()
-        devtools.remove_project_images(_repositories(config))
-        out["cache_import_runtime"] = _build(
-            variant, "runtime", dataclasses.replace(cached, cache_export=False)
-        )
-        out["cache_import_runtime"]["same_image_id"] = (
-            out["cache_import_runtime"]["image_id"] == out["cold_runtime"]["image_id"]
-        )
-        log.info("== build report: %s", "naive single-stage baseline, cold")
-        engine.prune_build_cache()
-        out["naive"] = _naive(variant, base_ref, creds)
-        out["size_naive"] = image_sizes.sizes(out["naive"]["tag"], base_ref)
-    devtools.remove_project_images(_BENCH)
+        with _empty("a rebuild from the registry cache"):
+            out["cache_import_runtime"] = _build(
+                variant, "runtime", dataclasses.replace(cached, cache_export=False)
+            )
+            out["cache_import_runtime"]["same_image_id"] = (
+                out["cache_import_runtime"]["image_id"] == out["cold_runtime"]["image_id"]
+            )
+        for compression, suffix in ((DEFAULT, ""), (OTHER, f"-{OTHER}")):
+            with _empty(f"pull to first container, {compression} layers"):
+                out[f"first_container_{compression}"] = _first_container(
+                    f"{reg.host}/torchimg-bench:runtime{suffix}"
+                )
+        with _empty("the naive single-stage baseline, cold"):
+            out["naive"] = _naive(variant, base_copy, creds)
+            engine.pull(base_copy)
+            out["size_naive"] = image_sizes.sizes(out["naive"]["tag"], base_copy)
     return out
 
 

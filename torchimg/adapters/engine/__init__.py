@@ -16,6 +16,7 @@ from torchimg.adapters.engine.containers import (
     serve,
     stop_container,
 )
+from torchimg.adapters.engine.empty import running as empty_engine
 from torchimg.adapters.engine.images import (
     containerd_store,
     data_roots,
@@ -45,6 +46,7 @@ __all__ = [
     "copy",
     "copy_file_out",
     "data_roots",
+    "empty_engine",
     "exposed_ports",
     "gpu_runtime",
     "history",

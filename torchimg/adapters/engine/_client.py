@@ -1,13 +1,13 @@
 """The Docker client, python-on-whales: imported here and nowhere else in the project. The
 engine adapter's modules use it through these names; its errors become PipelineErrors here."""
 
-from python_on_whales import docker
+from python_on_whales import DockerClient, docker
 from python_on_whales.exceptions import DockerException, NoSuchImage
 from python_on_whales.utils import run as run_cli
 
 from torchimg.errors import ToolError
 
-__all__ = ["DockerException", "NoSuchImage", "docker", "failed", "first_line", "run_cli"]
+__all__ = ["DockerClient", "DockerException", "NoSuchImage", "docker", "failed", "first_line", "run_cli"]
 
 
 def first_line(exc: DockerException) -> str:

@@ -41,7 +41,7 @@ def build(
 ) -> BuildResult:
     """Build one target through BuildKit, streaming its plain progress to stderr; the image is
     tagged only when the whole build succeeded. `cache_ref`: a registry cache (mode=max);
-    `compression`: zstd recompresses every layer; `attest`: provenance and/or sbom (releases;
+    `compression`: of every layer, the base's included; `attest`: provenance and/or sbom (releases;
     their timestamps make the image ID differ between identical builds, so none by default);
     `platforms`: one image per platform under one index (the containerd store keeps it)."""
     start, lines = time.monotonic(), []
@@ -59,13 +59,16 @@ def build(
             builder=builder,
             platforms=list(platforms) or None,
             cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
-            cache_to={"type": "registry", "ref": cache_ref, "mode": "max"}
+            # the cache's layers in the image's compression: its blobs are shared, not redone
+            cache_to={"type": "registry", "ref": cache_ref, "mode": "max", "compression": compression}
             if cache_ref and cache_export
             else None,
+            # gzip: the engine's default export. Another compression: one image exporter that
+            # writes it straight into the engine's store; beside `load` it would export twice.
             output={"type": "image", "compression": compression, "force-compression": "true"}
             if compression != "gzip"
             else {},
-            load=True,
+            load=compression == "gzip",
             provenance={"mode": "max"} if "provenance" in attest else False,
             sbom=True if "sbom" in attest else None,
             progress="plain",
