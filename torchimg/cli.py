@@ -9,6 +9,7 @@ Every input is checked before the engine is touched.
 import argparse
 import json
 import os
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -294,9 +295,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a cancelled CI job, `kill`) unwinds like Ctrl-C: every cleanup runs (throwaway
+    containers, registries and engines stopped) instead of the process vanishing mid-stage."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     output.setup()
+    signal.signal(signal.SIGTERM, _terminated)
     func: Callable[[argparse.Namespace, settings.Settings], None] = args.func
     try:
         config = variants.load(settings.config_file(args.config))

@@ -2,6 +2,8 @@
 (image layers are gzip or zstd; a plain tar is stored as it is)."""
 
 import gzip
+import hashlib
+import io
 import zlib
 from typing import IO, Protocol, cast
 
@@ -12,6 +14,26 @@ GZIP, ZSTD, NONE = "gzip", "zstd", "none"
 
 class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Hashing(io.RawIOBase):
+    """A reader that hashes what passes through it: a blob read in full has its digest."""
+
+    def __init__(self, raw: Readable) -> None:
+        self.raw, self.sha = raw, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.sha.update(data)
+        return len(data)
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self.sha.hexdigest()}"
 
 
 def kind(head: bytes) -> str:

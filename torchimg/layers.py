@@ -4,6 +4,7 @@ Used to measure layer sizes (compressed and uncompressed) and to prove that no s
 written into any layer, including layers whose files a later layer deletes.
 """
 
+import hashlib
 import io
 import json
 import tarfile
@@ -13,6 +14,7 @@ from typing import IO
 
 from torchimg import compression
 from torchimg.adapters import engine
+from torchimg.errors import ToolError
 
 _CHUNK = 1 << 20
 
@@ -46,6 +48,7 @@ class Blob:
     content: int  # bytes after decompression: for a layer, its tar stream
     files: int  # for a layer: the sum of its regular files' sizes (what `du` counts)
     compression: str
+    content_digest: str  # sha256 of the content: for a layer, its diff ID
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,11 @@ class Saved:
 
 
 class _Counter(io.RawIOBase):
-    """Counts the bytes read through it (the decompressed tar stream's length)."""
+    """Counts and hashes the bytes read through it (the decompressed tar stream): its digest
+    must be the layer's diff ID, which proves the layer was read to its end."""
 
     def __init__(self, raw: compression.Readable) -> None:
-        self.raw, self.count = raw, 0
+        self.raw, self.count, self.sha = raw, 0, hashlib.sha256()
 
     def readable(self) -> bool:
         return True
@@ -74,6 +78,7 @@ class _Counter(io.RawIOBase):
         data = self.raw.read(len(buffer))
         buffer[: len(data)] = data
         self.count += len(data)
+        self.sha.update(data)
         return len(data)
 
 
@@ -115,26 +120,52 @@ def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles, kind: str) -
                 needles.search(f"{name}:{member.name}", _reads(data))
         while counter.read(_CHUNK):  # the end-of-archive blocks belong to the stream too
             pass
-    return Blob(name, stored, counter.count, files, kind)
+    return Blob(name, stored, counter.count, files, kind, f"sha256:{counter.sha.hexdigest()}")
+
+
+_READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *compression.ERRORS)
 
 
 def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
-    """Stream `docker save` of `image`: every blob's sizes, and which blobs hold a needle."""
+    """Stream `docker save` of `image`: every blob's sizes, and which blobs hold a needle.
+    Fails unless every layer was read to its end (its tar stream's digest is its diff ID)."""
     blobs: dict[str, Blob] = {}
-    manifest: list[dict[str, list[str]]] = []
+    small: dict[str, bytes] = {}  # manifest.json and the JSON blobs, to check the layers against
     search = _Needles(needles)
-    with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
-        for member in tar:
-            f = tar.extractfile(member) if member.isfile() else None
-            if f is None:
-                continue
-            head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
-            if (kind := compression.kind(head)) != compression.NONE:
-                blobs[member.name] = _layer(member.name, f, member.size, search, kind)
-                continue
-            data = f.read()
-            if member.name == "manifest.json":
-                manifest = json.loads(data)
-            search.search(member.name, iter([data]))
-            blobs[member.name] = Blob(member.name, member.size, len(data), 0, "none")
-    return Saved(blobs, manifest[0]["Layers"] if manifest else [], search.found)
+    try:
+        with tarfile.open(
+            fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|"
+        ) as tar:
+            for member in tar:
+                f = tar.extractfile(member) if member.isfile() else None
+                if f is None:
+                    continue
+                head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
+                if (kind := compression.kind(head)) != compression.NONE:
+                    blobs[member.name] = _layer(member.name, f, member.size, search, kind)
+                    continue
+                data = f.read()
+                if len(data) < _CHUNK:
+                    small[member.name] = data
+                search.search(member.name, iter([data]))
+                digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+                blobs[member.name] = Blob(member.name, member.size, len(data), 0, "none", digest)
+    except _READ_ERRORS as exc:
+        raise ToolError(f"reading the layers of {image}: {exc}", "run it again") from None
+    saved = Saved(blobs, [], search.found)
+    try:
+        manifest = json.loads(small["manifest.json"])[0]
+        diff_ids = json.loads(small[manifest["Config"]])["rootfs"]["diff_ids"]
+        saved = Saved(blobs, list(manifest["Layers"]), search.found)
+        read = [blobs[name].content_digest for name in saved.layer_names]
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ToolError(
+            f"`docker save` of {image}: no readable manifest or config ({exc})", "run it again"
+        ) from None
+    if read != diff_ids:
+        raise ToolError(
+            f"`docker save` of {image}: the layers read back ({len(read)}) are not the image's "
+            f"diff IDs ({len(diff_ids)}): a layer was not read to its end",
+            "run it again; if it persists, the engine's store is damaged",
+        )
+    return saved

@@ -11,7 +11,7 @@ from torchimg.adapters import engine, local_registry
 
 
 def test_an_empty_engine_holds_nothing_has_a_network_and_leaves_no_trace(
-    base: str | None, new_registry: Callable[[], local_registry.Local], tmp_path: Path
+    base: str | None, new_registry: Callable[[], local_registry.Local]
 ) -> None:
     if base is None or engine.image_id(base) is None:
         pytest.skip("needs a local base image (TORCHIMG_BASE) to carry into the empty engine")
@@ -22,15 +22,16 @@ def test_an_empty_engine_holds_nothing_has_a_network_and_leaves_no_trace(
     copy = f"{reg.host}/torchimg-test-empty:base"
     engine.push_as(base, copy)
     before = os.environ.get("DOCKER_HOST")
-    folder = tmp_path / "engine"
-    with engine.empty_engine(folder) as host:
+    with engine.empty_engine("test") as host:
         assert os.environ["DOCKER_HOST"] == host
         assert engine.image_id(base) is None, "the empty engine sees the main engine's images"
         engine.pull(copy)
         # a build's RUN steps and pip need this: the containers' network reaches out
         assert "pypi.org" in engine.run(copy, ["getent", "hosts", "pypi.org"])
+        folders = [Path(p) for p in engine.data_roots()]
+        assert folders[0].name == "data" and folders[0].parent.name.startswith("torchimg-empty-engine-")
     assert os.environ.get("DOCKER_HOST") == before
-    assert not folder.exists(), "the empty engine's data root was left behind"
+    assert not folders[0].parent.exists(), "the empty engine's data root was left behind"
     assert engine.image_id(base) is not None
     # the main engine's bridge still works: a container on it starts and resolves names
     assert "pypi.org" in engine.run(base, ["getent", "hosts", "pypi.org"])

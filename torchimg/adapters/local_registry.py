@@ -99,11 +99,17 @@ class Local:
         url = f"http://{self.host}/v2/{repository}/blobs/{digest}"
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
-                blob = io.BufferedReader(response, 1 << 22)
+                hashing = compression.Hashing(response)
+                blob = io.BufferedReader(hashing, 1 << 22)
                 stream = compression.decompressed(blob, compression.kind(blob.peek(4)[:4]))
-                return sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
+                total = sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
+                while blob.read(1 << 22):  # anything after the stream belongs to the blob too
+                    pass
         except compression.ERRORS as exc:  # URLError is an OSError
             raise ToolError(f"reading {url}: {exc}", "is the report's registry still running?") from None
+        if hashing.digest != digest:  # a short read decompresses without an error
+            raise ToolError(f"reading {url}: got {hashing.digest}, a short or damaged read", "run it again")
+        return total
 
     @property
     def port(self) -> int:

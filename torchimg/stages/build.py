@@ -119,6 +119,11 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
     locks = image_inputs.check(variant, flavor, opts.base)
     lock_python = image_inputs.check_lock_python(variant, locks[0], opts.base)
     engine.preflight()
+    if opts.compression != "gzip" and opts.builder is None and not engine.containerd_store():
+        log.warning(
+            "   the engine's classic image store keeps and pushes gzip layers whatever --compression "
+            "says: enable the containerd image store (README, Runner prerequisites)"
+        )
     if opts.builder is None:  # a named builder (often remote) runs its own emulators, not ours
         for platform in variant.platforms:
             emulation.require(platform)

@@ -223,7 +223,7 @@ def measure(config: Config, variant: Variant, base: str | None, creds: Credentia
 
         def _empty(what: str) -> contextlib.AbstractContextManager[str]:
             log.info("== build report: %s", f"{what}, on an empty engine")
-            return engine.empty_engine(Path(tmp) / f"engine-{next(engines)}")
+            return engine.empty_engine(str(next(engines)))
 
         with _empty(f"cold build, runtime ({DEFAULT}), then dev, no-op rebuilds, a lock change"):
             out["cold_runtime"] = _build(variant, "runtime", opts)
@@ -243,12 +243,12 @@ def measure(config: Config, variant: Variant, base: str | None, creds: Credentia
             out["other_dev"] = _build(variant, "dev", other)
             log.info("== build report: %s", "pushing to the report's registry: shared bytes, a lock change")
             out["registry"] = registry_figures(out, reg.host)
+            log.info("== build report: %s", "exporting the registry cache (a no-op build that exports)")
+            out["cache_export_runtime"] = _build(variant, "runtime", cached)
             log.info("== build report: %s", "sizes (reading every layer)")
             engine.pull(base_copy)  # BuildKit fetched its layers; the sizes need it as an image
             out["size_runtime"] = image_sizes.sizes(out["cold_runtime"]["tag"], base_copy)
             out["size_dev"] = image_sizes.sizes(out["cold_dev"]["tag"], base_copy)
-            log.info("== build report: %s", "exporting the registry cache (a no-op build that exports)")
-            out["cache_export_runtime"] = _build(variant, "runtime", cached)
         with _empty(f"a second cold build, runtime ({DEFAULT}): reproducibility"):
             out["cold_again"] = _build(variant, "runtime", opts)
             again = engine.layer_ids(out["cold_again"]["tag"])

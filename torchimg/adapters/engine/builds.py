@@ -20,6 +20,10 @@ class BuildResult:
     log: list[str]
 
 
+def _compressed(compression: str) -> dict[str, str]:
+    return {"compression": compression, "force-compression": "true"}
+
+
 def build(
     *,
     context: Path,
@@ -59,16 +63,14 @@ def build(
             builder=builder,
             platforms=list(platforms) or None,
             cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
-            # the cache's layers in the image's compression: its blobs are shared, not redone
-            cache_to={"type": "registry", "ref": cache_ref, "mode": "max", "compression": compression}
+            # Every layer in the one compression asked for, even where BuildKit already holds a
+            # blob in another (the base's, a cache's): the digest never depends on cache state.
+            # The cache's layers share the image's blobs. `type=docker` is what `--load` is
+            # (one export into the engine, for any builder) with the compression options.
+            cache_to={"type": "registry", "ref": cache_ref, "mode": "max", **_compressed(compression)}
             if cache_ref and cache_export
             else None,
-            # gzip: the engine's default export. Another compression: one image exporter that
-            # writes it straight into the engine's store; beside `load` it would export twice.
-            output={"type": "image", "compression": compression, "force-compression": "true"}
-            if compression != "gzip"
-            else {},
-            load=compression == "gzip",
+            output={"type": "docker", **_compressed(compression)},
             provenance={"mode": "max"} if "provenance" in attest else False,
             sbom=True if "sbom" in attest else None,
             progress="plain",
