@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import remove_images
 from torchimg.adapters import engine, local_registry
 
 
 def test_an_empty_engine_holds_nothing_has_a_network_and_leaves_no_trace(
-    base: str | None, new_registry: Callable[[], local_registry.Local]
+    base: str | None, new_registry: Callable[[], local_registry.Local], tmp_path: Path
 ) -> None:
     if base is None or engine.image_id(base) is None:
         pytest.skip("needs a local base image (TORCHIMG_BASE) to carry into the empty engine")
@@ -21,11 +22,30 @@ def test_an_empty_engine_holds_nothing_has_a_network_and_leaves_no_trace(
     reg.start()
     copy = f"{reg.host}/torchimg-test-empty:base"
     engine.push_as(base, copy)
+    # zstd layers (the default) as the pipeline exports them: pushed, then pulled elsewhere
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo zstd > /zstd\n")
+    zstd = f"{reg.host}/torchimg-test-empty:zstd"
+    engine.build(
+        context=tmp_path,
+        dockerfile=tmp_path / "Dockerfile",
+        target=None,
+        tags=[zstd],
+        build_args={},
+        contexts={},
+        secrets=[],
+        labels={},
+        what="a zstd image",
+        compression="zstd",
+    )
+    engine.push_as(zstd, zstd)
+    remove_images(zstd)
     before = os.environ.get("DOCKER_HOST")
     with engine.empty_engine("test") as host:
         assert os.environ["DOCKER_HOST"] == host
         assert engine.image_id(base) is None, "the empty engine sees the main engine's images"
         engine.pull(copy)
+        engine.pull(zstd)  # Docker schema 2 manifests with zstd layers fail here: unpullable
+        assert engine.run(zstd, ["cat", "/zstd"]).strip() == "zstd"
         # a build's RUN steps and pip need this: the containers' network reaches out
         assert "pypi.org" in engine.run(copy, ["getent", "hosts", "pypi.org"])
         folders = [Path(p) for p in engine.data_roots()]

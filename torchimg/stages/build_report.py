@@ -82,7 +82,15 @@ def run(selection: Selection, opts: Options) -> StageResult:
         if opts.platforms:
             figures = measure_platforms(selection.config, variant, opts.base, opts.creds)
         else:
-            figures = measure(selection.config, variant, opts.base, opts.creds)
+            figures = {}
+            try:
+                measure(selection.config, variant, opts.base, opts.creds, figures)
+            except BaseException:  # what was measured is kept for the next try, never as the report
+                partial = selection.reports / "build-report.partial.json"
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(figures, indent=2) + "\n")
+                log.error("   the figures measured before the failure: %s", partial)
+                raise
         print(build_report_text.write(figures, selection.reports).read_text())
 
     return each("build_report", [variant.name], report)
@@ -199,11 +207,14 @@ def _header(variant: Variant, base_ref: str) -> dict[str, Any]:
     }
 
 
-def measure(config: Config, variant: Variant, base: str | None, creds: Credentials) -> dict[str, Any]:
-    """Run every measurement; return the figures (also written under reports/). Every build
-    and pull runs on an empty engine of the report's own (a new runner), never on the main one."""
+def measure(
+    config: Config, variant: Variant, base: str | None, creds: Credentials, out: dict[str, Any]
+) -> dict[str, Any]:
+    """Run every measurement, filling `out` as it goes (also written under reports/). Every
+    build and pull runs on an empty engine of the report's own (a new runner), never on the
+    main one."""
     base_ref = base or variant.base.image
-    out = _header(variant, base_ref) | {"compression": DEFAULT, "other_compression": OTHER}
+    out |= _header(variant, base_ref) | {"compression": DEFAULT, "other_compression": OTHER}
     with (
         tempfile.TemporaryDirectory(prefix="torchimg-report-") as tmp,
         _report_registry(Path(tmp)) as reg,

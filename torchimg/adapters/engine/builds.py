@@ -21,7 +21,10 @@ class BuildResult:
 
 
 def _compressed(compression: str) -> dict[str, str]:
-    return {"compression": compression, "force-compression": "true"}
+    """zstd layers need OCI media types: a Docker schema 2 manifest listing them is pushed
+    without complaint but no engine can pull it ("mismatched image rootfs and manifest layers")."""
+    oci = {"oci-mediatypes": "true"} if compression != "gzip" else {}
+    return {"compression": compression, "force-compression": "true", **oci}
 
 
 def build(
