@@ -174,6 +174,7 @@ def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
     other_dev = _pushed_layers(out["other_dev"]["tag"], f"{repo}:dev-{OTHER}")
     shared = set(rt) & set(dev)
     return {
+        "runtime_blobs": list(rt),
         f"runtime_{DEFAULT}": sum(rt.values()),
         f"dev_{DEFAULT}": sum(dev.values()),
         f"runtime_{OTHER}": sum(other_rt.values()),
@@ -263,6 +264,8 @@ def measure(
         with _empty(f"a second cold build, runtime ({DEFAULT}): reproducibility"):
             out["cold_again"] = _build(variant, "runtime", opts)
             again = engine.layer_ids(out["cold_again"]["tag"])
+            # the compressed blobs too: the same tar streams can still compress differently
+            blobs_again = list(_pushed_layers(out["cold_again"]["tag"], f"{reg.host}/torchimg-bench:again"))
         with _empty(f"a cold build, runtime, with {OTHER} layers"):
             out["cold_other"] = _build(variant, "runtime", other)
             out["cold_other"]["same_layers"] = engine.layer_ids(out["cold_other"]["tag"]) == again
@@ -273,6 +276,11 @@ def measure(
                 for i, (row, a, b) in enumerate(
                     zip(out["size_runtime"]["layers"], out["size_runtime"]["diff_ids"], again, strict=False)
                 )
+                if a != b
+            ],
+            "differing_blobs": [
+                i
+                for i, (a, b) in enumerate(zip(out["registry"]["runtime_blobs"], blobs_again, strict=False))
                 if a != b
             ],
         }
