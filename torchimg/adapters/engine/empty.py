@@ -168,10 +168,11 @@ def running(name: str) -> Iterator[str]:
 
 
 def _stop(procs: "list[subprocess.Popen[bytes]]", folders: tuple[Path, ...]) -> None:
-    """Stop dockerd, then its containerd, and remove their folders: shielded from a second
-    interrupt, which would leave an engine running and tens of GB on disk."""
+    """Stop dockerd, then its containerd, and remove their folders: shielded from another
+    Ctrl-C or SIGTERM, which would leave an engine running and tens of GB on disk."""
+    shielded = (signal.SIGINT, signal.SIGTERM)
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    previous = [signal.signal(s, signal.SIG_IGN) for s in shielded] if main_thread else []
     try:
         for proc in reversed(procs):
             if proc.poll() is None:
@@ -183,15 +184,27 @@ def _stop(procs: "list[subprocess.Popen[bytes]]", folders: tuple[Path, ...]) -> 
                     proc.wait()
         for folder in folders:
             _unmount_under(folder)
-            try:
-                shutil.rmtree(folder)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("== empty engine: could not remove %s (%s): remove it by hand", folder, exc)
+            _remove(folder)
     finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in zip(shielded, previous, strict=False):
+            signal.signal(sig, handler)
+
+
+def _remove(folder: Path) -> None:
+    """Remove a folder; an entry that vanishes meanwhile (a process still exiting) is no
+    reason to leave the rest of it behind."""
+    why = "still there after 5 tries"
+    for _ in range(5):
+        if not folder.exists():
+            return
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            time.sleep(1)
+        except OSError as exc:
+            why = str(exc)
+            break
+    log.warning("== empty engine: could not remove %s (%s): remove it by hand", folder, why)
 
 
 def _unmount_under(folder: Path) -> None:
