@@ -4,7 +4,7 @@ call the `torchimg` package, so no logic lives here."""
 from invoke.context import Context
 from invoke.tasks import task
 
-from torchimg import devtools
+from torchimg import devtools, paths
 from torchimg.adapters import local_registry
 
 
@@ -33,6 +33,22 @@ def jupyter(c: Context, variant: str = "", port: int = 8888) -> None:
     """Start Jupyter Lab from the dev image; the URL with its token is printed."""
     with devtools.user_errors():
         c.run(devtools.run_command(variant, "dev", [], ports={port: 8888}), pty=True)
+
+
+@task(
+    help={
+        "variant": "variant (default: the default one)",
+        "flavor": "runtime or dev",
+        "image": "any image of this pipeline by reference instead (pulled when not here)",
+    }
+)
+def doctor(c: Context, variant: str = "", flavor: str = "runtime", image: str = "") -> None:
+    """Is this node ready for GPU work? Driver, /dev/shm, MIG, ECC, PCIe, NCCL; exit 1 on a failure."""
+    with devtools.user_errors():
+        healthy, report = devtools.doctor(variant, flavor, image)
+        print(f"doctor: {'healthy' if healthy else 'NOT healthy'}; report: {paths.shown(report)}")
+        if not healthy:
+            raise SystemExit(1)
 
 
 @task

@@ -1,13 +1,15 @@
 """What the invoke tasks do: run a built image for interactive work, clean up after us."""
 
 import contextlib
+import json
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchimg import output, paths, settings, summary
+from torchimg import output, paths, probe_results, settings, summary
 from torchimg.adapters import engine, local_registry
 from torchimg.errors import PipelineError
 from torchimg.model import labels, record, variants
@@ -143,6 +145,43 @@ def registry_action(action: str, host: str) -> str:
     if action not in actions:
         raise PipelineError(f"unknown registry action {action!r}", "use up, down or status")
     return actions[action]()
+
+
+def doctor(variant_name: str, flavor: str, image: str) -> tuple[bool, Path]:
+    """`inv doctor`: the probe's node checks (driver, /dev/shm, MIG, ECC, persistence, PCIe,
+    P2P, NCCL all_reduce through torchrun) in the image last built for a variant, or in any
+    image of this pipeline by reference (pulled when not here). Returns (healthy, JSON file)."""
+    from torchimg.stages import test  # the probe's runner and its result checks: one place
+
+    if image:
+        ref = image
+        if engine.image_id(ref) is None:
+            engine.pull(ref)
+        out = settings.reports_dir(None) / f"doctor-{re.sub(r'[^A-Za-z0-9_.-]+', '-', ref)[:100]}.json"
+    else:
+        config = variants.load(settings.config_file(None))
+        variant = config.variant(variant_name or config.default)
+        rec = _store().read(variant.name, flavor)
+        if rec is None or engine.image_id(rec.tags[0]) is None:
+            raise PipelineError(
+                f"no {flavor} image of {variant.name} is here to run the doctor in",
+                f"nox -s build -- --variant {variant.name} --flavor {flavor}, or inv doctor --image REF",
+            )
+        ref = rec.tags[0]
+        out = settings.reports_dir(None) / f"{variant.name}-{flavor}" / "doctor.json"
+    found = engine.image_labels(ref)
+    if labels.VARIANT not in found:
+        raise PipelineError(
+            f"{ref} is not an image of this pipeline (no {labels.VARIANT} label, no torchimg-probe)",
+            "pass an image built by `nox -s build`, or run the probe's doctor in yours",
+        )
+    gpu = engine.gpu_runtime()
+    strict = gpu and found.get(labels.CUDA_TAG, "cpu") != "cpu"
+    env = {"TORCHIMG_EXPECT": json.dumps(probe_results.expected(found))}
+    result = test.run_probe(ref, "doctor", gpu, env, ["--require-gpu"] if strict else [])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return bool(result.get("ok")) and not any(c["status"] == "fail" for c in result["checks"]), out
 
 
 def images_table() -> str:

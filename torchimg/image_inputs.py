@@ -139,6 +139,7 @@ def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_pytho
         "LOCK_PYTHON": lock_python,
         "TORCH_INDEX": variant.index,
         "PYPI_INDEX": torch_builds.PYPI_INDEX,
-        "NVIDIA_REQUIRE_CUDA": f"cuda>={cuda.version}" if cuda else "",
+        # the fallback: an NVIDIA CUDA base's own NVIDIA_REQUIRE_CUDA wins (docker/Dockerfile)
+        "TORCHIMG_REQUIRE_CUDA": f"cuda>={cuda.version}" if cuda else "",
         "NVIDIA_VISIBLE_DEVICES": "all" if cuda else "void",
     }

@@ -3,6 +3,7 @@ is tested without an image (what to expect from the labels, a well-formed smoke 
 agrees with the probe's exit status, usable benchmark rows, regressions against a baseline)."""
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ from torchimg import paths
 from torchimg.errors import RefusedError
 from torchimg.model import labels
 
-BASELINES = paths.ROOT / "benchmarks" / "baselines"
-STATUSES = {"pass", "fail", "skip"}
+BASELINES = paths.ROOT / "benchmarks" / "gpu"  # one bench JSON per GPU (validate.sh writes them too)
+BASELINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,120}")
+STATUSES = {"pass", "warn", "fail", "skip"}
 
 
 def expected(image_labels: dict[str, str]) -> dict[str, str]:
@@ -19,25 +21,30 @@ def expected(image_labels: dict[str, str]) -> dict[str, str]:
     return {name: image_labels[key] for name, key in labels.PROBED.items() if key in image_labels}
 
 
-def check_smoke(smoke: dict[str, Any], code: int) -> None:
-    """The smoke result must be well formed and agree with the probe's exit status."""
-    checks = smoke.get("checks")
+def check_checks(what: str, result: dict[str, Any], code: int) -> None:
+    """A smoke or doctor result must be well formed and agree with the probe's exit status
+    (a warning does not fail; a run where nothing passed is not a pass)."""
+    checks = result.get("checks")
     if not isinstance(checks, list) or not checks or not all(isinstance(c, dict) for c in checks):
-        raise RefusedError("the smoke probe reported no checks")
+        raise RefusedError(f"the {what} probe reported no checks")
     unknown = sorted({str(c.get("status")) for c in checks} - STATUSES)
     if unknown:
-        raise RefusedError(f"the smoke probe reported unknown check statuses: {', '.join(unknown)}")
+        raise RefusedError(f"the {what} probe reported unknown check statuses: {', '.join(unknown)}")
     failed = any(c["status"] == "fail" for c in checks)
-    if not any(c["status"] == "pass" for c in checks):
-        raise RefusedError("the smoke probe passed no check at all (everything skipped)")
+    if not failed and not any(c["status"] in ("pass", "warn") for c in checks):
+        raise RefusedError(f"the {what} probe passed no check at all (everything skipped)")
     if failed != (code == 1):
         raise RefusedError(
-            f"the smoke probe exited {code}, which disagrees with its results (failed: {failed})"
+            f"the {what} probe exited {code}, which disagrees with its results (failed: {failed})"
         )
 
 
-def baseline_path(peak_key: str) -> Path:
-    return BASELINES / f"{peak_key.replace(' ', '-')}.json"
+def baseline_path(name: object) -> Path:
+    """The baseline file the probe named for its GPU (its full device name, MIG profile
+    included: the probe's gpus.baseline_name). Read from the image's output, so checked."""
+    if not isinstance(name, str) or not BASELINE_NAME.fullmatch(name):
+        raise RefusedError(f"the bench probe named an unusable baseline file: {name!r}")
+    return BASELINES / f"{name}.json"
 
 
 def unusable(bench: dict[str, Any]) -> list[str]:
@@ -47,7 +54,7 @@ def unusable(bench: dict[str, Any]) -> list[str]:
         return ["bench: the probe reported no results"]
     return [
         f"bench: {r.get('dtype')} {r.get('m')}x{r.get('n')}x{r.get('k')}: "
-        f"no usable result ({r.get('best')!r})"
+        + (f"error: {r['error']}" if r.get("error") else f"no usable result ({r.get('best')!r})")
         for r in rows
         if not isinstance(r.get("best"), int | float) or not math.isfinite(r["best"]) or r["best"] <= 0
     ]

@@ -1,13 +1,16 @@
 """`nox -s test` on the real image, CPU path: every GPU check skipped with its reason."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
 
 from tests.integration.conftest import Pipeline, build_small, remove_images
-from torchimg import paths
+from torchimg import paths, probe_results
 from torchimg.adapters import engine
 from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import credentials, labels, lockfile, record, variants
@@ -27,12 +30,42 @@ def test_cpu_mode_passes_and_records_results(
     assert rec.test.image_id == runtime_image.image_id
     smoke = json.loads((reports / "2.9.1-cu128-runtime" / "smoke.json").read_text())
     status = {c["name"]: c for c in smoke["checks"]}
-    for name in ("versions match labels", "torch.compile", "determinism", "transformer training step"):
+    passing = (
+        "versions match labels",
+        "OpenMP",
+        "cuDNN and NCCL versions",  # CUDA libraries load without a GPU: checked in CPU mode too
+        "NVSHMEM compiled in",
+        "conv2d (PyTorch smoke shapes)",
+        "linalg.svd",
+        "numpy interop",
+        "torch.compile",
+        "CPU vector ISA",
+        "torch.compile max-autotune",
+        "determinism",
+        "transformer training step",
+        "attention backend",
+    )
+    for name in passing:
         assert status[name]["status"] == "pass", status[name]
     assert status["versions match labels"]["data"]["cuda"] == "12.8"
-    for name in ("CUDA available", "matmul/conv vs CPU (fp32, tf32, fp16, bf16)", "AMP training step"):
+    assert status["attention backend"]["data"]["backend"] in (
+        "flash_attention",
+        "math",
+        "efficient_attention",
+    )
+    gpu_only = (
+        "CUDA available",
+        "host driver new enough",
+        "matmul/conv vs CPU (fp32, tf32, fp16, bf16)",
+        "AMP training step",
+        "device-side assert surfaces",
+        "GPUDirect Storage (cuFile)",
+        "GPU memory",
+    )
+    for name in gpu_only:
         assert status[name]["status"] == "skip"
-        assert "no GPU visible" in status[name]["detail"]
+        assert "no GPU visible (RuntimeError: Found no NVIDIA driver" in status[name]["detail"]
+    assert set(status) == {*passing, *gpu_only, "GPU architecture in the wheel"}
     bench = json.loads((reports / "2.9.1-cu128-runtime" / "bench.json").read_text())
     assert bench["unit"] == "GFLOP/s" and bench["peak_key"] is None
     assert {r["dtype"] for r in bench["results"]} == {"fp32", "bf16"}
@@ -46,6 +79,98 @@ def test_a_failing_check_fails_the_probe(runtime_image: record.Record) -> None:
     env = {"TORCHIMG_EXPECT": json.dumps({"torch": "9.9.9"})}
     with pytest.raises(PipelineError, match="exit 1"):
         engine.run(runtime_image.image_id, ["torchimg-probe", "smoke"], env=env)
+
+
+def test_require_gpu_in_the_image_names_cudas_own_error(runtime_image: record.Record) -> None:
+    """A CUDA start-up failure (here: no driver) with the GPU required fails every GPU check
+    with CUDA's words; it never turns into skips."""
+    out = engine.run(runtime_image.image_id, ["sh", "-c", "torchimg-probe smoke --require-gpu; echo exit=$?"])
+    assert out.rstrip().endswith("exit=1"), out[-2000:]
+    cuda_error = "CUDA did not start: RuntimeError: Found no NVIDIA driver"
+    assert f"[FAIL] GPU required: AssertionError: --require-gpu: {cuda_error}" in out
+    assert "[FAIL] AMP training step: AssertionError: --require-gpu: CUDA did not start" in out
+    assert "[skip] AMP training step" not in out
+
+
+def test_a_bench_row_that_cannot_run_records_its_error_and_the_others_go_on(
+    runtime_image: record.Record,
+) -> None:
+    script = (
+        "import json, torch\n"
+        "from torchimg_probe import bench\n"
+        "real = bench._operands\n"
+        "def flaky(m, n, k, dtype, device):\n"
+        "    if dtype == 'bf16' and m == 512: raise torch.OutOfMemoryError('out of memory (injected)')\n"
+        "    return real(m, n, k, dtype, device)\n"
+        "bench._operands = flaky\n"
+        "print('RESULT', json.dumps(bench.run(quick=True)['results']))\n"
+    )
+    out = engine.run(runtime_image.image_id, ["python", "-c", script], env={"PYTHONPATH": "/opt/torchimg"})
+    rows = json.loads(out.split("RESULT ", 1)[1])
+    failed = [r for r in rows if r.get("error")]
+    assert [(r["dtype"], r["m"]) for r in failed] == [("bf16", 512)]
+    assert "out of memory (injected)" in failed[0]["error"] and failed[0]["best"] is None
+    assert len(rows) == 6 and all(r["best"] > 0 for r in rows if r is not failed[0])
+    assert probe_results.unusable({"results": rows}) == [
+        "bench: bf16 512x512x512: error: OutOfMemoryError: out of memory (injected)"
+    ]
+
+
+def test_doctor_in_cpu_mode_runs_the_torchrun_path_with_gloo(
+    pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant, reports: Path
+) -> None:
+    if engine.gpu_runtime():
+        pytest.skip("this engine has the NVIDIA runtime: the CPU path is not what runs here")
+    rec = test.test(*pipeline.at("runtime", default_variant), test.Options(bench=False, doctor=True))
+    assert rec.test is not None and rec.test.ok and rec.test.doctor["fail"] == 0
+    doctor = json.loads((reports / "2.9.1-cu128-runtime" / "doctor.json").read_text())
+    status = {c["name"]: c for c in doctor["checks"]}
+    reduce = status["all_reduce bandwidth (torchrun)"]
+    assert reduce["status"] == "pass", reduce
+    assert reduce["data"]["backend"] == "gloo" and reduce["data"]["ranks"] == 2
+    assert [r["mb"] for r in reduce["data"]["results"]] == [8, 16, 32]
+    assert all(r["busbw_gbs"] > 0 and r["busbw_gbs"] == r["algbw_gbs"] for r in reduce["data"]["results"])
+    assert status["/dev/shm size"]["status"] == "pass"  # the pipeline's containers get 2 GiB
+    for name in (
+        "MIG",
+        "ECC and row remapping",
+        "persistence mode",
+        "PCIe link and copy bandwidth",
+        "P2P access",
+    ):
+        assert status[name]["status"] == "skip" and "no GPU visible" in status[name]["detail"]
+
+
+def test_doctor_warns_about_dockers_default_shm_with_the_fix(runtime_image: record.Record) -> None:
+    out = engine.run(runtime_image.image_id, ["sh", "-c", "torchimg-probe doctor; echo exit=$?"])
+    assert "WARN /dev/shm size: /dev/shm is only 64 MiB" in out and "fix: docker run --shm-size=16g" in out
+    assert out.rstrip().endswith("exit=0"), out[-1500:]  # a warning is not a failure
+
+
+def test_inv_doctor_runs_in_an_image_by_reference_and_refuses_a_foreign_one(
+    runtime_image: record.Record, base: str | None, tmp_path: Path
+) -> None:
+    env = {**os.environ, "TORCHIMG_REPORTS": str(tmp_path)}
+    inv = [str(Path(sys.executable).parent / "inv"), "doctor", "--image"]
+    done = subprocess.run(
+        [*inv, runtime_image.tags[0]],
+        cwd=paths.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+    assert "doctor: healthy; report:" in done.stdout
+    saved = json.loads(next(tmp_path.glob("doctor-*.json")).read_text())
+    assert saved["kind"] == "doctor" and saved["counts"]["fail"] == 0
+    foreign = base or variants.load().bases["debian-trixie"].image
+    done = subprocess.run(
+        [*inv, foreign], cwd=paths.ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 2, done.stderr[-1500:]
+    assert "is not an image of this pipeline" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_require_gpu_without_gpu_fails(

@@ -61,11 +61,11 @@ def test_labels_are_read_from_the_lockfile(config: variants.Config) -> None:
 def test_build_args_for_cuda_and_cpu(config: variants.Config) -> None:
     git = gitinfo.GitInfo("abc", 1, False, "x")
     cuda = image_inputs.build_args(config.variant("2.9.1-cu128"), "base", git, "3.13")
-    assert cuda["NVIDIA_REQUIRE_CUDA"] == "cuda>=12.8"
+    assert cuda["TORCHIMG_REQUIRE_CUDA"] == "cuda>=12.8"
     assert cuda["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert cuda["SOURCE_DATE_EPOCH"] == "1"
     cpu = image_inputs.build_args(config.variant("2.9.1-cpu"), "base", git, "3.13")
-    assert (cpu["NVIDIA_REQUIRE_CUDA"], cpu["NVIDIA_VISIBLE_DEVICES"]) == ("", "void")
+    assert (cpu["TORCHIMG_REQUIRE_CUDA"], cpu["NVIDIA_VISIBLE_DEVICES"]) == ("", "void")
 
 
 def test_layer_times_follow_the_repositorys_lockfile_not_a_copy(

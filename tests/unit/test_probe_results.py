@@ -2,7 +2,10 @@
 
 from typing import Any
 
+import pytest
+
 from torchimg import probe_results
+from torchimg.errors import RefusedError
 from torchimg.model import variants
 from torchimg.stages import Image
 from torchimg.stages import test as test_stage
@@ -43,7 +46,45 @@ def test_a_benchmark_without_finite_results_is_unusable() -> None:
 
 
 def test_require_gpu_applies_to_cuda_variants_only(config: variants.Config) -> None:
-    strict = test_stage.Options(require_gpu=True)
-    assert test_stage.needs_gpu(Image(config.variant("2.9.1-cu128"), "runtime"), strict)
-    assert not test_stage.needs_gpu(Image(config.variant("2.9.1-cpu"), "runtime"), strict)
-    assert not test_stage.needs_gpu(Image(config.variant("2.9.1-cu128"), "runtime"), test_stage.Options())
+    strict, plain = test_stage.Options(require_gpu=True), test_stage.Options()
+    cuda, cpu = Image(config.variant("2.9.1-cu128"), "runtime"), Image(config.variant("2.9.1-cpu"), "runtime")
+    assert test_stage.needs_gpu(cuda, strict, gpu_runtime=False)
+    assert not test_stage.needs_gpu(cpu, strict, gpu_runtime=True)
+    assert not test_stage.needs_gpu(cuda, plain, gpu_runtime=False)
+
+
+def test_an_engine_with_the_nvidia_runtime_requires_the_gpu_of_a_cuda_image(config: variants.Config) -> None:
+    """CUDA failing to start (802, 804) in a container given the GPUs is the finding, not a skip."""
+    cuda, cpu = Image(config.variant("2.9.1-cu128"), "runtime"), Image(config.variant("2.9.1-cpu"), "runtime")
+    assert test_stage.needs_gpu(cuda, test_stage.Options(), gpu_runtime=True)
+    assert not test_stage.needs_gpu(cpu, test_stage.Options(), gpu_runtime=True)
+
+
+def test_a_row_that_could_not_run_is_unusable_and_says_why() -> None:
+    row = {"dtype": "fp8", "m": 1024, "n": 1024, "k": 1024, "best": None, "error": "OutOfMemoryError: x"}
+    assert probe_results.unusable({"results": [row]}) == [
+        "bench: fp8 1024x1024x1024: error: OutOfMemoryError: x"
+    ]
+
+
+def test_the_baseline_file_is_the_probes_name_checked() -> None:
+    path = probe_results.baseline_path("NVIDIA-H100-80GB-HBM3-MIG-1g.10gb")
+    assert path == probe_results.BASELINES / "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb.json"
+    for bad in ("../etc/passwd", "", ".hidden", "a/b", None, 3, "x" * 200):
+        with pytest.raises(RefusedError, match="unusable baseline file"):
+            probe_results.baseline_path(bad)
+
+
+def test_smoke_and_doctor_results_must_agree_with_the_exit_status() -> None:
+    ok = {"checks": [{"name": "a", "status": "pass"}, {"name": "b", "status": "warn"}]}
+    probe_results.check_checks("doctor", ok, 0)
+    with pytest.raises(RefusedError, match="exited 1"):
+        probe_results.check_checks("doctor", ok, 1)
+    failed = {"checks": [{"name": "a", "status": "fail"}]}
+    probe_results.check_checks("smoke", failed, 1)
+    with pytest.raises(RefusedError, match="exited 0"):
+        probe_results.check_checks("smoke", failed, 0)
+    with pytest.raises(RefusedError, match="passed no check"):
+        probe_results.check_checks("smoke", {"checks": [{"name": "a", "status": "skip"}]}, 0)
+    with pytest.raises(RefusedError, match="unknown check statuses: ok"):
+        probe_results.check_checks("smoke", {"checks": [{"name": "a", "status": "ok"}]}, 0)

@@ -68,6 +68,7 @@ class Tested(Section):
     # Platforms tested under emulation (CPU mode, no benchmark): platform -> smoke counts.
     emulated: dict[str, dict[str, int]] = {}
     bench: dict[str, Any] | None = None
+    doctor: dict[str, int] = {}  # with --doctor: the node's readiness and multi-GPU checks
 
 
 class VulnDb(_Model):

@@ -1,9 +1,11 @@
-"""`nox -s test`: run the in-image probe (smoke checks, matmul benchmark) in the built image.
+"""`nox -s test`: run the in-image probe (smoke checks, matmul benchmark, and with `--doctor`
+the node's readiness and multi-GPU checks) in the built image.
 
-With `--gpus all` when the engine has the NVIDIA runtime (detected, not assumed); otherwise in
+With `--gpus all` when the engine has the NVIDIA runtime (detected, not assumed), and then a
+CUDA image must see its GPUs: CUDA failing to start is a failure, never a skip. Otherwise in
 CPU mode, where the probe reports every GPU check as skipped with its reason. Results go into
-the image's record and reports/<variant>-<flavor>/; a benchmark regression against a stored
-baseline for the same GPU model fails the stage.
+the image's record and reports/<variant>-<flavor>/; a benchmark regression against the stored
+baseline of the same GPU (full device name, MIG profile included) fails the stage.
 """
 
 import argparse
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchimg import probe_results
+from torchimg import paths, probe_results
 from torchimg.adapters import emulation, engine
 from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import record
@@ -23,7 +25,7 @@ from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Image, Selection, StageResult, built, each_image
 
-HELP = "run the smoke checks and matmul benchmark in the built images"
+HELP = "run the smoke checks and matmul benchmark (and --doctor) in the built images"
 SELECTS = "images"  # variants x flavors
 BY_DIGEST = True  # --image REPOSITORY@DIGEST, --staged
 PROBE_TIMEOUT_S = 1800
@@ -36,6 +38,7 @@ class Options:
     bench: bool = True
     threshold: float = 0.10
     update_baseline: bool = False
+    doctor: bool = False
 
     def __post_init__(self) -> None:
         if not _is_fraction(self.threshold):
@@ -72,10 +75,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
         "--threshold", type=_fraction, default=0.10, help="bench regression gate: a fraction in (0, 1)"
     )
     p.add_argument("--update-baseline", action="store_true", help="store this bench as the GPU's baseline")
+    p.add_argument(
+        "--doctor", action="store_true", help="also check the node: driver, shm, MIG, ECC, PCIe, NCCL"
+    )
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
-    return Options(args.require_gpu, not args.no_bench, args.threshold, args.update_baseline)
+    return Options(args.require_gpu, not args.no_bench, args.threshold, args.update_baseline, args.doctor)
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
@@ -115,28 +121,31 @@ def run_probe(
         raise RefusedError(f"the {what} probe wrote unreadable JSON in {image[:19]} ({exc})") from None
     if not isinstance(parsed, dict):
         raise RefusedError(f"the {what} probe wrote {type(parsed).__name__}, not a JSON object")
-    if what == "smoke":
-        probe_results.check_smoke(parsed, exited.code)
+    if what in ("smoke", "doctor"):
+        probe_results.check_checks(what, parsed, exited.code)
     return parsed
 
 
-def needs_gpu(image: Image, opts: Options) -> bool:
-    """--require-gpu applies to CUDA variants only: a cpu variant on a GPU runner is tested
-    in CPU mode, never failed for a GPU it does not use."""
-    return opts.require_gpu and image.variant.cuda_info is not None
+def needs_gpu(image: Image, opts: Options, gpu_runtime: bool) -> bool:
+    """Whether a GPU not seen fails the test: for CUDA variants only (a cpu variant on a GPU
+    runner is tested in CPU mode), with --require-gpu, or whenever the engine gives the
+    container the GPUs (then CUDA failing to start, e.g. error 802 or 804, is the finding)."""
+    return image.variant.cuda_info is not None and (opts.require_gpu or gpu_runtime)
 
 
 def test(selection: Selection, image: Image, opts: Options) -> record.Record:
     rec = built(selection, image)
     gpu = engine.gpu_runtime()
-    if needs_gpu(image, opts) and not gpu:
+    required = needs_gpu(image, opts, gpu)
+    if required and not gpu:
         raise PipelineError(
             "--require-gpu: the engine has no NVIDIA runtime, so containers cannot see a GPU",
             "install the NVIDIA Container Toolkit and `nvidia-ctk runtime configure --runtime=docker`",
         )
     env = {"TORCHIMG_EXPECT": json.dumps(probe_results.expected(rec.labels))}
     reports = selection.folder(image)
-    smoke = run_probe(rec.image_id, "smoke", gpu, env, ["--require-gpu"] if needs_gpu(image, opts) else [])
+    strict = ["--require-gpu"] if required else []
+    smoke = run_probe(rec.image_id, "smoke", gpu, env, strict)
     _save(reports / "smoke.json", smoke)
     problems = [
         f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
@@ -145,13 +154,13 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         ok=False,
         image_id=rec.image_id,
         gpu=gpu,
-        required_gpu=needs_gpu(image, opts),
+        required_gpu=required,
         smoke=_counts(smoke),
         platform=emulation.engine_platform(),
     )
     for platform in (p for p in rec.build.platforms if not emulation.native(p)):
         emulation.require(platform)
-        emulated = run_probe(rec.image_id, "smoke", False, env, [], platform=platform)
+        emulated = run_probe(rec.image_id, "smoke", False, env, ["--emulated"], platform=platform)
         _save(reports / f"smoke-{platform.replace('/', '-')}.json", emulated)
         problems += [
             f"smoke on {platform}: {c.get('name')}: {c.get('detail')}"
@@ -175,6 +184,13 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
                 "results": bench["results"],
             }
             problems += _against_baseline(bench, gpu, opts)
+    if opts.doctor:
+        doctor = run_probe(rec.image_id, "doctor", gpu, env, strict)
+        _save(reports / "doctor.json", doctor)
+        result.doctor = _counts(doctor)
+        problems += [
+            f"doctor: {c.get('name')}: {c.get('detail')}" for c in doctor["checks"] if c["status"] == "fail"
+        ]
     result.ok = not problems
     result.problems = problems
     result.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -196,16 +212,23 @@ def _save(file: Path, data: dict[str, Any]) -> None:
 
 
 def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options) -> list[str]:
-    key = bench.get("peak_key")
-    if not (gpu and key):
+    """The gate against this GPU's own baseline (benchmarks/baselines/<full device name>.json)."""
+    device = bench.get("device")
+    if not gpu:
         return []
-    base = probe_results.baseline_path(key)
+    base = probe_results.baseline_path(bench.get("baseline"))
     if opts.update_baseline:
         base.parent.mkdir(parents=True, exist_ok=True)
         _save(base, bench)
+        log.info("   stored the benchmark baseline for %s: %s", device, base.relative_to(paths.ROOT))
         return []
     if not base.exists():
-        log.info("   no benchmark baseline for %s yet (%s): nothing to compare with", key, base.name)
+        log.warning(
+            "   no benchmark baseline for %s (%s): the regression gate had nothing to compare with; "
+            "store one with --update-baseline",
+            device,
+            base.name,
+        )
         return []
     return [
         f"bench regression: {r}"

@@ -1,4 +1,8 @@
-"""`torchimg-probe smoke|bench [--json PATH]`: run in the image by `nox -s test`."""
+"""`torchimg-probe smoke|bench|doctor [--json PATH]`: run in the image by `nox -s test` and
+`inv doctor`, or directly with a host's torch (`python -m torchimg_probe ...`).
+
+Exit status: 0 every check passed (warnings included), 1 a check failed.
+"""
 
 import argparse
 import json
@@ -8,25 +12,36 @@ from pathlib import Path
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="torchimg-probe")
-    p.add_argument("what", choices=("smoke", "bench"))
+    p.add_argument("what", choices=("smoke", "bench", "doctor"))
     p.add_argument("--json", type=Path, help="write the results here as JSON")
-    p.add_argument("--require-gpu", action="store_true", help="no GPU visible is a failure")
+    p.add_argument(
+        "--require-gpu", action="store_true", help="a GPU check that cannot run (CUDA did not start) fails"
+    )
     p.add_argument("--quick", action="store_true", help="bench: fewer shapes and repeats")
+    p.add_argument(
+        "--emulated",
+        action="store_true",
+        help="smoke: under CPU emulation (skips max-autotune and extra compiles)",
+    )
     args = p.parse_args()
-    if args.what == "smoke":
-        from torchimg_probe import smoke
-
-        report = smoke.run(args.require_gpu)
-        text, ok = report.to_json(), report.ok
-        counts = json.loads(text)["counts"]
-        print(f"smoke: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
-    else:
+    if args.what == "bench":
         from torchimg_probe import bench
 
         text, ok = json.dumps(bench.run(args.quick), indent=2), True
+    else:
+        if args.what == "smoke":
+            from torchimg_probe import smoke
+
+            report = smoke.run(args.require_gpu, args.emulated)
+        else:
+            from torchimg_probe import doctor
+
+            report = doctor.run(args.require_gpu)
+        text, ok = report.to_json(), report.ok
+        print(report.summary(), flush=True)
     if args.json:
         args.json.write_text(text + "\n")
-    else:
+    elif args.what == "bench":
         print(text)
     return 0 if ok else 1
 

@@ -1,15 +1,20 @@
-"""What the GPUs are and whether this torch build can run on them."""
+"""What the GPUs are and whether this torch build can run on them: pure knowledge (no torch
+import), so that every rule here is tested on a host without a GPU."""
 
 import re
 from pathlib import Path
 
-# Dense peak TFLOP/s (no sparsity) from the vendors' datasheets, per dtype. A GPU missing
-# here gets no percentage: a guess would be worse than nothing.
+# Dense peak TFLOP/s (no sparsity) from the vendors' datasheets, per dtype; fp8 is the
+# fast-accumulate figure. A GPU missing here gets no percentage: a guess would be worse than
+# nothing. B200: the HGX B200 sheet's 8-GPU figures / 8, sparsity halved.
 PEAKS: dict[str, dict[str, float]] = {
     "H100 SXM": {"fp32": 67, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},
     "H100 PCIe": {"fp32": 51, "tf32": 378, "fp16": 756, "bf16": 756, "fp8": 1513},
     "H100 NVL": {"fp32": 60, "tf32": 417.5, "fp16": 835, "bf16": 835, "fp8": 1670.5},
     "H200": {"fp32": 67, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},
+    "H200 NVL": {"fp32": 60, "tf32": 417.5, "fp16": 835, "bf16": 835, "fp8": 1670},
+    "GH200": {"fp32": 67, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},
+    "B200": {"fp32": 75, "tf32": 1125, "fp16": 2250, "bf16": 2250, "fp8": 4500},
     "A100": {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312},
     "L40S": {"fp32": 91.6, "tf32": 183, "fp16": 362.05, "bf16": 362.05, "fp8": 733},
     "L4": {"fp32": 30.3, "tf32": 60, "fp16": 121, "bf16": 121, "fp8": 242.5},
@@ -17,14 +22,37 @@ PEAKS: dict[str, dict[str, float]] = {
     "A10": {"fp32": 31.2, "tf32": 62.5, "fp16": 125, "bf16": 125},
 }
 
+# The best published achievable bf16 matmul TFLOP/s (large square GEMMs at the GPU's real
+# clocks): what a healthy node should come close to, where the datasheet peak never is.
+ACHIEVABLE: dict[str, dict[str, float]] = {
+    "H100 SXM": {"bf16": 794.5},
+    "GH200": {"bf16": 828.6},
+    "B200": {"bf16": 1745},
+}
+
+# PCIe payload bandwidth per lane and direction in GB/s, after line encoding, by generation.
+PCIE_LANE_GBS = {1: 0.25, 2: 0.5, 3: 0.985, 4: 1.969, 5: 3.938, 6: 7.563}
+
+
+def is_mig(name: str) -> bool:
+    """A MIG instance: CUDA names it after the full GPU plus its profile ('... MIG 1g.10gb')."""
+    return re.search(r"\bMIG\b", name.upper()) is not None
+
 
 def peak_key(name: str) -> str | None:
-    """Map a CUDA device name (e.g. 'NVIDIA H100 80GB HBM3') to a PEAKS entry, or None."""
+    """Map a CUDA device name (e.g. 'NVIDIA H100 80GB HBM3') to a PEAKS entry, or None.
+
+    A MIG instance maps to nothing: a slice has a fraction of the GPU's SMs (a 1g slice tops
+    out near 14 % of the full GPU), so the full GPU's peak would report it as broken."""
     n = name.upper()
+    if is_mig(n):
+        return None
     if "GH200" in n:
-        return None  # Grace Hopper runs at other clocks and power: no datasheet peak here
+        return "GH200"
+    if re.search(r"\bB200\b", n):
+        return "B200"
     if "H200" in n:
-        return "H200"
+        return "H200 NVL" if "NVL" in n else "H200"
     if "H100" in n:
         if "NVL" in n:
             return "H100 NVL"
@@ -35,6 +63,15 @@ def peak_key(name: str) -> str | None:
     if re.search(r"\bL4\b", n):
         return "L4"
     return None
+
+
+def peak(key: str | None, dtype: str) -> float | None:
+    """Datasheet peak for a bench dtype ('fp8_fast' and 'fp8' share the fp8 figure)."""
+    return PEAKS.get(key or "", {}).get(dtype.removesuffix("_fast"))
+
+
+def achievable(key: str | None, dtype: str) -> float | None:
+    return ACHIEVABLE.get(key or "", {}).get(dtype)
 
 
 def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> tuple[bool, str]:
@@ -51,8 +88,9 @@ def arch_supported(capability: tuple[int, int], arch_list: list[str]) -> tuple[b
     return False, f"no kernel image for sm_{cc}: the wheel has {', '.join(sorted(arch_list))}"
 
 
-def driver_version() -> str | None:
-    """The host's NVIDIA kernel driver version, as the container sees it."""
+def kernel_driver_version() -> str | None:
+    """The host's NVIDIA kernel module version, as the container sees it. Under CUDA forward
+    compatibility the user-mode driver (libcuda) is newer than this."""
     path = Path("/proc/driver/nvidia/version")
     if not path.exists():
         return None
@@ -62,3 +100,22 @@ def driver_version() -> str | None:
 
 def version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v))
+
+
+def cuda_version_text(encoded: int) -> str:
+    """cuDriverGetVersion's integer (1000 * major + 10 * minor) as 'major.minor'."""
+    return f"{encoded // 1000}.{encoded % 1000 // 10}"
+
+
+def pcie_gbs(generation: int, width: int) -> float | None:
+    """Payload bandwidth one way of a PCIe link, GB/s; None for an unknown generation."""
+    lane = PCIE_LANE_GBS.get(generation)
+    return round(lane * width, 1) if lane and width > 0 else None
+
+
+def baseline_name(device_name: str) -> str:
+    """The benchmark baseline's file stem for a GPU: its full CUDA name (model, memory, form
+    factor, MIG profile), so that A100 PCIe and SXM, H200 NVL and SXM, and a MIG slice and its
+    full GPU never share a baseline."""
+    name = re.sub(r"[^A-Za-z0-9.]+", "-", device_name.strip()).strip("-.")
+    return name or "unknown-gpu"

@@ -1,0 +1,266 @@
+"""Is this host ready for GPU work? Driver, /dev/shm, MIG, ECC, persistence, PCIe link and
+copy bandwidth, each with the fix. NVML (nvidia-ml-py) reads the GPU's state; where the host
+or a MIG slice hides a value, the check says "not available" instead of guessing.
+"""
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from torchimg_probe import cuda_state, gpus, verdicts
+from torchimg_probe.results import CannotCheckError, ConcernError
+
+COPY_BYTES = 256 * 2**20
+
+
+def check_driver() -> tuple[str, dict[str, Any]]:
+    """The user-mode driver's CUDA version against the image's: what decides whether CUDA runs
+    (under forward compatibility the kernel module is older, and that is fine)."""
+    if torch.version.cuda is None:
+        raise CannotCheckError("CPU-only torch build (no CUDA in this image)")
+    cuda_state.need_gpu()
+    version, path = cuda_state.driver_cuda_version()
+    compat = cuda_state.forward_compat(path)
+    status, why = verdicts.driver_compatibility(version, torch.version.cuda, compat)
+    kernel = gpus.kernel_driver_version()
+    data = {
+        "driver_cuda": version,
+        "image_cuda": torch.version.cuda,
+        "libcuda": path,
+        "forward_compat": compat,
+        "kernel_module": kernel,
+        "toolkit_min_driver": _expected_min_driver(),
+    }
+    detail = f"{why}; kernel module {kernel or 'not visible'}"
+    if status == "fail":
+        raise AssertionError(detail)
+    if status == "warn":
+        raise ConcernError(detail, data, "upgrade the host's NVIDIA driver")
+    return detail, data
+
+
+def _expected_min_driver() -> str:
+    import json
+
+    return str(json.loads(os.environ.get("TORCHIMG_EXPECT", "{}")).get("driver_min", "none"))
+
+
+def check_shm() -> tuple[str, dict[str, Any]]:
+    st = os.statvfs("/dev/shm")
+    size = st.f_blocks * st.f_frsize
+    status, why = verdicts.shm(size)
+    data = {"bytes": size}
+    if status == "warn":
+        raise ConcernError(
+            why,
+            data,
+            "docker run --shm-size=16g (or --ipc=host); Kubernetes: an emptyDir of medium Memory on /dev/shm",
+        )
+    return why, data
+
+
+@contextmanager
+def _nvml() -> Iterator[Any]:
+    """pynvml, initialised; CannotCheckError when the host gives the container no NVML."""
+    cuda_state.need_gpu()
+    try:
+        import pynvml
+    except ImportError:
+        raise CannotCheckError("nvidia-ml-py is not installed in this image") from None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        raise CannotCheckError(f"NVML not available: {exc}") from None
+    try:
+        yield pynvml
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _value(nvml: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """An NVML read; 'not available' where the host, the GPU or a MIG slice hides it."""
+    try:
+        return fn(*args)
+    except nvml.NVMLError as exc:
+        return f"not available ({exc})"
+
+
+def _handles(nvml: Any) -> list[tuple[int, Any]]:
+    """NVML's handle of the physical GPU behind each device CUDA sees, found by UUID (NVML
+    numbers GPUs in PCI order, CUDA fastest first; a MIG instance maps to its parent GPU),
+    by index where the UUID is not known."""
+    out = []
+    for i in range(torch.cuda.device_count()):
+        uuid = str(getattr(torch.cuda.get_device_properties(i), "uuid", "") or "")
+        handle = None
+        for name in (uuid, f"GPU-{uuid}", f"MIG-{uuid}"):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(name)
+                break
+            except nvml.NVMLError:
+                continue
+        if handle is None:
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        try:
+            if nvml.nvmlDeviceIsMigDeviceHandle(handle):
+                handle = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+        except nvml.NVMLError:
+            pass
+        out.append((i, handle))
+    return out
+
+
+def check_mig() -> tuple[str, dict[str, Any]]:
+    with _nvml() as nvml:
+        data: dict[str, Any] = {
+            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        }
+        enabled = []
+        for i, h in _handles(nvml):
+            mode = _value(nvml, nvml.nvmlDeviceGetMigMode, h)
+            if isinstance(mode, str):
+                data[str(i)] = {"mig": mode}
+                continue
+            current, pending = mode
+            instances = []
+            if current:
+                slots = _value(nvml, nvml.nvmlDeviceGetMaxMigDeviceCount, h)
+                for j in range(slots if isinstance(slots, int) else 0):
+                    mig = _value(nvml, nvml.nvmlDeviceGetMigDeviceHandleByIndex, h, j)
+                    if not isinstance(mig, str):
+                        instances.append(str(_value(nvml, nvml.nvmlDeviceGetName, mig)))
+                enabled.append(i)
+            data[str(i)] = {"mig": bool(current), "pending": bool(pending), "instances": instances}
+    if not enabled:
+        return f"MIG off on every GPU; CUDA sees {len(data['cuda_devices'])} device(s)", data
+    raise ConcernError(
+        f"MIG on GPU(s) {enabled}: {sum(len(data[str(i)]['instances']) for i in enabled)} instance(s); "
+        f"CUDA in this container sees {len(data['cuda_devices'])}: {', '.join(data['cuda_devices'])}",
+        data,
+        "a process uses one MIG instance: give each job one instance (NVIDIA_VISIBLE_DEVICES=MIG-<uuid>); "
+        "benchmarks compare against that slice, not the full GPU",
+    )
+
+
+def check_ecc() -> tuple[str, dict[str, Any]]:
+    bad, notes, data = [], [], {}
+    with _nvml() as nvml:
+        for i, h in _handles(nvml):
+            mode = _value(nvml, nvml.nvmlDeviceGetEccMode, h)
+            volatile = _value(
+                nvml,
+                nvml.nvmlDeviceGetTotalEccErrors,
+                h,
+                nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                nvml.NVML_VOLATILE_ECC,
+            )
+            rows = _value(nvml, nvml.nvmlDeviceGetRemappedRows, h)
+            entry: dict[str, Any] = {
+                "ecc": mode if isinstance(mode, str) else bool(mode[0]),
+                "uncorrected_volatile": volatile,
+            }
+            if not isinstance(rows, str):
+                corrected, uncorrected, pending, failed = rows
+                entry |= {
+                    "remapped_corrected": corrected,
+                    "remapped_uncorrected": uncorrected,
+                    "remap_pending": bool(pending),
+                    "remap_failed": bool(failed),
+                }
+                if failed:
+                    bad.append(f"GPU {i}: row remapping failed")
+                elif pending:
+                    notes.append(f"GPU {i}: a row remap is pending")
+            else:
+                entry["remapped_rows"] = rows
+            if isinstance(volatile, int) and volatile > 0:
+                bad.append(f"GPU {i}: {volatile} uncorrectable ECC errors since the driver loaded")
+            if entry["ecc"] is False:
+                notes.append(f"GPU {i}: ECC is off")
+            data[str(i)] = entry
+    if bad:
+        raise AssertionError("; ".join(bad) + ": drain the node and reset or replace the GPU")
+    if notes:
+        raise ConcernError(
+            "; ".join(notes),
+            data,
+            "reset the GPU (nvidia-smi -r) to apply pending remaps; "
+            "enable ECC (nvidia-smi -e 1) on datacenter GPUs",
+        )
+    return f"{len(data)} GPU(s): no uncorrectable ECC errors, no failed or pending row remaps", data
+
+
+def check_persistence() -> tuple[str, dict[str, Any]]:
+    with _nvml() as nvml:
+        data = {str(i): _value(nvml, nvml.nvmlDeviceGetPersistenceMode, h) for i, h in _handles(nvml)}
+    off = [i for i, v in data.items() if v == 0]
+    if off:
+        raise ConcernError(
+            f"persistence mode off on GPU(s) {', '.join(off)}: "
+            "each CUDA start re-initialises the GPU (seconds)",
+            {"persistence": data},
+            "run nvidia-persistenced on the host (or nvidia-smi -pm 1)",
+        )
+    shown = "on" if all(v == 1 for v in data.values()) else str(data)
+    return f"persistence mode {shown}", {"persistence": data}
+
+
+def _copy_gbs(device: int, to_device: bool) -> float:
+    host = torch.empty(COPY_BYTES, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(COPY_BYTES, dtype=torch.uint8, device=f"cuda:{device}")
+    src, dst = (host, dev) if to_device else (dev, host)
+    with torch.cuda.device(device):
+        for _ in range(3):
+            dst.copy_(src, non_blocking=True)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(10):
+            dst.copy_(src, non_blocking=True)
+        end.record()
+        end.synchronize()
+    return float(10 * COPY_BYTES / (start.elapsed_time(end) / 1e3) / 1e9)
+
+
+def check_pcie() -> tuple[str, dict[str, Any]]:
+    """The PCIe link (generation, width) and pinned host<->device copies against what it carries.
+    Copies run first: an idle link trains down to a lower generation to save power."""
+    data: dict[str, Any] = {}
+    concerns = []
+    with _nvml() as nvml:
+        for i, h in _handles(nvml):
+            h2d, d2h = _copy_gbs(i, True), _copy_gbs(i, False)
+            gen = _value(nvml, nvml.nvmlDeviceGetMaxPcieLinkGeneration, h)
+            width = _value(nvml, nvml.nvmlDeviceGetMaxPcieLinkWidth, h)
+            now = (
+                _value(nvml, nvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
+                _value(nvml, nvml.nvmlDeviceGetCurrPcieLinkWidth, h),
+            )
+            link = gpus.pcie_gbs(gen, width) if isinstance(gen, int) and isinstance(width, int) else None
+            status, why = verdicts.copy_bandwidth(min(h2d, d2h), link)
+            data[str(i)] = {
+                "max_generation": gen,
+                "max_width": width,
+                "current": list(now),
+                "link_gbs": link,
+                "h2d_gbs": round(h2d, 1),
+                "d2h_gbs": round(d2h, 1),
+            }
+            if status == "fail":
+                raise AssertionError(f"GPU {i}: {why}")
+            if status == "warn" or (isinstance(now[1], int) and isinstance(width, int) and now[1] < width):
+                concerns.append(f"GPU {i}: {why}; link x{now[1]} of x{width}")
+    text = "; ".join(
+        f"GPU {i}: Gen{d['max_generation']} x{d['max_width']}, H2D {d['h2d_gbs']} / D2H {d['d2h_gbs']} GB/s"
+        for i, d in data.items()
+    )
+    if concerns:
+        raise ConcernError(
+            "; ".join(concerns),
+            data,
+            "reseat the GPU or riser, check the BIOS PCIe settings and the NUMA placement of the job",
+        )
+    return text, data
