@@ -1,1 +1,2 @@
-"""In-image probe: smoke checks and matmul benchmarks. Needs only the stdlib and torch."""
+"""In-image probe: smoke checks, matmul benchmark and the node doctor. Needs torch, and
+nvidia-ml-py for the doctor's NVML reads (a check says so when it is missing)."""
