@@ -48,8 +48,9 @@ def require_trivy() -> None:
         missing(f"these tests need trivy: {exc}")
 
 
-def build_small(folder: Path, dockerfile: str, tag: str) -> str:
-    """Build a small throwaway image from `dockerfile` (text) in `folder`; return its tag."""
+def build_small(folder: Path, dockerfile: str, tag: str, compression: str = "gzip") -> str:
+    """Build a small throwaway image from `dockerfile` (text) in `folder`, its layers in
+    `compression`; return its tag."""
     (folder / "Dockerfile").write_text(dockerfile)
     engine.build(
         context=folder,
@@ -61,6 +62,7 @@ def build_small(folder: Path, dockerfile: str, tag: str) -> str:
         secrets=[],
         labels={},
         what=tag,
+        compression=compression,
     )
     return tag
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import remove_images
+from tests.integration.conftest import build_small, remove_images
 from torchimg.adapters import engine, local_registry
 
 
@@ -23,19 +23,8 @@ def test_an_empty_engine_holds_nothing_has_a_network_and_leaves_no_trace(
     copy = f"{reg.host}/torchimg-test-empty:base"
     engine.push_as(base, copy)
     # zstd layers (the default) as the pipeline exports them: pushed, then pulled elsewhere
-    (tmp_path / "Dockerfile").write_text(f"FROM {base}\nRUN echo zstd > /zstd\n")
-    zstd = f"{reg.host}/torchimg-test-empty:zstd"
-    engine.build(
-        context=tmp_path,
-        dockerfile=tmp_path / "Dockerfile",
-        target=None,
-        tags=[zstd],
-        build_args={},
-        contexts={},
-        secrets=[],
-        labels={},
-        what="a zstd image",
-        compression="zstd",
+    zstd = build_small(
+        tmp_path, f"FROM {base}\nRUN echo zstd > /zstd\n", f"{reg.host}/torchimg-test-empty:zstd", "zstd"
     )
     engine.push_as(zstd, zstd)
     remove_images(zstd)

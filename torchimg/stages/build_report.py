@@ -210,7 +210,7 @@ def _header(variant: Variant, base_ref: str) -> dict[str, Any]:
 
 def measure(
     config: Config, variant: Variant, base: str | None, creds: Credentials, out: dict[str, Any]
-) -> dict[str, Any]:
+) -> None:
     """Run every measurement, filling `out` as it goes (also written under reports/). Every
     build and pull runs on an empty engine of the report's own (a new runner), never on the
     main one."""
@@ -300,7 +300,6 @@ def measure(
             out["naive"] = _naive(variant, base_copy, creds)
             engine.pull(base_copy)
             out["size_naive"] = image_sizes.sizes(out["naive"]["tag"], base_copy)
-    return out
 
 
 def measure_platforms(
