@@ -45,9 +45,11 @@ def jupyter(c: Context, variant: str = "", port: int = 8888) -> None:
 def doctor(c: Context, variant: str = "", flavor: str = "runtime", image: str = "") -> None:
     """Is this node ready for GPU work? Driver, /dev/shm, MIG, ECC, PCIe, NCCL; exit 1 on a failure."""
     with devtools.user_errors():
-        healthy, report = devtools.doctor(variant, flavor, image)
-        print(f"doctor: {'healthy' if healthy else 'NOT healthy'}; report: {paths.shown(report)}")
-        if not healthy:
+        unhealthy, report = devtools.doctor(variant, flavor, image)
+        for line in unhealthy:
+            print(f"  NOT healthy: {line}")
+        print(f"doctor: {'NOT healthy' if unhealthy else 'healthy'}; report: {paths.shown(report)}")
+        if unhealthy:
             raise SystemExit(1)
 
 

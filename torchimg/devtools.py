@@ -147,12 +147,18 @@ def registry_action(action: str, host: str) -> str:
     return actions[action]()
 
 
-def doctor(variant_name: str, flavor: str, image: str) -> tuple[bool, Path]:
-    """`inv doctor`: the probe's node checks (driver, /dev/shm, MIG, ECC, persistence, PCIe,
-    P2P, NCCL all_reduce through torchrun) in the image last built for a variant, or in any
-    image of this pipeline by reference (pulled when not here). Returns (healthy, JSON file)."""
+def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]:
+    """`inv doctor`: the probe's node checks (driver, /dev/shm, MIG, ECC, persistence and
+    compute mode, PCIe, P2P, NCCL all_reduce through torchrun) in the image last built for a
+    variant, or in any CUDA image of this pipeline by reference (pulled when not here).
+    Returns (what is not healthy, the JSON report); nothing listed means healthy."""
     from torchimg.stages import test  # the probe's runner and its result checks: one place
 
+    if flavor not in variants.FLAVORS:
+        raise PipelineError(
+            f"--flavor {flavor!r} is not a flavor", f"use one of {', '.join(variants.FLAVORS)}"
+        )
+    engine.preflight()
     if image:
         ref = image
         if engine.image_id(ref) is None:
@@ -175,13 +181,24 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[bool, Path]:
             f"{ref} is not an image of this pipeline (no {labels.VARIANT} label, no torchimg-probe)",
             "pass an image built by `nox -s build`, or run the probe's doctor in yours",
         )
+    if found.get(labels.CUDA_TAG, "cpu") == "cpu":
+        raise PipelineError(
+            f"{ref} is a CPU-only image: the doctor checks a node's GPUs with a CUDA image",
+            "pass a CUDA variant's image (e.g. the default one)",
+        )
     gpu = engine.gpu_runtime()
-    strict = gpu and found.get(labels.CUDA_TAG, "cpu") != "cpu"
-    env = {"TORCHIMG_EXPECT": json.dumps(probe_results.expected(found))}
-    result = test.run_probe(ref, "doctor", gpu, env, ["--require-gpu"] if strict else [])
+    env = test.doctor_env({"TORCHIMG_EXPECT": json.dumps(probe_results.expected(found))})
+    result = test.run_probe(ref, "doctor", gpu, env, ["--require-gpu"] if gpu else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    return bool(result.get("ok")) and not any(c["status"] == "fail" for c in result["checks"]), out
+    unhealthy = [f"{c.get('name')}: {c.get('detail')}" for c in result["checks"] if c.get("status") == "fail"]
+    if not gpu:
+        unhealthy.append(
+            "this engine has no NVIDIA runtime: containers cannot see a GPU (the checks above ran "
+            "in CPU mode); install the NVIDIA Container Toolkit and "
+            "`nvidia-ctk runtime configure --runtime=docker`"
+        )
+    return unhealthy, out
 
 
 def images_table() -> str:

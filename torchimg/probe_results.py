@@ -50,6 +50,8 @@ def baseline_path(name: object) -> Path:
 def unusable(bench: dict[str, Any]) -> list[str]:
     """Benchmark rows without a finite, positive throughput (NaN passes every comparison)."""
     rows = bench.get("results")
+    if bench.get("error"):
+        return [f"bench: {bench['error']}"]
     if not isinstance(rows, list) or not rows:
         return ["bench: the probe reported no results"]
     return [
@@ -60,12 +62,24 @@ def unusable(bench: dict[str, Any]) -> list[str]:
     ]
 
 
-def regressions(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -> list[str]:
-    """Shapes/dtypes whose best throughput fell more than `threshold` below the baseline."""
-    old = {(r["dtype"], r["m"], r["n"], r["k"]): r["best"] for r in baseline["results"]}
-    out = []
+def compare(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -> tuple[int, list[str]]:
+    """(rows compared, rows whose best throughput fell more than `threshold` below the baseline)."""
+    old = {
+        (r["dtype"], r["m"], r["n"], r["k"]): r["best"]
+        for r in baseline["results"]
+        if isinstance(r.get("best"), int | float) and r["best"] > 0
+    }
+    compared, out = 0, []
     for r in bench["results"]:
         before = old.get((r["dtype"], r["m"], r["n"], r["k"]))
-        if before and r["best"] < before * (1 - threshold):
+        if before is None or not isinstance(r.get("best"), int | float):
+            continue
+        compared += 1
+        if r["best"] < before * (1 - threshold):
             out.append(f"{r['dtype']} {r['m']}x{r['n']}x{r['k']}: {r['best']} < {before} -{threshold:.0%}")
-    return out
+    return compared, out
+
+
+def regressions(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -> list[str]:
+    """Shapes/dtypes whose best throughput fell more than `threshold` below the baseline."""
+    return compare(bench, baseline, threshold)[1]

@@ -23,9 +23,18 @@ def test_a_drop_beyond_the_threshold_is_a_regression() -> None:
     assert probe_results.regressions(bench(900.0), bench(800.0), 0.10) == []
 
 
-def test_shapes_missing_from_the_baseline_are_not_judged() -> None:
+def test_shapes_missing_from_the_baseline_are_not_judged_and_are_counted_as_such() -> None:
     other = {"results": [{"dtype": "fp8", "m": 1, "n": 1, "k": 1, "best": 1e9}]}
     assert probe_results.regressions(bench(1.0), other, 0.10) == []
+    assert probe_results.compare(bench(1.0), other, 0.10) == (0, [])  # the stage fails on 0 compared
+    assert probe_results.compare(bench(700.0), bench(800.0), 0.10)[0] == 1
+    broken = {"results": [{"dtype": "bf16", "m": 8192, "n": 8192, "k": 8192, "best": None}]}
+    assert probe_results.compare(bench(1.0), broken, 0.10) == (0, [])
+
+
+def test_a_bench_that_could_not_start_says_why() -> None:
+    failed = {"kind": "bench", "error": "--require-gpu: CUDA did not start: 802", "results": []}
+    assert probe_results.unusable(failed) == ["bench: --require-gpu: CUDA did not start: 802"]
 
 
 def test_expected_versions_come_from_labels() -> None:

@@ -126,6 +126,12 @@ def run_probe(
     return parsed
 
 
+def doctor_env(env: dict[str, str]) -> dict[str, str]:
+    """The doctor judges the driver itself: the container toolkit's own check of
+    NVIDIA_REQUIRE_CUDA would refuse to start it on the very driver it should diagnose."""
+    return {**env, "NVIDIA_DISABLE_REQUIRE": "1"}
+
+
 def needs_gpu(image: Image, opts: Options, gpu_runtime: bool) -> bool:
     """Whether a GPU not seen fails the test: for CUDA variants only (a cpu variant on a GPU
     runner is tested in CPU mode), with --require-gpu, or whenever the engine gives the
@@ -170,7 +176,7 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         result.emulated[platform] = _counts(emulated)
         log.info("   bench on %s: skipped (emulated timings say nothing about the hardware)", platform)
     if opts.bench:
-        bench = run_probe(rec.image_id, "bench", gpu, env, [])
+        bench = run_probe(rec.image_id, "bench", gpu, env, strict)
         _save(reports / "bench.json", bench)
         unusable = probe_results.unusable(bench)
         problems += unusable
@@ -183,9 +189,9 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
                 "unit": bench.get("unit"),
                 "results": bench["results"],
             }
-            problems += _against_baseline(bench, gpu, opts)
+            problems += _against_baseline(bench, gpu, opts, problems)
     if opts.doctor:
-        doctor = run_probe(rec.image_id, "doctor", gpu, env, strict)
+        doctor = run_probe(rec.image_id, "doctor", gpu, doctor_env(env), strict)
         _save(reports / "doctor.json", doctor)
         result.doctor = _counts(doctor)
         problems += [
@@ -211,12 +217,16 @@ def _save(file: Path, data: dict[str, Any]) -> None:
     file.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options) -> list[str]:
+def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options, problems: list[str]) -> list[str]:
     """The gate against this GPU's own baseline (benchmarks/baselines/<full device name>.json)."""
     device = bench.get("device")
-    if not gpu:
+    if not gpu or bench.get("baseline") is None:  # a cpu image, or CUDA did not start (smoke says why)
         return []
     base = probe_results.baseline_path(bench.get("baseline"))
+    if opts.update_baseline and problems:
+        return [
+            "--update-baseline: not stored, this run has problems (a baseline must come from a healthy run)"
+        ]
     if opts.update_baseline:
         base.parent.mkdir(parents=True, exist_ok=True)
         _save(base, bench)
@@ -230,7 +240,12 @@ def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options) -> list[s
             base.name,
         )
         return []
-    return [
-        f"bench regression: {r}"
-        for r in probe_results.regressions(bench, json.loads(base.read_text()), opts.threshold)
-    ]
+    try:
+        baseline = json.loads(base.read_text())
+        compared, slower = probe_results.compare(bench, baseline, opts.threshold)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"bench baseline {base.name} is unreadable ({exc}): fix or delete it, or --update-baseline"]
+    if compared == 0:
+        return [f"bench: no row of this run matches a row of {base.name}: nothing was compared"]
+    log.info("   bench against %s: %d rows compared, %d regressed", base.name, compared, len(slower))
+    return [f"bench regression: {r}" for r in slower]

@@ -25,9 +25,18 @@ def main() -> int:
     )
     args = p.parse_args()
     if args.what == "bench":
-        from torchimg_probe import bench
+        from torchimg_probe import bench, cuda_state
 
-        text, ok = json.dumps(bench.run(args.quick), indent=2), True
+        error = cuda_state.start()
+        if error is not None and (args.require_gpu or cuda_state.gpus_given()):
+            result, ok = (
+                {"kind": "bench", "error": f"--require-gpu: CUDA did not start: {error}", "results": []},
+                False,
+            )
+            print(result["error"], file=sys.stderr)
+        else:
+            result, ok = bench.run(args.quick), True
+        text = json.dumps(result, indent=2)
     else:
         if args.what == "smoke":
             from torchimg_probe import smoke

@@ -9,6 +9,7 @@ the workers' last output.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,18 +38,40 @@ def launch(gpus: int) -> dict[str, Any]:
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "torchimg_probe.collectives", "--backend", backend, "--json", str(out),
         ]  # fmt: skip
+        # its own process group: a hang is ended for torchrun and every worker, which would
+        # otherwise hold the GPUs after the probe gave up
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr or ""
-            text = (err.decode(errors="replace") if isinstance(err, bytes) else err)[-800:]
-            raise AssertionError(f"all_reduce did not finish in {TIMEOUT_S} s (a hang): {text}") from None
-        if done.returncode != 0 or not out.exists():
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
-            raise AssertionError(f"torchrun exited {done.returncode}: {tail}")
+            output, _ = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            output, _ = proc.communicate()
+            tail = "\n".join(output.strip().splitlines()[-8:])
+            raise AssertionError(f"all_reduce did not finish in {TIMEOUT_S} s (a hang): {tail}") from None
+        if proc.returncode != 0 or not out.exists():
+            tail = "\n".join(output.strip().splitlines()[-8:])
+            raise AssertionError(f"torchrun exited {proc.returncode}: {tail}")
         return dict(json.loads(out.read_text()))
+
+
+def _kill_group(proc: "subprocess.Popen[str]") -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _worker(backend: str, result: Path) -> None:

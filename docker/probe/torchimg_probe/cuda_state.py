@@ -69,6 +69,12 @@ def require(flag: bool) -> None:
     _REQUIRED["gpu"] = flag
 
 
+def gpus_given() -> bool:
+    """The container has the NVIDIA driver's device nodes: it was started with GPUs, so a CUDA
+    that does not start is a finding, never a reason to skip."""
+    return torch.version.cuda is not None and Path("/dev/nvidiactl").exists()
+
+
 def required() -> bool:
     return _REQUIRED["gpu"]
 

@@ -55,20 +55,22 @@ def check_all_reduce() -> tuple[str, dict[str, Any]]:
     return text, result
 
 
+# torchrun's workers first: this process then holds no CUDA context yet (under the
+# EXCLUSIVE_PROCESS compute mode a context here would lock the workers out).
 CHECKS = (
+    ("all_reduce bandwidth (torchrun)", check_all_reduce),
     ("host driver new enough", readiness.check_driver),
     ("/dev/shm size", readiness.check_shm),
     ("MIG", readiness.check_mig),
     ("ECC and row remapping", readiness.check_ecc),
-    ("persistence mode", readiness.check_persistence),
+    ("persistence and compute mode", readiness.check_modes),
     ("PCIe link and copy bandwidth", readiness.check_pcie),
     ("P2P access", check_p2p),
-    ("all_reduce bandwidth (torchrun)", check_all_reduce),
 )
 
 
 def run(require_gpu: bool) -> Report:
-    cuda_state.require(require_gpu)
+    cuda_state.require(require_gpu or cuda_state.gpus_given())
     report = Report("doctor")
     report.info = {
         "torch": torch.__version__,

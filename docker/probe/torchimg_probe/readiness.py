@@ -113,16 +113,20 @@ def _handles(nvml: Any) -> list[tuple[int, Any]]:
     return out
 
 
+def _read(value: Any) -> bool:
+    return not (isinstance(value, str) and value.startswith("not available"))
+
+
 def check_mig() -> tuple[str, dict[str, Any]]:
+    cuda_names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    slices = [n for n in cuda_names if gpus.is_mig(n)]
     with _nvml() as nvml:
-        data: dict[str, Any] = {
-            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        }
-        enabled = []
+        data: dict[str, Any] = {"cuda_devices": cuda_names}
+        enabled, unread = [], 0
         for i, h in _handles(nvml):
             mode = _value(nvml, nvml.nvmlDeviceGetMigMode, h)
-            if isinstance(mode, str):
-                data[str(i)] = {"mig": mode}
+            if not _read(mode):
+                data[str(i)], unread = {"mig": mode}, unread + 1
                 continue
             current, pending = mode
             instances = []
@@ -130,23 +134,26 @@ def check_mig() -> tuple[str, dict[str, Any]]:
                 slots = _value(nvml, nvml.nvmlDeviceGetMaxMigDeviceCount, h)
                 for j in range(slots if isinstance(slots, int) else 0):
                     mig = _value(nvml, nvml.nvmlDeviceGetMigDeviceHandleByIndex, h, j)
-                    if not isinstance(mig, str):
+                    if _read(mig):
                         instances.append(str(_value(nvml, nvml.nvmlDeviceGetName, mig)))
                 enabled.append(i)
             data[str(i)] = {"mig": bool(current), "pending": bool(pending), "instances": instances}
-    if not enabled:
-        return f"MIG off on every GPU; CUDA sees {len(data['cuda_devices'])} device(s)", data
+    if not enabled and not slices:
+        if unread == len(cuda_names):
+            raise CannotCheckError("MIG mode not available from NVML here, and CUDA sees no MIG instance")
+        return f"MIG off; CUDA sees {len(cuda_names)} device(s)", data
+    count = sum(len(data[str(i)]["instances"]) for i in enabled)
     raise ConcernError(
-        f"MIG on GPU(s) {enabled}: {sum(len(data[str(i)]['instances']) for i in enabled)} instance(s); "
-        f"CUDA in this container sees {len(data['cuda_devices'])}: {', '.join(data['cuda_devices'])}",
+        f"MIG on ({count or 'unknown number of'} instance(s) on GPU(s) {enabled or 'not readable'}); "
+        f"CUDA in this container sees {len(cuda_names)}: {', '.join(cuda_names)}",
         data,
-        "a process uses one MIG instance: give each job one instance (NVIDIA_VISIBLE_DEVICES=MIG-<uuid>); "
-        "benchmarks compare against that slice, not the full GPU",
+        "a process uses one MIG instance: give each job one (NVIDIA_VISIBLE_DEVICES=MIG-<uuid>); "
+        "benchmarks then measure that slice, not the full GPU",
     )
 
 
 def check_ecc() -> tuple[str, dict[str, Any]]:
-    bad, notes, data = [], [], {}
+    bad, notes, data, read = [], [], {}, 0
     with _nvml() as nvml:
         for i, h in _handles(nvml):
             mode = _value(nvml, nvml.nvmlDeviceGetEccMode, h)
@@ -159,10 +166,11 @@ def check_ecc() -> tuple[str, dict[str, Any]]:
             )
             rows = _value(nvml, nvml.nvmlDeviceGetRemappedRows, h)
             entry: dict[str, Any] = {
-                "ecc": mode if isinstance(mode, str) else bool(mode[0]),
+                "ecc": bool(mode[0]) if _read(mode) else mode,
                 "uncorrected_volatile": volatile,
             }
-            if not isinstance(rows, str):
+            if _read(rows):
+                read += 1
                 corrected, uncorrected, pending, failed = rows
                 entry |= {
                     "remapped_corrected": corrected,
@@ -176,13 +184,17 @@ def check_ecc() -> tuple[str, dict[str, Any]]:
                     notes.append(f"GPU {i}: a row remap is pending")
             else:
                 entry["remapped_rows"] = rows
-            if isinstance(volatile, int) and volatile > 0:
-                bad.append(f"GPU {i}: {volatile} uncorrectable ECC errors since the driver loaded")
+            if isinstance(volatile, int):
+                read += 1
+                if volatile > 0:
+                    bad.append(f"GPU {i}: {volatile} uncorrectable ECC errors since the driver loaded")
             if entry["ecc"] is False:
                 notes.append(f"GPU {i}: ECC is off")
             data[str(i)] = entry
     if bad:
         raise AssertionError("; ".join(bad) + ": drain the node and reset or replace the GPU")
+    if not read:
+        raise CannotCheckError(f"ECC counters and row remapping not available from NVML here: {data}")
     if notes:
         raise ConcernError(
             "; ".join(notes),
@@ -193,19 +205,40 @@ def check_ecc() -> tuple[str, dict[str, Any]]:
     return f"{len(data)} GPU(s): no uncorrectable ECC errors, no failed or pending row remaps", data
 
 
-def check_persistence() -> tuple[str, dict[str, Any]]:
+COMPUTE_MODES = {0: "default", 1: "exclusive thread", 2: "prohibited", 3: "exclusive process"}
+
+
+def check_modes() -> tuple[str, dict[str, Any]]:
+    """Persistence mode (off: every CUDA start re-initialises the GPU, seconds) and compute
+    mode (exclusive process: a second process, e.g. a torchrun worker, cannot use the GPU)."""
     with _nvml() as nvml:
-        data = {str(i): _value(nvml, nvml.nvmlDeviceGetPersistenceMode, h) for i, h in _handles(nvml)}
-    off = [i for i, v in data.items() if v == 0]
-    if off:
-        raise ConcernError(
-            f"persistence mode off on GPU(s) {', '.join(off)}: "
-            "each CUDA start re-initialises the GPU (seconds)",
-            {"persistence": data},
-            "run nvidia-persistenced on the host (or nvidia-smi -pm 1)",
+        handles = _handles(nvml)
+        persistence = {str(i): _value(nvml, nvml.nvmlDeviceGetPersistenceMode, h) for i, h in handles}
+        compute = {str(i): _value(nvml, nvml.nvmlDeviceGetComputeMode, h) for i, h in handles}
+    data = {
+        "persistence": persistence,
+        "compute_mode": {i: COMPUTE_MODES.get(v, v) for i, v in compute.items()},
+    }
+    if not any(_read(v) for v in [*persistence.values(), *compute.values()]):
+        raise CannotCheckError(f"persistence and compute mode not available from NVML here: {data}")
+    prohibited = [i for i, v in compute.items() if v == 2]
+    if prohibited:
+        raise AssertionError(
+            f"compute mode PROHIBITED on GPU(s) {', '.join(prohibited)}: no process may use them"
         )
-    shown = "on" if all(v == 1 for v in data.values()) else str(data)
-    return f"persistence mode {shown}", {"persistence": data}
+    concerns = []
+    if off := [i for i, v in persistence.items() if v == 0]:
+        concerns.append(f"persistence mode off on GPU(s) {', '.join(off)}")
+    if exclusive := [i for i, v in compute.items() if v in (1, 3)]:
+        concerns.append(f"compute mode exclusive on GPU(s) {', '.join(exclusive)}")
+    if concerns:
+        raise ConcernError(
+            "; ".join(concerns),
+            data,
+            "run nvidia-persistenced on the host; "
+            "nvidia-smi -c DEFAULT unless one process per GPU is intended",
+        )
+    return "persistence mode on, compute mode default", data
 
 
 def _copy_gbs(device: int, to_device: bool) -> float:
@@ -240,7 +273,8 @@ def check_pcie() -> tuple[str, dict[str, Any]]:
                 _value(nvml, nvml.nvmlDeviceGetCurrPcieLinkWidth, h),
             )
             link = gpus.pcie_gbs(gen, width) if isinstance(gen, int) and isinstance(width, int) else None
-            status, why = verdicts.copy_bandwidth(min(h2d, d2h), link)
+            mig = gpus.is_mig(torch.cuda.get_device_name(i))  # a slice has a share of the copy engines
+            status, why = verdicts.copy_bandwidth(min(h2d, d2h), None if mig else link)
             data[str(i)] = {
                 "max_generation": gen,
                 "max_width": width,
@@ -251,7 +285,8 @@ def check_pcie() -> tuple[str, dict[str, Any]]:
             }
             if status == "fail":
                 raise AssertionError(f"GPU {i}: {why}")
-            if status == "warn" or (isinstance(now[1], int) and isinstance(width, int) and now[1] < width):
+            narrower = isinstance(now[1], int) and isinstance(width, int) and now[1] < width
+            if status == "warn" or narrower:
                 concerns.append(f"GPU {i}: {why}; link x{now[1]} of x{width}")
     text = "; ".join(
         f"GPU {i}: Gen{d['max_generation']} x{d['max_width']}, H2D {d['h2d_gbs']} / D2H {d['d2h_gbs']} GB/s"

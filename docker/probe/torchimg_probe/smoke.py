@@ -202,9 +202,14 @@ def check_conv2d() -> str:
         out = nn.Conv2d(3, 3, 3).cuda()(torch.randn(1, 3, 24, 24, device="cuda"))
     if out.dtype != torch.float16:
         raise AssertionError(f"conv2d under autocast gave {out.dtype}, not float16")
-    for dtype, name in ((torch.float16, "fp16"), (torch.float32, "fp32"), (torch.float64, "fp32")):
-        got = copy.deepcopy(conv).to("cuda", dtype)(x.to("cuda", dtype))
-        _compare(f"conv2d {dtype}", name, got, ref)
+    old_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # on by default: fp32 convs would run in TF32
+    try:
+        for dtype, name in ((torch.float16, "fp16"), (torch.float32, "fp32"), (torch.float64, "fp32")):
+            got = copy.deepcopy(conv).to("cuda", dtype)(x.to("cuda", dtype))
+            _compare(f"conv2d {dtype}", name, got, ref)
+    finally:
+        torch.backends.cudnn.allow_tf32 = old_tf32
     return "CPU, CUDA fp16/fp32/fp64 against CPU, and autocast"
 
 
@@ -268,11 +273,14 @@ def check_cudnn_nccl() -> tuple[str, dict[str, Any]]:
 
 _ASSERT_SCRIPT = """
 import torch
+zero = torch.tensor(0, device="cuda")
+torch.cuda.synchronize()
+print("READY", flush=True)
 try:
-    torch._assert_async(torch.tensor(0, device="cuda"))
+    torch._assert_async(zero)
     torch.cuda.synchronize()
 except RuntimeError as exc:
-    print("CAUGHT", str(exc).splitlines()[0])
+    print("CAUGHT", " ".join(str(exc).split())[:300], flush=True)
 """
 
 
@@ -281,21 +289,28 @@ def check_device_assert() -> str:
     CUDA context unusable)."""
     cuda_state.need_gpu()
     out = subprocess.run(
-        [sys.executable, "-c", _ASSERT_SCRIPT], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-u", "-c", _ASSERT_SCRIPT], capture_output=True, text=True, timeout=300, check=False
     )
-    caught = next((line for line in out.stdout.splitlines() if line.startswith("CAUGHT")), None)
-    if caught is None or "CUDA" not in caught:
-        raise AssertionError(f"a device-side assert was not reported as a CUDA error: {out.stdout[-300:]}")
+    lines = out.stdout.splitlines()
+    if "READY" not in lines:
+        raise AssertionError(f"the child process could not use the GPU: {(out.stderr or out.stdout)[-300:]}")
+    caught = next((line for line in lines if line.startswith("CAUGHT")), None)
+    if caught is None or "device-side assert" not in caught:
+        raise AssertionError(f"a device-side assert was not reported as one: {caught or out.stderr[-300:]}")
     return caught.removeprefix("CAUGHT ")[:200]
 
 
 def check_gds() -> str:
     """GPUDirect Storage's cuFile is loadable: a file either registers, or fails with cuFile's
-    own error (an overlay or tmpfs file system cannot do GDS), never a missing library."""
+    own error (an overlay file system cannot do GDS), never a missing library."""
     cuda_state.need_gpu()
     with tempfile.NamedTemporaryFile() as f:
         try:
-            torch.cuda.gds.GdsFile(f.name, os.O_CREAT | os.O_RDWR)
+            torch.cuda.gds.GdsFile(f.name, os.O_CREAT | os.O_RDWR)  # opens with O_DIRECT
+        except OSError as exc:  # tmpfs (and some overlays) refuse O_DIRECT before cuFile is asked
+            raise CannotCheckError(
+                f"{tempfile.gettempdir()} cannot be opened with O_DIRECT ({exc})"
+            ) from None
         except RuntimeError as exc:
             if "cuFile" not in str(exc):
                 raise
@@ -470,7 +485,7 @@ CHECKS: tuple[tuple[str, Callable[[], Outcome]], ...] = (
 
 
 def run(require_gpu: bool, emulated: bool = False) -> Report:
-    cuda_state.require(require_gpu)
+    cuda_state.require(require_gpu or cuda_state.gpus_given())
     _OPTIONS["emulated"] = emulated
     report = Report("smoke")
     report.info = {
@@ -480,7 +495,7 @@ def run(require_gpu: bool, emulated: bool = False) -> Report:
         "cuda_error": cuda_state.start(),
         "emulated": emulated,
     }
-    if require_gpu:
+    if cuda_state.required():
         report.run("GPU required", check_require_gpu)
     for name, fn in CHECKS:
         report.run(name, fn)

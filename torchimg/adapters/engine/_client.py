@@ -2,12 +2,22 @@
 engine adapter's modules use it through these names; its errors become PipelineErrors here."""
 
 from python_on_whales import DockerClient, docker
+from python_on_whales.client_config import ClientNotFoundError
 from python_on_whales.exceptions import DockerException, NoSuchImage
 from python_on_whales.utils import run as run_cli
 
 from torchimg.errors import ToolError
 
-__all__ = ["DockerClient", "DockerException", "NoSuchImage", "docker", "failed", "first_line", "run_cli"]
+__all__ = [
+    "ClientNotFoundError",
+    "DockerClient",
+    "DockerException",
+    "NoSuchImage",
+    "docker",
+    "failed",
+    "first_line",
+    "run_cli",
+]
 
 
 def first_line(exc: DockerException) -> str:

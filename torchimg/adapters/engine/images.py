@@ -6,7 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torchimg.adapters.engine._client import DockerException, NoSuchImage, docker, failed, first_line, run_cli
+from torchimg.adapters.engine._client import (
+    ClientNotFoundError,
+    DockerException,
+    NoSuchImage,
+    docker,
+    failed,
+    first_line,
+    run_cli,
+)
 from torchimg.errors import ToolError
 
 
@@ -19,7 +27,7 @@ def preflight() -> None:
             f"the Docker Engine does not answer ({first_line(exc)})",
             "start it (`sudo systemctl start docker`, or `dockerd &`), or point DOCKER_HOST at one",
         ) from None
-    except FileNotFoundError:
+    except (FileNotFoundError, ClientNotFoundError):
         raise ToolError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
     if not docker.buildx.is_installed():
         raise ToolError(
