@@ -162,8 +162,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"Reproducible (two cold builds on two empty engines, same image ID): "
         f"{r['reproducible']['same_image_id']}; differing layers: "
         f"{r['reproducible']['differing_layers'] or 'none'}; differing compressed blobs: "
-        f"{r['reproducible'].get('differing_blobs') or 'none'}; the {other} build has the same layers "
-        f"(diff IDs): {r['cold_other']['same_layers']}.",
+        f"{r['reproducible'].get('differing_blobs') or 'none'}; differing manifest/config fields: "
+        f"{', '.join(r['reproducible'].get('differing_fields') or []) or 'none'}; the {other} build "
+        f"has the same layers (diff IDs): {r['cold_other']['same_layers']}.",
         "",
         "Where the cold runtime build's time went (steps of 0.5 s or more):",
         "",

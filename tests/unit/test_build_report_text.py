@@ -116,3 +116,19 @@ def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: P
     assert "zstd: 40.0 s, gzip: 70.0 s" in pull and pull.endswith("| yes |")
     assert "| zstd (default) | 200.0 | 60.0 | 30.0 | 3.60 GB | 3.80 GB | 30.0 | 40.0 |" in md
     assert "| gzip | 300.0 | 150.0 | 60.0 | 4.30 GB | 4.50 GB | 60.0 | 70.0 |" in md
+
+
+def test_json_differences_name_each_differing_path() -> None:
+    from torchimg.stages.build_report import json_differences
+
+    a = {"config": {"digest": "x"}, "layers": [{"d": 1}, {"d": 2}], "history": [{"created": "t0"}]}
+    b = {
+        "config": {"digest": "y"},
+        "layers": [{"d": 1}, {"d": 3}],
+        "history": [{"created": "t0"}],
+        "extra": 1,
+    }
+    assert json_differences(a, b) == ["config.digest", "extra", "layers[1].d"]
+    assert json_differences({"layers": [1, 2]}, {"layers": [1]}) == ["layers (length 2 != 1)"]
+    assert json_differences(1, 2) == ["(document)"]
+    assert json_differences(a, a) == []

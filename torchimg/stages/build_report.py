@@ -154,6 +154,38 @@ def _naive(variant: Variant, base: str, creds: Credentials) -> dict[str, Any]:
     }
 
 
+def json_differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """The paths (`layers[2].digest`, `history[7].created`) where two JSON documents differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for key in sorted(set(a) | set(b), key=str)
+            for d in (
+                json_differences(a[key], b[key], f"{path}.{key}" if path else str(key))
+                if key in a and key in b
+                else [f"{path}.{key}" if path else str(key)]
+            )
+        ]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path or '(document)'} (length {len(a)} != {len(b)})"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in json_differences(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [path or "(document)"]
+
+
+def _pushed_differences(ref_a: str, ref_b: str) -> list[str]:
+    """Manifest and config fields that differ between two images in the report's registry."""
+    out = []
+    for what, fmt in (("manifest", None), ("config", "{{json .Image}}")):
+        a, b = (json.loads(engine.imagetools(ref, fmt) or "{}") for ref in (ref_a, ref_b))
+        out += [f"{what}: {d}" for d in json_differences(a, b)]
+    return out
+
+
 def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
     """Push an image to the report's registry; its layer blobs (digest -> bytes) there."""
     engine.push_as(local_tag, ref)
@@ -283,6 +315,10 @@ def measure(
                 for i, (a, b) in enumerate(zip(out["registry"]["runtime_blobs"], blobs_again, strict=False))
                 if a != b
             ],
+            # the image ID is the manifest's digest: where the two manifests and configs part
+            "differing_fields": _pushed_differences(
+                f"{reg.host}/torchimg-bench:runtime", f"{reg.host}/torchimg-bench:again"
+            ),
         }
         with _empty("a rebuild from the registry cache"):
             out["cache_import_runtime"] = _build(
