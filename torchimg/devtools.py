@@ -158,7 +158,7 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
         raise PipelineError(
             f"--flavor {flavor!r} is not a flavor", f"use one of {', '.join(variants.FLAVORS)}"
         )
-    engine.preflight()
+    engine.preflight(buildx=False)  # a GPU node needs the engine, not BuildKit
     if image:
         ref = image
         if engine.image_id(ref) is None:

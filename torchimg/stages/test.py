@@ -29,6 +29,7 @@ HELP = "run the smoke checks and matmul benchmark (and --doctor) in the built im
 SELECTS = "images"  # variants x flavors
 BY_DIGEST = True  # --image REPOSITORY@DIGEST, --staged
 PROBE_TIMEOUT_S = 1800
+PROBE_SHM = "2g"
 _RESULTS_IN_CONTAINER = "/tmp"  # the image's user can write there; nothing of the host is mounted
 
 
@@ -104,7 +105,10 @@ def run_probe(
     log.info("   %s in %s (%s)", what, image[:19], f"{platform}, emulated, {mode}" if platform else mode)
     name = engine.new_container_name(f"torchimg-{what}")
     try:
-        exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size="2g", platform=platform)
+        # 2 GiB of /dev/shm for NCCL and DataLoader workers; the probe is told, so that its
+        # /dev/shm check does not report the pipeline's setting as the node's
+        env = {**env, "TORCHIMG_SHM_SIZE": PROBE_SHM}
+        exited = engine.run_kept(image, args, name, gpus=gpu, env=env, shm_size=PROBE_SHM, platform=platform)
         data = engine.copy_file_out(name, result) if exited.code in (0, 1) else None
     finally:
         engine.remove_container(name)
@@ -175,7 +179,14 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         ]
         result.emulated[platform] = _counts(emulated)
         log.info("   bench on %s: skipped (emulated timings say nothing about the hardware)", platform)
-    if opts.bench:
+    if opts.doctor:
+        doctor = run_probe(rec.image_id, "doctor", gpu, doctor_env(env), strict)
+        _save(reports / "doctor.json", doctor)
+        result.doctor = _counts(doctor)
+        problems += [
+            f"doctor: {c.get('name')}: {c.get('detail')}" for c in doctor["checks"] if c["status"] == "fail"
+        ]
+    if opts.bench:  # last: a baseline is stored only from a run without problems
         bench = run_probe(rec.image_id, "bench", gpu, env, strict)
         _save(reports / "bench.json", bench)
         unusable = probe_results.unusable(bench)
@@ -190,13 +201,6 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
                 "results": bench["results"],
             }
             problems += _against_baseline(bench, gpu, opts, problems)
-    if opts.doctor:
-        doctor = run_probe(rec.image_id, "doctor", gpu, doctor_env(env), strict)
-        _save(reports / "doctor.json", doctor)
-        result.doctor = _counts(doctor)
-        problems += [
-            f"doctor: {c.get('name')}: {c.get('detail')}" for c in doctor["checks"] if c["status"] == "fail"
-        ]
     result.ok = not problems
     result.problems = problems
     result.finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -243,7 +247,7 @@ def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options, problems:
     try:
         baseline = json.loads(base.read_text())
         compared, slower = probe_results.compare(bench, baseline, opts.threshold)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return [f"bench baseline {base.name} is unreadable ({exc}): fix or delete it, or --update-baseline"]
     if compared == 0:
         return [f"bench: no row of this run matches a row of {base.name}: nothing was compared"]

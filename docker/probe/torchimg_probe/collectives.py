@@ -38,39 +38,53 @@ def launch(gpus: int) -> dict[str, Any]:
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "torchimg_probe.collectives", "--backend", backend, "--json", str(out),
         ]  # fmt: skip
-        # its own process group: a hang is ended for torchrun and every worker, which would
-        # otherwise hold the GPUs after the probe gave up
-        proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            output, _ = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            output, _ = proc.communicate()
-            tail = "\n".join(output.strip().splitlines()[-8:])
-            raise AssertionError(f"all_reduce did not finish in {TIMEOUT_S} s (a hang): {tail}") from None
+        log = Path(tmp) / "torchrun.log"  # a file, not a pipe: a stuck worker cannot hold it open
+        hung = False
+        with log.open("w") as sink:
+            proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env)
+            try:
+                proc.wait(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                hung = True
+            except BaseException:  # Ctrl-C, SIGTERM: never leave workers on the GPUs
+                _stop(proc)
+                raise
+        tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-8:])
+        if hung:
+            raise AssertionError(f"all_reduce did not finish in {TIMEOUT_S} s (a hang): {tail}")
         if proc.returncode != 0 or not out.exists():
-            tail = "\n".join(output.strip().splitlines()[-8:])
             raise AssertionError(f"torchrun exited {proc.returncode}: {tail}")
         return dict(json.loads(out.read_text()))
 
 
-def _kill_group(proc: "subprocess.Popen[str]") -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts each worker in a session of its own, so a
+    process-group kill would miss them)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
-            os.killpg(proc.pid, sig)
+            kids = [int(k) for k in children.read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            found += [kid, *_descendants(kid)]
+    return found
+
+
+def _stop(proc: "subprocess.Popen[str]") -> None:
+    """SIGTERM torchrun (it stops its workers within 30 s), then SIGKILL whatever is left."""
+    workers = _descendants(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout=35)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in workers:
+        try:
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
             continue
 
 

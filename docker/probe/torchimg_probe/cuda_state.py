@@ -70,9 +70,10 @@ def require(flag: bool) -> None:
 
 
 def gpus_given() -> bool:
-    """The container has the NVIDIA driver's device nodes: it was started with GPUs, so a CUDA
-    that does not start is a finding, never a reason to skip."""
-    return torch.version.cuda is not None and Path("/dev/nvidiactl").exists()
+    """The container has a GPU's device node (/dev/nvidia0, ...): it was given GPUs, so a CUDA
+    that does not start is a finding, never a reason to skip. (/dev/nvidiactl alone is also
+    there with NVIDIA_VISIBLE_DEVICES=none.)"""
+    return torch.version.cuda is not None and any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def required() -> bool:

@@ -21,8 +21,11 @@ def check_driver() -> tuple[str, dict[str, Any]]:
     (under forward compatibility the kernel module is older, and that is fine)."""
     if torch.version.cuda is None:
         raise CannotCheckError("CPU-only torch build (no CUDA in this image)")
-    cuda_state.need_gpu()
-    version, path = cuda_state.driver_cuda_version()
+    try:  # before CUDA's start: an old driver is exactly when CUDA does not start
+        version, path = cuda_state.driver_cuda_version()
+    except OSError as exc:
+        cuda_state.need_gpu()  # skips, or fails when a GPU is required
+        raise CannotCheckError(f"no NVIDIA driver library in the container ({exc})") from None
     compat = cuda_state.forward_compat(path)
     status, why = verdicts.driver_compatibility(version, torch.version.cuda, compat)
     kernel = gpus.kernel_driver_version()
@@ -49,6 +52,11 @@ def _expected_min_driver() -> str:
 
 
 def check_shm() -> tuple[str, dict[str, Any]]:
+    if given := os.environ.get("TORCHIMG_SHM_SIZE"):
+        raise CannotCheckError(
+            f"/dev/shm was set to {given} by the pipeline that started this container: run "
+            "`torchimg-probe doctor` in your own job's container or pod to check its setting"
+        )
     st = os.statvfs("/dev/shm")
     size = st.f_blocks * st.f_frsize
     status, why = verdicts.shm(size)
@@ -238,7 +246,18 @@ def check_modes() -> tuple[str, dict[str, Any]]:
             "run nvidia-persistenced on the host; "
             "nvidia-smi -c DEFAULT unless one process per GPU is intended",
         )
-    return "persistence mode on, compute mode default", data
+    shown = {
+        "persistence": {i: {0: "off", 1: "on"}.get(v, "not available") for i, v in persistence.items()},
+        "compute mode": {i: COMPUTE_MODES.get(v, "not available") for i, v in compute.items()},
+    }
+    return "; ".join(f"{what}: {_per_gpu(values)}" for what, values in shown.items()), data
+
+
+def _per_gpu(values: dict[str, str]) -> str:
+    """'on' when every GPU says the same, else 'GPU 0 on, GPU 1 not available'."""
+    if len(set(values.values())) == 1:
+        return next(iter(values.values()))
+    return ", ".join(f"GPU {i} {v}" for i, v in values.items())
 
 
 def _copy_gbs(device: int, to_device: bool) -> float:

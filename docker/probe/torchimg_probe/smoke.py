@@ -485,7 +485,7 @@ CHECKS: tuple[tuple[str, Callable[[], Outcome]], ...] = (
 
 
 def run(require_gpu: bool, emulated: bool = False) -> Report:
-    cuda_state.require(require_gpu or cuda_state.gpus_given())
+    cuda_state.require(require_gpu or (not emulated and cuda_state.gpus_given()))
     _OPTIONS["emulated"] = emulated
     report = Report("smoke")
     report.info = {

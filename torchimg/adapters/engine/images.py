@@ -18,8 +18,8 @@ from torchimg.adapters.engine._client import (
 from torchimg.errors import ToolError
 
 
-def preflight() -> None:
-    """The engine answers and has buildx: checked before anything is built or tagged."""
+def preflight(buildx: bool = True) -> None:
+    """The engine answers and (for builds) has buildx: checked before anything is built or tagged."""
     try:
         docker.system.info()
     except DockerException as exc:
@@ -29,7 +29,7 @@ def preflight() -> None:
         ) from None
     except (FileNotFoundError, ClientNotFoundError):
         raise ToolError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
-    if not docker.buildx.is_installed():
+    if buildx and not docker.buildx.is_installed():
         raise ToolError(
             "the docker buildx plugin is missing (BuildKit builds need it)",
             "install it: `apt-get install docker-buildx` (Debian) "
