@@ -191,7 +191,7 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
     result = test.run_probe(ref, "doctor", gpu, env, ["--require-gpu"] if gpu else [])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    unhealthy = [f"{c.get('name')}: {c.get('detail')}" for c in result["checks"] if c.get("status") == "fail"]
+    unhealthy = probe_results.failures(result)
     if not gpu:
         unhealthy.append(
             "this engine has no NVIDIA runtime: containers cannot see a GPU (the checks above ran "

@@ -39,6 +39,15 @@ def check_checks(what: str, result: dict[str, Any], code: int) -> None:
         )
 
 
+def failures(result: dict[str, Any], prefix: str = "") -> list[str]:
+    """'PREFIX: check: detail' for each failed check of a smoke or doctor result (checked
+    well formed by check_checks)."""
+    lead = f"{prefix}: " if prefix else ""
+    return [
+        f"{lead}{c.get('name')}: {c.get('detail')}" for c in result["checks"] if c.get("status") == "fail"
+    ]
+
+
 def baseline_path(name: object) -> Path:
     """The baseline file the probe named for its GPU (its full device name, MIG profile
     included: the probe's gpus.baseline_name). Read from the image's output, so checked."""
@@ -78,8 +87,3 @@ def compare(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -
         if r["best"] < before * (1 - threshold):
             out.append(f"{r['dtype']} {r['m']}x{r['n']}x{r['k']}: {r['best']} < {before} -{threshold:.0%}")
     return compared, out
-
-
-def regressions(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -> list[str]:
-    """Shapes/dtypes whose best throughput fell more than `threshold` below the baseline."""
-    return compare(bench, baseline, threshold)[1]

@@ -16,16 +16,16 @@ def bench(best: float) -> dict[str, Any]:
 
 
 def test_a_drop_beyond_the_threshold_is_a_regression() -> None:
-    assert probe_results.regressions(bench(700.0), bench(800.0), 0.10) == [
+    assert probe_results.compare(bench(700.0), bench(800.0), 0.10)[1] == [
         "bf16 8192x8192x8192: 700.0 < 800.0 -10%"
     ]
-    assert probe_results.regressions(bench(725.0), bench(800.0), 0.10) == []
-    assert probe_results.regressions(bench(900.0), bench(800.0), 0.10) == []
+    assert probe_results.compare(bench(725.0), bench(800.0), 0.10)[1] == []
+    assert probe_results.compare(bench(900.0), bench(800.0), 0.10)[1] == []
 
 
 def test_shapes_missing_from_the_baseline_are_not_judged_and_are_counted_as_such() -> None:
     other = {"results": [{"dtype": "fp8", "m": 1, "n": 1, "k": 1, "best": 1e9}]}
-    assert probe_results.regressions(bench(1.0), other, 0.10) == []
+    assert probe_results.compare(bench(1.0), other, 0.10)[1] == []
     assert probe_results.compare(bench(1.0), other, 0.10) == (0, [])  # the stage fails on 0 compared
     assert probe_results.compare(bench(700.0), bench(800.0), 0.10)[0] == 1
     broken = {"results": [{"dtype": "bf16", "m": 8192, "n": 8192, "k": 8192, "best": None}]}

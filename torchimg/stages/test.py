@@ -157,9 +157,7 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
     strict = ["--require-gpu"] if required else []
     smoke = run_probe(rec.image_id, "smoke", gpu, env, strict)
     _save(reports / "smoke.json", smoke)
-    problems = [
-        f"smoke: {c.get('name')}: {c.get('detail')}" for c in smoke["checks"] if c["status"] == "fail"
-    ]
+    problems = probe_results.failures(smoke, "smoke")
     result = record.Tested(
         ok=False,
         image_id=rec.image_id,
@@ -172,20 +170,14 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         emulation.require(platform)
         emulated = run_probe(rec.image_id, "smoke", False, env, ["--emulated"], platform=platform)
         _save(reports / f"smoke-{platform.replace('/', '-')}.json", emulated)
-        problems += [
-            f"smoke on {platform}: {c.get('name')}: {c.get('detail')}"
-            for c in emulated["checks"]
-            if c["status"] == "fail"
-        ]
+        problems += probe_results.failures(emulated, f"smoke on {platform}")
         result.emulated[platform] = _counts(emulated)
         log.info("   bench on %s: skipped (emulated timings say nothing about the hardware)", platform)
     if opts.doctor:
         doctor = run_probe(rec.image_id, "doctor", gpu, doctor_env(env), strict)
         _save(reports / "doctor.json", doctor)
         result.doctor = _counts(doctor)
-        problems += [
-            f"doctor: {c.get('name')}: {c.get('detail')}" for c in doctor["checks"] if c["status"] == "fail"
-        ]
+        problems += probe_results.failures(doctor, "doctor")
     if opts.bench:  # last: a baseline is stored only from a run without problems
         bench = run_probe(rec.image_id, "bench", gpu, env, strict)
         _save(reports / "bench.json", bench)
@@ -222,7 +214,7 @@ def _save(file: Path, data: dict[str, Any]) -> None:
 
 
 def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options, problems: list[str]) -> list[str]:
-    """The gate against this GPU's own baseline (benchmarks/baselines/<full device name>.json)."""
+    """The gate against this GPU's own baseline (benchmarks/gpu/<full device name>.json)."""
     device = bench.get("device")
     if not gpu or bench.get("baseline") is None:  # a cpu image, or CUDA did not start (smoke says why)
         return []

@@ -9,18 +9,21 @@ keeps the real error so that the probe can say it.
 import ctypes
 import functools
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from torchimg_probe import gpus
 from torchimg_probe.results import CannotCheckError
 
+CPU_BUILD = "CPU-only torch build (no CUDA in this image)"
+
 
 @functools.cache
 def start() -> str | None:
     """Initialise CUDA once: None when it started, else the error (the reason GPUs are unusable)."""
     if torch.version.cuda is None:
-        return "CPU-only torch build (no CUDA in this image)"
+        return CPU_BUILD
     try:
         torch.cuda.init()
     except Exception as exc:  # torch raises RuntimeError/AssertionError with the driver's words
@@ -32,6 +35,21 @@ def start() -> str | None:
 
 def available() -> bool:
     return start() is None
+
+
+def need_cuda_build() -> None:
+    if torch.version.cuda is None:
+        raise CannotCheckError(CPU_BUILD)
+
+
+def info() -> dict[str, Any]:
+    """The head of every report: which torch, whether CUDA started and why not."""
+    return {
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "gpu": available(),
+        "cuda_error": start(),
+    }
 
 
 def libcuda_path() -> str | None:

@@ -72,15 +72,8 @@ CHECKS = (
 def run(require_gpu: bool) -> Report:
     cuda_state.require(require_gpu or cuda_state.gpus_given())
     report = Report("doctor")
-    report.info = {
-        "torch": torch.__version__,
-        "cuda_build": torch.version.cuda,
-        "gpu": cuda_state.available(),
-        "cuda_error": cuda_state.start(),
-        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        if cuda_state.available()
-        else [],
-    }
+    devices = range(torch.cuda.device_count()) if cuda_state.available() else range(0)
+    report.info = cuda_state.info() | {"devices": [torch.cuda.get_device_name(i) for i in devices]}
     for name, fn in CHECKS:
         report.run(name, fn)
     return report

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from torchimg_probe import cuda_state, gpus, verdicts
-from torchimg_probe.results import CannotCheckError, ConcernError
+from torchimg_probe.results import CannotCheckError, ConcernError, expected
 
 COPY_BYTES = 256 * 2**20
 
@@ -19,8 +19,7 @@ COPY_BYTES = 256 * 2**20
 def check_driver() -> tuple[str, dict[str, Any]]:
     """The user-mode driver's CUDA version against the image's: what decides whether CUDA runs
     (under forward compatibility the kernel module is older, and that is fine)."""
-    if torch.version.cuda is None:
-        raise CannotCheckError("CPU-only torch build (no CUDA in this image)")
+    cuda_state.need_cuda_build()
     try:  # before CUDA's start: an old driver is exactly when CUDA does not start
         version, path = cuda_state.driver_cuda_version()
     except OSError as exc:
@@ -35,7 +34,7 @@ def check_driver() -> tuple[str, dict[str, Any]]:
         "libcuda": path,
         "forward_compat": compat,
         "kernel_module": kernel,
-        "toolkit_min_driver": _expected_min_driver(),
+        "toolkit_min_driver": expected().get("driver_min", "none"),
     }
     detail = f"{why}; kernel module {kernel or 'not visible'}"
     if status == "fail":
@@ -43,12 +42,6 @@ def check_driver() -> tuple[str, dict[str, Any]]:
     if status == "warn":
         raise ConcernError(detail, data, "upgrade the host's NVIDIA driver")
     return detail, data
-
-
-def _expected_min_driver() -> str:
-    import json
-
-    return str(json.loads(os.environ.get("TORCHIMG_EXPECT", "{}")).get("driver_min", "none"))
 
 
 def check_shm() -> tuple[str, dict[str, Any]]:

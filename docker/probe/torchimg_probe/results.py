@@ -1,6 +1,7 @@
 """Check results: passed, failed, warned or skipped (with the reason), printed and as JSON."""
 
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -8,6 +9,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 STATUSES = ("pass", "warn", "fail", "skip")
+
+
+def expected() -> dict[str, str]:
+    """What the image's labels say the probe should find (versions, minimum driver), passed by
+    the pipeline as TORCHIMG_EXPECT (JSON); empty when run by hand."""
+    return dict(json.loads(os.environ.get("TORCHIMG_EXPECT", "{}")))
+
+
 MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 

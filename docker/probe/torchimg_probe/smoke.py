@@ -9,7 +9,6 @@ PyTorch's release smoke test each have a counterpart here.
 
 import copy
 import importlib.metadata
-import json
 import os
 import subprocess
 import sys
@@ -25,22 +24,12 @@ import torch
 from torch import nn
 
 from torchimg_probe import attention, cuda_state, gpus, readiness, verdicts
-from torchimg_probe.results import CannotCheckError, Outcome, Report
+from torchimg_probe.results import CannotCheckError, Outcome, Report, expected
 
 # Allowed max abs error relative to the CPU fp32 reference's scale, per dtype.
 TOLERANCE = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3, "bf16": 3e-2}
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _OPTIONS = {"emulated": False}
-
-
-def _expected() -> dict[str, str]:
-    raw = os.environ.get("TORCHIMG_EXPECT", "{}")
-    return dict(json.loads(raw))
-
-
-def _need_cuda_build() -> None:
-    if torch.version.cuda is None:
-        raise CannotCheckError("CPU-only torch build (no CUDA in this image)")
 
 
 def _devices() -> list[int]:
@@ -60,7 +49,7 @@ def check_require_gpu() -> str:
 
 
 def check_versions() -> tuple[str, dict[str, Any]]:
-    want = _expected()
+    want = expected()
     have = {
         "torch": torch.__version__.split("+")[0],
         "cuda": torch.version.cuda or "none",
@@ -90,7 +79,7 @@ def check_openmp() -> str:
 
 
 def check_cuda_available() -> tuple[str, dict[str, Any]]:
-    _need_cuda_build()
+    cuda_state.need_cuda_build()
     names = [torch.cuda.get_device_name(i) for i in _devices()]
     return f"{len(names)} GPU(s): {', '.join(names)}", {"devices": names}
 
@@ -249,7 +238,7 @@ def check_numpy() -> str:
 def check_cudnn_nccl() -> tuple[str, dict[str, Any]]:
     """cuDNN's runtime version is compatible with its compile-time one, and the pip nvidia-cudnn-* and
     nvidia-nccl-* packages are the versions torch reports (a stray pip install shows here)."""
-    _need_cuda_build()
+    cuda_state.need_cuda_build()
     runtime = torch.backends.cudnn.version() or 0
     compiled = tuple(torch._C._cudnn.getCompileVersion())
     runtime_t = (runtime // 10000, runtime // 100 % 100, runtime % 100)
@@ -319,7 +308,7 @@ def check_gds() -> str:
 
 
 def check_nvshmem() -> str:
-    _need_cuda_build()
+    cuda_state.need_cuda_build()
     try:
         from torch._C._distributed_c10d import _is_nvshmem_available
     except ImportError:
@@ -488,13 +477,7 @@ def run(require_gpu: bool, emulated: bool = False) -> Report:
     cuda_state.require(require_gpu or (not emulated and cuda_state.gpus_given()))
     _OPTIONS["emulated"] = emulated
     report = Report("smoke")
-    report.info = {
-        "torch": torch.__version__,
-        "cuda_build": torch.version.cuda,
-        "gpu": cuda_state.available(),
-        "cuda_error": cuda_state.start(),
-        "emulated": emulated,
-    }
+    report.info = cuda_state.info() | {"emulated": emulated}
     if cuda_state.required():
         report.run("GPU required", check_require_gpu)
     for name, fn in CHECKS:
