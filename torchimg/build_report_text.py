@@ -102,11 +102,24 @@ def markdown(r: dict[str, Any]) -> str:
         "| runtime in a registry | dev in a registry | pull (s) | pull to first container (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for c, b in ((one, cold), (other, r["cold_other"])):
+    rows = [
+        (f"{c}{' (default)' if c == one else ''}", b, _gb(g[f"runtime_{c}"]), _gb(g[f"dev_{c}"]), first[c])
+        for c, b in ((one, cold), (other, r["cold_other"]))
+    ]
+    if (fast := r.get("cold_fast")) and "first_container_fast" in r:
+        rows.append(
+            (
+                f"{one} level {fast['level']}",
+                fast,
+                _gb(fast["registry_bytes"]),
+                "-",
+                r["first_container_fast"],
+            )
+        )
+    for name, b, rt_bytes, dev_bytes, f in rows:
         lines.append(
-            f"| {c}{' (default)' if c == one else ''} | {b['seconds']} | {_seconds(b, 'exporting layers')} "
-            f"| {_seconds(b, 'unpacking')} | {_gb(g[f'runtime_{c}'])} | {_gb(g[f'dev_{c}'])} "
-            f"| {first[c]['pull_seconds']} | {first[c]['seconds']} |"
+            f"| {name} | {b['seconds']} | {_seconds(b, 'exporting layers')} | {_seconds(b, 'unpacking')} "
+            f"| {rt_bytes} | {dev_bytes} | {f['pull_seconds']} | {f['seconds']} |"
         )
     lines += [
         "",
@@ -117,6 +130,7 @@ def markdown(r: dict[str, Any]) -> str:
         ("cold_runtime", f"cold, runtime, {one} (empty engine)"),
         ("cold_again", f"cold again, runtime, {one} (another empty engine)"),
         ("cold_other", f"cold, runtime, {other} (another empty engine)"),
+        ("cold_fast", f"cold, runtime, {one} at its fastest level (another empty engine)"),
         ("cold_dev", "dev, after runtime"),
         ("noop_runtime", "no-op rebuild, runtime"),
         ("noop_dev", "no-op rebuild, dev"),
@@ -126,7 +140,8 @@ def markdown(r: dict[str, Any]) -> str:
         ("cache_export_runtime", "no-op rebuild exporting the registry cache, runtime"),
         ("cache_import_runtime", "rebuild from the registry cache, runtime (empty engine)"),
     ):
-        b = r[key]
+        if (b := r.get(key)) is None:
+            continue
         lines.append(f"| {name} | {b['seconds']} | {b['pip_ran']} | {b['torch_downloaded']} |")
     lines.append(f"| naive single stage, cold (empty engine) | {r['naive']['seconds']} | True | True |")
     lines += [
@@ -160,7 +175,8 @@ def markdown(r: dict[str, Any]) -> str:
         *(f"| {k} | {_gb(v)} |" for k, v in rt["breakdown"].items()),
         "",
         f"Reproducible (two cold builds on two empty engines, same image ID): "
-        f"{r['reproducible']['same_image_id']}; differing layers: "
+        f"{r['reproducible']['same_image_id']}; the first cold build and its no-op rebuild, same "
+        f"image ID: {r['reproducible'].get('noop_same_image_id', '-')}; differing layers: "
         f"{r['reproducible']['differing_layers'] or 'none'}; differing compressed blobs: "
         f"{r['reproducible'].get('differing_blobs') or 'none'}; differing manifest/config fields: "
         f"{', '.join(r['reproducible'].get('differing_fields') or []) or 'none'}; the {other} build "

@@ -85,6 +85,9 @@ def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: P
         "cache_import_runtime": _build(38.0) | {"same_image_id": True},
         "first_container_zstd": {"pull_seconds": 30.0, "seconds": 40.0},
         "first_container_gzip": {"pull_seconds": 60.0, "seconds": 70.0},
+        "cold_fast": _build(180.0, pip=90.0, export=40.0, unpack=30.0)
+        | {"level": 1, "registry_bytes": 3_900_000_000},
+        "first_container_fast": {"pull_seconds": 31.0, "seconds": 41.0},
         "naive": {"seconds": 400.0},
         "registry": {
             "runtime_zstd": 3_600_000_000,
@@ -116,6 +119,8 @@ def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: P
     assert "zstd: 40.0 s, gzip: 70.0 s" in pull and pull.endswith("| yes |")
     assert "| zstd (default) | 200.0 | 60.0 | 30.0 | 3.60 GB | 3.80 GB | 30.0 | 40.0 |" in md
     assert "| gzip | 300.0 | 150.0 | 60.0 | 4.30 GB | 4.50 GB | 60.0 | 70.0 |" in md
+    assert "| zstd level 1 | 180.0 | 40.0 | 30.0 | 3.90 GB | - | 31.0 | 41.0 |" in md
+    assert "| cold, runtime, zstd at its fastest level (another empty engine) | 180.0 | True | True |" in md
 
 
 def test_json_differences_name_each_differing_path() -> None:

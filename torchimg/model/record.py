@@ -45,6 +45,7 @@ class Built(Section):
     platforms: list[str] = ["linux/amd64"]
     cache_ref: str | None = None
     compression: str = "gzip"
+    compression_level: int | None = None  # None: BuildKit's default for the compression
     attest: list[str] = []
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from torchimg import image_inputs, paths
 from torchimg.adapters import emulation, engine, gitinfo
+from torchimg.errors import PipelineError
 from torchimg.model import lockfile, record
 from torchimg.model.credentials import Credentials
 from torchimg.output import log
@@ -22,6 +23,9 @@ COMPRESSIONS = ("zstd", "gzip")
 # zstd: exports and unpacks several times faster than gzip and is ~10 % smaller; every engine
 # since Docker 23 / containerd 1.5 pulls it. gzip for older engines (--compression gzip).
 DEFAULT_COMPRESSION = "zstd"
+# The levels BuildKit accepts per compression (zstd's map onto four encoder speeds: 1-2 fastest,
+# 3-6 default, 7-8 better, 9-22 best); None: BuildKit's default (zstd 3, gzip 6).
+LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
 ATTESTATIONS = ("provenance", "sbom")
 
 
@@ -35,6 +39,7 @@ class Options:
     cache_repository: str | None = None  # registry cache: <repo>:<variant>-<flavor>
     cache_export: bool = True  # False: import the registry cache only (read-only machines)
     compression: str = DEFAULT_COMPRESSION
+    compression_level: int | None = None
     attest: tuple[str, ...] = ()
 
 
@@ -76,6 +81,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
         ">= 23 and containerd >= 1.5. gzip: for older engines and tools)",
     )
     p.add_argument(
+        "--compression-level",
+        metavar="N",
+        type=int,
+        help="layer compression level (zstd 1-22: 1-2 fastest, 3-6 default, 7-8 better, 9-22 best; "
+        "gzip 0-9; default: BuildKit's, zstd 3 and gzip 6); another level is another image digest",
+    )
+    p.add_argument(
         "--attest",
         action="append",
         choices=ATTESTATIONS,
@@ -97,8 +109,20 @@ def options(args: argparse.Namespace, settings: Settings) -> Options:
         builder=settings.builder(args.builder),
         cache_repository=settings.cache_repository(args.cache_repository),
         compression=args.compression,
+        compression_level=_level(args.compression, args.compression_level),
         attest=tuple(args.attest),
     )
+
+
+def _level(compression: str, level: int | None) -> int | None:
+    """The level, checked against what BuildKit accepts for the compression."""
+    levels = LEVELS[compression]
+    if level is not None and level not in levels:
+        raise PipelineError(
+            f"--compression-level {level}: not a {compression} level",
+            f"give {levels.start}-{levels.stop - 1} for {compression}, or leave it out (BuildKit's default)",
+        )
+    return level
 
 
 def cache_ref(opts: Options, image: Image) -> str | None:
@@ -149,6 +173,7 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
         cache_ref=cache_ref(opts, image),
         cache_export=opts.cache_export,
         compression=opts.compression,
+        compression_level=opts.compression_level,
         attest=opts.attest,
         # The engine's own platform needs no --platform: the build stays what it always was.
         platforms=()
@@ -169,6 +194,7 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
             platforms=list(variant.platforms),
             cache_ref=cache_ref(opts, image),
             compression=opts.compression,
+            compression_level=opts.compression_level,
             attest=list(opts.attest),
             finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         ),

@@ -9,9 +9,10 @@ In one run: a cold build in the default layer compression, dev on top, no-op reb
 rebuild after a dev-only lock change, the other compression from the same cache, what a
 registry receives (bytes shared by runtime and dev, bytes pushed for a dev-only change),
 sizes with a layer breakdown; then, each on a new empty engine: a second cold build
-(reproducibility), a cold build in the other compression, a rebuild from the registry cache,
-pull-to-first-container in each compression, and the naive single-stage Dockerfile in
-docker/baseline/.
+(reproducibility, against the first cold build as it was built), a cold build in the other
+compression, one in the default compression at its fastest level, a rebuild from the registry
+cache, pull-to-first-container for each of the three, and the naive single-stage Dockerfile in
+docker/baseline/. A commit during the run stops it: the commit is one of the image's labels.
 
 With --platforms, the figures per platform instead (on the main engine): each of the
 variant's platforms built alone from an empty cache (runtime, then dev), the time of its
@@ -35,7 +36,7 @@ from typing import Any
 
 from torchimg import build_report_text, buildlog, devtools, image_sizes, paths
 from torchimg.adapters import emulation, engine, local_registry
-from torchimg.errors import ToolError
+from torchimg.errors import PipelineError, ToolError
 from torchimg.model import labels
 from torchimg.model.credentials import Credentials
 from torchimg.model.variants import Config, Variant
@@ -48,6 +49,8 @@ SELECTS = "variants"
 REPOSITORY = "torchimg-bench/pytorch"
 DEFAULT = build.DEFAULT_COMPRESSION
 OTHER = "gzip" if DEFAULT != "gzip" else "zstd"
+# The default compression at its fastest level, measured beside the default level.
+FAST_LEVEL = min(build.LEVELS[DEFAULT])
 # The Dockerfile's stages that run on the image's own platform (the others run on the build
 # machine's): for another platform, their RUN steps are the emulated ones.
 TARGET_STAGES = ("python", "runtime", "dev")
@@ -125,6 +128,7 @@ def _timed(selection: Selection, opts: build.Options) -> dict[str, Any]:
         "seconds": round(time.monotonic() - start, 1),
         "image_id": rec.image_id,
         "tag": rec.tags[0],
+        "revision": rec.inputs.git.revision,
         "steps": [dataclasses.asdict(s) for s in buildlog.steps(log_lines) if s.seconds >= 0.5],
         "builder_cached": not buildlog.ran(log_lines, "builder"),
         "torch_downloaded": any("Downloading torch-" in line for line in log_lines),
@@ -257,11 +261,20 @@ def measure(
         engine.push_as(base_ref, base_copy)
         opts = build.Options(repository=REPOSITORY, base=base_copy, creds=creds, compression=DEFAULT)
         other = dataclasses.replace(opts, compression=OTHER, repository=f"{REPOSITORY}-{OTHER}")
+        fast = dataclasses.replace(opts, compression_level=FAST_LEVEL, repository=f"{REPOSITORY}-fast")
         cached = dataclasses.replace(opts, cache_repository=f"{reg.host}/torchimg-bench-cache")
 
         # benchmark builds keep their records in the temp folder, never replacing a user's
         def _build(variant: Variant, flavor: str, opts: build.Options) -> dict[str, Any]:
-            return _timed(Selection(config, (Image(variant, flavor),), Path(tmp)), opts)
+            timed = _timed(Selection(config, (Image(variant, flavor),), Path(tmp)), opts)
+            if timed["revision"] != out.setdefault("revision", timed["revision"]):
+                # the commit is a label of the image: the builds would differ by it alone
+                raise PipelineError(
+                    f"the git commit changed during the report ({out['revision'][:12]} -> "
+                    f"{timed['revision'][:12]}): its images are not comparable",
+                    "run the report again and commit nothing until it ends",
+                )
+            return timed
 
         engines = itertools.count(1)
 
@@ -271,6 +284,9 @@ def measure(
 
         with _empty(f"cold build, runtime ({DEFAULT}), then dev, no-op rebuilds, a lock change"):
             out["cold_runtime"] = _build(variant, "runtime", opts)
+            # kept as built: the no-op rebuild below takes its tag
+            cold_layers = engine.layer_ids(out["cold_runtime"]["tag"])
+            cold_blobs = list(_pushed_layers(out["cold_runtime"]["tag"], f"{reg.host}/torchimg-bench:cold"))
             out["cold_dev"] = _build(variant, "dev", opts)
             out["noop_runtime"] = _build(variant, "runtime", opts)
             out["noop_dev"] = _build(variant, "dev", opts)
@@ -301,23 +317,30 @@ def measure(
         with _empty(f"a cold build, runtime, with {OTHER} layers"):
             out["cold_other"] = _build(variant, "runtime", other)
             out["cold_other"]["same_layers"] = engine.layer_ids(out["cold_other"]["tag"]) == again
+        with _empty(f"a cold build, runtime, with {DEFAULT} layers at level {FAST_LEVEL}"):
+            out["cold_fast"] = _build(variant, "runtime", fast)
+            out["cold_fast"]["level"] = FAST_LEVEL
+            out["cold_fast"]["same_layers"] = engine.layer_ids(out["cold_fast"]["tag"]) == again
+            out["cold_fast"]["registry_bytes"] = sum(
+                _pushed_layers(out["cold_fast"]["tag"], f"{reg.host}/torchimg-bench:runtime-fast").values()
+            )
         out["reproducible"] = {
             "same_image_id": out["cold_runtime"]["image_id"] == out["cold_again"]["image_id"],
+            "noop_same_image_id": out["cold_runtime"]["image_id"] == out["noop_runtime"]["image_id"],
             "differing_layers": [
                 {"layer": i, "what": row["what"]}
                 for i, (row, a, b) in enumerate(
-                    zip(out["size_runtime"]["layers"], out["size_runtime"]["diff_ids"], again, strict=False)
+                    zip(out["size_runtime"]["layers"], cold_layers, again, strict=False)
                 )
                 if a != b
-            ],
+            ]
+            + ([{"layer": -1, "what": "layer count"}] if len(cold_layers) != len(again) else []),
             "differing_blobs": [
-                i
-                for i, (a, b) in enumerate(zip(out["registry"]["runtime_blobs"], blobs_again, strict=False))
-                if a != b
+                i for i, (a, b) in enumerate(zip(cold_blobs, blobs_again, strict=False)) if a != b
             ],
             # the image ID is the manifest's digest: where the two manifests and configs part
             "differing_fields": _pushed_differences(
-                f"{reg.host}/torchimg-bench:runtime", f"{reg.host}/torchimg-bench:again"
+                f"{reg.host}/torchimg-bench:cold", f"{reg.host}/torchimg-bench:again"
             ),
         }
         with _empty("a rebuild from the registry cache"):
@@ -327,11 +350,13 @@ def measure(
             out["cache_import_runtime"]["same_image_id"] = (
                 out["cache_import_runtime"]["image_id"] == out["cold_runtime"]["image_id"]
             )
-        for compression, suffix in ((DEFAULT, ""), (OTHER, f"-{OTHER}")):
-            with _empty(f"pull to first container, {compression} layers"):
-                out[f"first_container_{compression}"] = _first_container(
-                    f"{reg.host}/torchimg-bench:runtime{suffix}"
-                )
+        for key, what, suffix in (
+            (DEFAULT, DEFAULT, ""),
+            (OTHER, OTHER, f"-{OTHER}"),
+            ("fast", f"{DEFAULT} level {FAST_LEVEL}", "-fast"),
+        ):
+            with _empty(f"pull to first container, {what} layers"):
+                out[f"first_container_{key}"] = _first_container(f"{reg.host}/torchimg-bench:runtime{suffix}")
         with _empty("the naive single-stage baseline, cold"):
             out["naive"] = _naive(variant, base_copy, creds)
             engine.pull(base_copy)

@@ -20,11 +20,12 @@ class BuildResult:
     log: list[str]
 
 
-def _compressed(compression: str) -> dict[str, str]:
+def _compressed(compression: str, level: int | None) -> dict[str, str]:
     """zstd layers need OCI media types: a Docker schema 2 manifest listing them is pushed
     without complaint but no engine can pull it ("mismatched image rootfs and manifest layers")."""
     oci = {"oci-mediatypes": "true"} if compression != "gzip" else {}
-    return {"compression": compression, "force-compression": "true", **oci}
+    at = {"compression-level": str(level)} if level is not None else {}
+    return {"compression": compression, "force-compression": "true", **at, **oci}
 
 
 def build(
@@ -43,15 +44,18 @@ def build(
     cache_ref: str | None = None,
     cache_export: bool = True,
     compression: str = "gzip",
+    compression_level: int | None = None,
     attest: Sequence[str] = (),
     platforms: Sequence[str] = (),
 ) -> BuildResult:
     """Build one target through BuildKit, streaming its plain progress to stderr; the image is
     tagged only when the whole build succeeded. `cache_ref`: a registry cache (mode=max);
-    `compression`: of every layer, the base's included; `attest`: provenance and/or sbom (releases;
+    `compression` (at `compression_level`, None: BuildKit's default): of every layer, the base's
+    included; `attest`: provenance and/or sbom (releases;
     their timestamps make the image ID differ between identical builds, so none by default);
     `platforms`: one image per platform under one index (the containerd store keeps it)."""
     start, lines = time.monotonic(), []
+    layers = _compressed(compression, compression_level)
     try:
         stream = docker.buildx.build(
             context,
@@ -70,10 +74,10 @@ def build(
             # blob in another (the base's, a cache's): the digest never depends on cache state.
             # The cache's layers share the image's blobs. `type=docker` is what `--load` is
             # (one export into the engine, for any builder) with the compression options.
-            cache_to={"type": "registry", "ref": cache_ref, "mode": "max", **_compressed(compression)}
+            cache_to={"type": "registry", "ref": cache_ref, "mode": "max", **layers}
             if cache_ref and cache_export
             else None,
-            output={"type": "docker", **_compressed(compression)},
+            output={"type": "docker", **layers},
             provenance={"mode": "max"} if "provenance" in attest else False,
             sbom=True if "sbom" in attest else None,
             progress="plain",
