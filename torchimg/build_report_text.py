@@ -180,7 +180,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['reproducible']['differing_layers'] or 'none'}; differing compressed blobs: "
         f"{r['reproducible'].get('differing_blobs') or 'none'}; differing manifest/config fields: "
         f"{', '.join(r['reproducible'].get('differing_fields') or []) or 'none'}; the {other} build "
-        f"has the same layers (diff IDs): {r['cold_other']['same_layers']}.",
+        f"has the same layers (diff IDs): {r['cold_other']['same_layers']}"
+        + (f", the level {fast['level']} build: {fast['same_layers']}." if fast else "."),
         "",
         "Where the cold runtime build's time went (steps of 0.5 s or more):",
         "",

@@ -93,8 +93,6 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      "--repository"),
     ("cache-repository", _nothing, ["build", "--cache-repository", "cache@sha256:12"], "--cache-repository"),
     ("base-reference", _nothing, ["build", "--base", "UPPER/debian:trixie"], "--base"),
-    ("zstd-level", _nothing, ["build", "--compression-level", "23"], "--compression-level 23"),
-    ("gzip-level", _nothing, ["build", "--compression", "gzip", "--compression-level", "10"], "0-9 for gzip"),
     ("threshold-negative", _nothing, ["test", "--threshold=-1"], "--threshold"),
     ("threshold-above-one", _nothing, ["test", "--threshold", "5"], "--threshold"),
     ("threshold-nan", _nothing, ["test", "--threshold", "nan"], "--threshold"),

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from torchimg import build_report_text
 
 
@@ -86,7 +88,11 @@ def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: P
         "first_container_zstd": {"pull_seconds": 30.0, "seconds": 40.0},
         "first_container_gzip": {"pull_seconds": 60.0, "seconds": 70.0},
         "cold_fast": _build(180.0, pip=90.0, export=40.0, unpack=30.0)
-        | {"level": 1, "registry_bytes": 3_900_000_000},
+        | {
+            "level": 1,
+            "registry_bytes": 3_900_000_000,
+            "same_layers": True,
+        },
         "first_container_fast": {"pull_seconds": 31.0, "seconds": 41.0},
         "naive": {"seconds": 400.0},
         "registry": {
@@ -121,6 +127,17 @@ def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: P
     assert "| gzip | 300.0 | 150.0 | 60.0 | 4.30 GB | 4.50 GB | 60.0 | 70.0 |" in md
     assert "| zstd level 1 | 180.0 | 40.0 | 30.0 | 3.90 GB | - | 31.0 | 41.0 |" in md
     assert "| cold, runtime, zstd at its fastest level (another empty engine) | 180.0 | True | True |" in md
+    assert "the level 1 build: True." in md
+
+
+def test_a_compression_level_is_checked_where_options_are_made() -> None:
+    from torchimg.errors import PipelineError
+    from torchimg.stages import build
+
+    assert build.Options(repository="r", compression_level=1).compression_level == 1
+    for compression, level in (("zstd", 0), ("zstd", 23), ("gzip", 10), ("gzip", 0)):
+        with pytest.raises(PipelineError, match=f"compression level {level}: not a {compression} level"):
+            build.Options(repository="r", compression=compression, compression_level=level)
 
 
 def test_json_differences_name_each_differing_path() -> None:

@@ -23,9 +23,11 @@ COMPRESSIONS = ("zstd", "gzip")
 # zstd: exports and unpacks several times faster than gzip and is ~10 % smaller; every engine
 # since Docker 23 / containerd 1.5 pulls it. gzip for older engines (--compression gzip).
 DEFAULT_COMPRESSION = "zstd"
-# The levels BuildKit accepts per compression (zstd's map onto four encoder speeds: 1-2 fastest,
-# 3-6 default, 7-8 better, 9-22 best); None: BuildKit's default (zstd 3, gzip 6).
-LEVELS = {"zstd": range(1, 23), "gzip": range(0, 10)}
+# Levels the build report may ask for (BuildKit maps zstd's onto four encoder speeds; gzip 0
+# stores). No command-line option: BuildKit reuses a layer it holds in the same compression at
+# whatever level it was made, so mixing levels on one builder would make the digest depend on
+# its cache. Every image is built at BuildKit's default level (zstd 3, gzip 6).
+LEVELS = {"zstd": range(1, 23), "gzip": range(1, 10)}
 ATTESTATIONS = ("provenance", "sbom")
 
 
@@ -39,8 +41,16 @@ class Options:
     cache_repository: str | None = None  # registry cache: <repo>:<variant>-<flavor>
     cache_export: bool = True  # False: import the registry cache only (read-only machines)
     compression: str = DEFAULT_COMPRESSION
-    compression_level: int | None = None
+    compression_level: int | None = None  # the build report's fast row only; None: BuildKit's
     attest: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        levels = LEVELS[self.compression]
+        if self.compression_level is not None and self.compression_level not in levels:
+            raise PipelineError(
+                f"compression level {self.compression_level}: not a {self.compression} level",
+                f"give {levels.start}-{levels.stop - 1} for {self.compression}",
+            )
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -81,13 +91,6 @@ def arguments(p: argparse.ArgumentParser) -> None:
         ">= 23 and containerd >= 1.5. gzip: for older engines and tools)",
     )
     p.add_argument(
-        "--compression-level",
-        metavar="N",
-        type=int,
-        help="layer compression level (zstd 1-22: 1-2 fastest, 3-6 default, 7-8 better, 9-22 best; "
-        "gzip 0-9; default: BuildKit's, zstd 3 and gzip 6); another level is another image digest",
-    )
-    p.add_argument(
         "--attest",
         action="append",
         choices=ATTESTATIONS,
@@ -109,20 +112,8 @@ def options(args: argparse.Namespace, settings: Settings) -> Options:
         builder=settings.builder(args.builder),
         cache_repository=settings.cache_repository(args.cache_repository),
         compression=args.compression,
-        compression_level=_level(args.compression, args.compression_level),
         attest=tuple(args.attest),
     )
-
-
-def _level(compression: str, level: int | None) -> int | None:
-    """The level, checked against what BuildKit accepts for the compression."""
-    levels = LEVELS[compression]
-    if level is not None and level not in levels:
-        raise PipelineError(
-            f"--compression-level {level}: not a {compression} level",
-            f"give {levels.start}-{levels.stop - 1} for {compression}, or leave it out (BuildKit's default)",
-        )
-    return level
 
 
 def cache_ref(opts: Options, image: Image) -> str | None:

@@ -49,8 +49,8 @@ SELECTS = "variants"
 REPOSITORY = "torchimg-bench/pytorch"
 DEFAULT = build.DEFAULT_COMPRESSION
 OTHER = "gzip" if DEFAULT != "gzip" else "zstd"
-# The default compression at its fastest level, measured beside the default level.
-FAST_LEVEL = min(build.LEVELS[DEFAULT])
+# zstd at its fastest encoder speed, measured beside BuildKit's default level.
+FAST_LEVEL = 1
 # The Dockerfile's stages that run on the image's own platform (the others run on the build
 # machine's): for another platform, their RUN steps are the emulated ones.
 TARGET_STAGES = ("python", "runtime", "dev")
@@ -129,6 +129,7 @@ def _timed(selection: Selection, opts: build.Options) -> dict[str, Any]:
         "image_id": rec.image_id,
         "tag": rec.tags[0],
         "revision": rec.inputs.git.revision,
+        "docker_sha256": rec.inputs.docker_sha256,
         "steps": [dataclasses.asdict(s) for s in buildlog.steps(log_lines) if s.seconds >= 0.5],
         "builder_cached": not buildlog.ran(log_lines, "builder"),
         "torch_downloaded": any("Downloading torch-" in line for line in log_lines),
@@ -190,13 +191,26 @@ def _pushed_differences(ref_a: str, ref_b: str) -> list[str]:
     return out
 
 
-def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
-    """Push an image to the report's registry; its layer blobs (digest -> bytes) there."""
-    engine.push_as(local_tag, ref)
+def _manifest_layers(ref: str) -> list[dict[str, Any]]:
+    """The layer descriptors of an image in the report's registry, in order."""
     manifest = json.loads(engine.imagetools(ref) or "{}")
     if not manifest.get("layers"):
         raise ToolError(f"{ref}: no layers in what the registry serves", "an index? build one platform")
-    return {str(x["digest"]): int(x.get("size") or 0) for x in manifest["layers"]}
+    return list(manifest["layers"])
+
+
+def _blobs(ref: str) -> list[str]:
+    return [str(x["digest"]) for x in _manifest_layers(ref)]
+
+
+def _count(what: str, a: list[Any], b: list[Any]) -> list[Any]:
+    return [f"{what} {len(a)} != {len(b)}"] if len(a) != len(b) else []
+
+
+def _pushed_layers(local_tag: str, ref: str) -> dict[str, int]:
+    """Push an image to the report's registry; its layer blobs (digest -> bytes) there."""
+    engine.push_as(local_tag, ref)
+    return {str(x["digest"]): int(x.get("size") or 0) for x in _manifest_layers(ref)}
 
 
 def registry_figures(out: dict[str, Any], host: str) -> dict[str, Any]:
@@ -267,13 +281,14 @@ def measure(
         # benchmark builds keep their records in the temp folder, never replacing a user's
         def _build(variant: Variant, flavor: str, opts: build.Options) -> dict[str, Any]:
             timed = _timed(Selection(config, (Image(variant, flavor),), Path(tmp)), opts)
-            if timed["revision"] != out.setdefault("revision", timed["revision"]):
-                # the commit is a label of the image: the builds would differ by it alone
-                raise PipelineError(
-                    f"the git commit changed during the report ({out['revision'][:12]} -> "
-                    f"{timed['revision'][:12]}): its images are not comparable",
-                    "run the report again and commit nothing until it ends",
-                )
+            for key, what in (("revision", "git commit"), ("docker_sha256", "docker/ folder")):
+                # the commit is a label of the image, docker/ its recipe: builds would differ by it
+                if timed[key] != out.setdefault(key, timed[key]):
+                    raise PipelineError(
+                        f"the {what} changed during the report ({out[key][:12]} -> {timed[key][:12]}): "
+                        "its images are not comparable",
+                        "run the report again; commit nothing and leave docker/ alone until it ends",
+                    )
             return timed
 
         engines = itertools.count(1)
@@ -284,9 +299,11 @@ def measure(
 
         with _empty(f"cold build, runtime ({DEFAULT}), then dev, no-op rebuilds, a lock change"):
             out["cold_runtime"] = _build(variant, "runtime", opts)
-            # kept as built: the no-op rebuild below takes its tag
-            cold_layers = engine.layer_ids(out["cold_runtime"]["tag"])
-            cold_blobs = list(_pushed_layers(out["cold_runtime"]["tag"], f"{reg.host}/torchimg-bench:cold"))
+            # a tag of its own: the no-op rebuild below takes the build's tag, and every figure
+            # of "runtime" (sizes, registry, pull) is this image's, as built
+            cold_tag = f"{REPOSITORY}:{variant.name}-cold"
+            engine.tag(out["cold_runtime"]["tag"], cold_tag)
+            out["cold_runtime"]["tag"] = cold_tag
             out["cold_dev"] = _build(variant, "dev", opts)
             out["noop_runtime"] = _build(variant, "runtime", opts)
             out["noop_dev"] = _build(variant, "dev", opts)
@@ -313,7 +330,7 @@ def measure(
             out["cold_again"] = _build(variant, "runtime", opts)
             again = engine.layer_ids(out["cold_again"]["tag"])
             # the compressed blobs too: the same tar streams can still compress differently
-            blobs_again = list(_pushed_layers(out["cold_again"]["tag"], f"{reg.host}/torchimg-bench:again"))
+            _pushed_layers(out["cold_again"]["tag"], f"{reg.host}/torchimg-bench:again")
         with _empty(f"a cold build, runtime, with {OTHER} layers"):
             out["cold_other"] = _build(variant, "runtime", other)
             out["cold_other"]["same_layers"] = engine.layer_ids(out["cold_other"]["tag"]) == again
@@ -324,6 +341,10 @@ def measure(
             out["cold_fast"]["registry_bytes"] = sum(
                 _pushed_layers(out["cold_fast"]["tag"], f"{reg.host}/torchimg-bench:runtime-fast").values()
             )
+        cold_layers = out["size_runtime"]["diff_ids"]
+        cold_blobs, blobs_again = (
+            _blobs(f"{reg.host}/torchimg-bench:{name}") for name in ("runtime", "again")
+        )
         out["reproducible"] = {
             "same_image_id": out["cold_runtime"]["image_id"] == out["cold_again"]["image_id"],
             "noop_same_image_id": out["cold_runtime"]["image_id"] == out["noop_runtime"]["image_id"],
@@ -334,13 +355,14 @@ def measure(
                 )
                 if a != b
             ]
-            + ([{"layer": -1, "what": "layer count"}] if len(cold_layers) != len(again) else []),
+            + _count("layer count", cold_layers, again),
             "differing_blobs": [
                 i for i, (a, b) in enumerate(zip(cold_blobs, blobs_again, strict=False)) if a != b
-            ],
+            ]
+            + _count("blob count", cold_blobs, blobs_again),
             # the image ID is the manifest's digest: where the two manifests and configs part
             "differing_fields": _pushed_differences(
-                f"{reg.host}/torchimg-bench:cold", f"{reg.host}/torchimg-bench:again"
+                f"{reg.host}/torchimg-bench:runtime", f"{reg.host}/torchimg-bench:again"
             ),
         }
         with _empty("a rebuild from the registry cache"):

@@ -71,7 +71,8 @@ def build(
             platforms=list(platforms) or None,
             cache_from={"type": "registry", "ref": cache_ref} if cache_ref else None,
             # Every layer in the one compression asked for, even where BuildKit already holds a
-            # blob in another (the base's, a cache's): the digest never depends on cache state.
+            # blob in another (the base's, a cache's): the digest never depends on cache state
+            # (at one level: a cached blob in the same compression is reused whatever its level).
             # The cache's layers share the image's blobs. `type=docker` is what `--load` is
             # (one export into the engine, for any builder) with the compression options.
             cache_to={"type": "registry", "ref": cache_ref, "mode": "max", **layers}
