@@ -122,12 +122,18 @@ def test_the_report_reads_the_goals_against_the_empty_engine_figures(tmp_path: P
     cache = next(line for line in md.splitlines() if line.startswith("| rebuild from the registry cache,"))
     assert "38.0 s = 19.0% of cold; pip ran: False" in cache and cache.endswith("| yes |")
     pull = next(line for line in md.splitlines() if line.startswith("| pull the runtime image"))
-    assert "zstd: 40.0 s, gzip: 70.0 s" in pull and pull.endswith("| yes |")
+    assert "zstd: 40.0 s (pull 30.0 s), gzip: 70.0 s" in pull and pull.endswith("| yes |")
     assert "| zstd (default) | 200.0 | 60.0 | 30.0 | 3.60 GB | 3.80 GB | 30.0 | 40.0 |" in md
     assert "| gzip | 300.0 | 150.0 | 60.0 | 4.30 GB | 4.50 GB | 60.0 | 70.0 |" in md
     assert "| zstd level 1 | 180.0 | 40.0 | 30.0 | 3.90 GB | - | 31.0 | 41.0 |" in md
     assert "| cold, runtime, zstd at its fastest level (another empty engine) | 180.0 | True | True |" in md
     assert "the level 1 build: True." in md
+    floors = [line for line in md.splitlines() if line.startswith("- ")]
+    assert (
+        len(floors) == 1
+        and floors[0].startswith("- Cold build: pip 90.0 s")
+        and "180.0 s of 200.0 s" in floors[0]
+    )
 
 
 def test_a_compression_level_is_checked_where_options_are_made() -> None:
