@@ -1,7 +1,9 @@
-"""Read an image's blobs straight from the engine (`docker save`, streamed, never on disk).
+"""Read an image's blobs straight from the engine (`docker save`, streamed).
 
 Used to measure layer sizes (compressed and uncompressed) and to prove that no secret was
-written into any layer, including layers whose files a later layer deletes.
+written into any layer, including layers whose files a later layer deletes (never on disk);
+and to write one platform of a multi-platform image as an OCI layout folder, for a tool that
+reads one platform only.
 """
 
 import hashlib
@@ -10,13 +12,19 @@ import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from pathlib import Path
+from typing import IO, Any
 
 from torchimg import compression
 from torchimg.adapters import engine
 from torchimg.errors import ToolError
 
 _CHUNK = 1 << 20
+_SMALL = 4 << 20  # index, manifests and configs are far smaller
+_INDEXES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
 
 
 class _IterReader(io.RawIOBase):
@@ -169,3 +177,99 @@ def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
             "run it again; if it persists, the engine's store is damaged",
         )
     return saved
+
+
+def _members(image: str) -> Iterator[tuple[str, IO[bytes]]]:
+    """Each file of `docker save` of `image`, streamed, as (name, readable)."""
+    with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
+        for member in tar:
+            f = tar.extractfile(member) if member.isfile() else None
+            if f is not None:
+                yield member.name, f
+
+
+def _blob_name(digest: str) -> str:
+    algorithm, _, hexdigest = digest.partition(":")
+    if algorithm != "sha256" or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+        raise ValueError(f"unexpected digest {digest!r}")
+    return f"blobs/sha256/{hexdigest}"
+
+
+def _platform_manifest(small: dict[str, bytes], platform: str) -> tuple[dict[str, Any], list[str]]:
+    """The descriptor of `platform`'s manifest, found from index.json through nested indexes
+    (the containerd store saves the image's own index inside one); and the platforms seen."""
+    wanted = platform.split("/")
+    seen: list[str] = []
+    pending: list[dict[str, Any]] = list(json.loads(small["index.json"])["manifests"])
+    while pending:
+        desc = pending.pop(0)
+        if desc.get("mediaType") in _INDEXES:
+            pending += json.loads(small[_blob_name(desc["digest"])])["manifests"]
+            continue
+        p = desc.get("platform") or {}
+        have = [p.get("os", ""), p.get("architecture", ""), *([p["variant"]] if p.get("variant") else [])]
+        if have[:2] == ["unknown", "unknown"]:  # BuildKit's attestation manifests
+            continue
+        seen.append("/".join(have))
+        if have == wanted or (have[:2] == wanted and len(wanted) == 2):
+            return desc, seen
+    return {}, seen
+
+
+def write_platform(image: str, platform: str, dest: Path) -> str:
+    """Write `platform`'s image of the local multi-platform `image` into the empty folder `dest`
+    as an OCI layout (index.json naming that one manifest, and its blobs, each checked against
+    its digest). Returns the platform's config digest: the image ID a reader of the layout sees.
+
+    Two passes of `docker save`: the small JSON blobs to find the manifest, then its layers
+    only, so the folder never holds another platform's layers."""
+    small: dict[str, bytes] = {}
+    try:
+        for name, f in _members(image):
+            head = f.peek(1)[:1] if isinstance(f, io.BufferedReader) else b""
+            if head in (b"{", b"[") or name.endswith(".json"):
+                data = f.read(_SMALL + 1)
+                if len(data) <= _SMALL:
+                    small[name] = data
+        desc, seen = _platform_manifest(small, platform)
+        if not desc:
+            raise ToolError(
+                f"`docker save` of {image} holds no {platform} image (it holds: {', '.join(seen) or 'none'})",
+                "build the image for that platform again",
+            )
+        manifest = json.loads(small[_blob_name(desc["digest"])])
+        config = str(manifest["config"]["digest"])
+        wanted = {_blob_name(d["digest"]) for d in [desc, manifest["config"], *manifest["layers"]]}
+    except _READ_ERRORS as exc:
+        raise ToolError(f"reading {image} from the engine: {exc}", "run it again") from None
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ToolError(
+            f"`docker save` of {image}: no readable index or manifest ({exc})", "run it again"
+        ) from None
+    (dest / "blobs" / "sha256").mkdir(parents=True)
+    digests: dict[str, str] = {}  # blob written -> the sha256 of what was written
+    for name in wanted & small.keys():
+        (dest / name).write_bytes(small[name])
+        digests[name] = hashlib.sha256(small[name]).hexdigest()
+    try:
+        for name, f in _members(image):
+            if name in wanted and name not in digests:
+                sha = hashlib.sha256()
+                with (dest / name).open("wb") as out:
+                    for data in _reads(f):
+                        sha.update(data)
+                        out.write(data)
+                digests[name] = sha.hexdigest()
+    except _READ_ERRORS as exc:
+        raise ToolError(f"reading {image} from the engine: {exc}", "run it again") from None
+    for name in sorted(wanted):
+        if name not in digests:
+            raise ToolError(f"`docker save` of {image} lacks {platform}'s blob {name}", "run it again")
+        if digests[name] != name.rsplit("/", 1)[1]:
+            raise ToolError(
+                f"`docker save` of {image}: blob {name} does not match its digest", "run it again"
+            )
+    index = {"schemaVersion": 2, "mediaType": _INDEXES[0], "manifests": [desc]}
+    (dest / "index.json").write_text(json.dumps(index))
+    (dest / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    return config

@@ -48,9 +48,11 @@ def require_trivy() -> None:
         missing(f"these tests need trivy: {exc}")
 
 
-def build_small(folder: Path, dockerfile: str, tag: str, compression: str = "gzip") -> str:
+def build_small(
+    folder: Path, dockerfile: str, tag: str, compression: str = "gzip", platforms: tuple[str, ...] = ()
+) -> str:
     """Build a small throwaway image from `dockerfile` (text) in `folder`, its layers in
-    `compression`; return its tag."""
+    `compression` (for `platforms`: one index); return its tag."""
     (folder / "Dockerfile").write_text(dockerfile)
     engine.build(
         context=folder,
@@ -63,6 +65,7 @@ def build_small(folder: Path, dockerfile: str, tag: str, compression: str = "gzi
         labels={},
         what=tag,
         compression=compression,
+        platforms=platforms,
     )
     return tag
 

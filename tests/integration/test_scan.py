@@ -172,11 +172,54 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
         image_id = engine.image_id(tag)
         assert image_id is not None
         no_db = record.VulnDb(available=False, how="not needed for secrets")
-        reports = trivy.analyse(image_id, out, trivy.TrivyOptions(), no_db)
+        reports = trivy.analyse_image(trivy.Source(image_id), out, trivy.TrivyOptions(), no_db)
         found = scan_policy.findings(reports["image"])
         verdict = scan_policy.judge(found, [], scan_policy.Policy(), datetime.date.today())
         assert {f.id for f in verdict.blocking if f.kind == "secret"} >= {"aws-access-key-id"}
         assert any(f.target.endswith("app/credentials.ini") for f in verdict.blocking)
+    finally:
+        remove_images(tag)
+
+
+def test_each_platform_of_an_index_is_scanned_and_a_secret_in_one_only_blocks(tmp_path: Path) -> None:
+    """trivy reads an index from the engine as the engine's platform only: a secret in the
+    other platform's image is found through that platform's own OCI layout."""
+    key_id = "AKIA" + "QYLPMN5HHHFPZAM2"  # made up, assembled so no scanner flags this file
+    secret = "8KlwwPfqazD6BZzHyDrwTBdIvYZFMw1y" + "7A1pK9n1"
+    for arch, text in (("amd64", "nothing here\n"), ("arm64", f"aws_access_key_id = {key_id}\n")):
+        (tmp_path / arch).mkdir()
+        (tmp_path / arch / "credentials.ini").write_text(text + f"aws_secret_access_key = {secret[:8]}\n")
+    both = ("linux/amd64", "linux/arm64")
+    tag = build_small(
+        tmp_path,
+        "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/credentials.ini /app/credentials.ini\n",
+        "torchimg-test/two-platform-secret:latest",
+        platforms=both,
+    )
+    out = tmp_path / "reports"
+    out.mkdir()
+    try:
+        image_id = engine.image_id(tag)
+        assert image_id is not None
+        no_db = record.VulnDb(available=False, how="not needed for secrets")
+        reports = scan.analyse(image_id, list(both), out, trivy.TrivyOptions(), no_db)
+        assert list(reports) == list(both)
+        secrets = {
+            p: {f.id for f in scan_policy.findings(r["image"]) if f.kind == "secret"}
+            for p, r in reports.items()
+        }
+        assert secrets == {"linux/amd64": set(), "linux/arm64": {"aws-access-key-id"}}
+        arm = json.loads((out / "image.linux-arm64.json").read_text())
+        assert arm["Metadata"]["ImageConfig"]["architecture"] == "arm64"
+        assert (
+            json.loads((out / "image.json").read_text())["Metadata"]["ImageConfig"]["architecture"] == "amd64"
+        )
+        assert (out / "sbom.linux-arm64.cdx.json").stat().st_size > 0
+        assert not list(out.glob(".layout-*")), "the layout folder stays behind"
+        with pytest.raises(ToolError, match="holds no linux/s390x image") as exc:
+            scan.analyse(image_id, ["linux/s390x"], out, trivy.TrivyOptions(), no_db)
+        assert exc.value.exit_code == TOOL_FAILED
+        assert not list(out.glob(".layout-*"))
     finally:
         remove_images(tag)
 

@@ -187,4 +187,24 @@ def test_push_gate_wants_every_declared_platform_built_and_tested() -> None:
     assert refused is not None and "not tested on linux/arm64" in refused.what
     assert rec.test is not None
     rec.test.emulated = {"linux/arm64": {"passed": 4, "failed": 0, "skipped": 6}}
+    assert rec.scan is not None and rec.scan.platforms == []  # a scan that read one platform only
+    refused = unmet(rec, REMOTE, local_target=True, platforms=both)
+    assert (
+        refused is not None
+        and "scan of 2.9.1-cu128 runtime did not read its image for linux/amd64, linux/arm64" in refused.what
+    )
+    assert "nox -s scan" in refused.fix
+    rec.scan.platforms = ["linux/amd64"]
+    refused = unmet(rec, REMOTE, local_target=True, platforms=both)
+    assert refused is not None and "did not read its image for linux/arm64" in refused.what
+    rec.scan.platforms = list(both)
     assert unmet(rec, REMOTE, local_target=True, platforms=both) is None
+
+
+def test_a_single_platform_scan_from_before_each_platform_was_read_still_counts() -> None:
+    rec = _record()
+    assert rec.scan is not None and rec.scan.platforms == [] and rec.build.platforms == ["linux/amd64"]
+    assert unmet(rec, REMOTE, local_target=True) is None
+    rec.scan.platforms = ["linux/arm64"]  # read another platform than the one built
+    refused = unmet(rec, REMOTE, local_target=True)
+    assert refused is not None and "did not read its image for linux/amd64" in refused.what

@@ -1,6 +1,7 @@
 """The scan gate on trivy JSON reports: real trivy outputs, and one hand-made report where
 trivy cannot produce the case here (vulnerabilities need its online database)."""
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -107,3 +108,14 @@ def test_a_secret_entry_accepts_only_its_own_file() -> None:
         assert "aws-access-key-id" in {
             f.id for f in scan_policy.judge(found, [entry], scan_policy.Policy(), TODAY).blocking
         }
+
+
+def test_a_finding_of_one_platform_names_it_and_an_entry_covers_every_platform() -> None:
+    found = scan_policy.findings(report("secret-planted.json"))
+    on_arm = [dataclasses.replace(f, platform="linux/arm64") for f in found]
+    assert all("[linux/arm64]" in str(f) for f in on_arm)
+    assert all("[" not in str(f).split(":")[0] for f in found)  # one platform: no name
+    target = next(f.target for f in found if f.id == "aws-access-key-id")
+    entry = allowlist.Allow("aws-access-key-id", "test key", TODAY, kind="secret", path=target)
+    blocking = scan_policy.judge([*found, *on_arm], [entry], scan_policy.Policy(), TODAY).blocking
+    assert "aws-access-key-id" not in {f.id for f in blocking}

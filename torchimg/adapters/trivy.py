@@ -4,8 +4,9 @@ analysis per image, its reports checked, SBOM and SARIF converted from them.
 Fail closed: whether a vulnerability database is there is decided *before* scanning, from
 trivy's DB-only download and the DB files in its cache folder (never from trivy's log; a
 cached DB counts only while recent). Every other failure, and a missing, empty, truncated or
-foreign report, is "scan failed". The image is read by its ID from the local engine only,
-and trivy runs without the user's ignore file, config file or TRIVY_* variables.
+foreign report, is "scan failed". The image is read by its ID from the local engine only (or
+from an OCI layout folder written from it, for a platform other than the engine's), and trivy
+runs without the user's ignore file, config file or TRIVY_* variables.
 """
 
 import datetime
@@ -25,7 +26,6 @@ from torchimg.output import log
 TRIVY_ENV = "TORCHIMG_TRIVY"
 _CONFIG_SKIP = "docker/baseline"  # never shipped: the naive baseline, measured against only
 _ISOLATED = ["--config", os.devnull, "--ignorefile", os.devnull]
-REPORTS = ("vuln", "image", "config")
 _TIMEOUT = "60m"
 
 
@@ -185,39 +185,81 @@ def read_report(file: Path, image_id: str | None) -> dict[str, Any]:
     return data
 
 
-def analyse(image_id: str, out: Path, opts: TrivyOptions, db: VulnDb) -> dict[str, dict[str, Any]]:
-    """All trivy runs for one image (by ID, from the engine only); returns the checked reports.
+@dataclass(frozen=True)
+class Source:
+    """What trivy reads: a local image by its ID (from the engine, as the engine's own
+    platform), or an OCI layout folder holding one platform's image."""
+
+    image_id: str  # what each report must name as its image ID
+    layout: Path | None = None
+
+    def args(self) -> list[str]:
+        return ["--input", str(self.layout)] if self.layout else ["--image-src", "docker", self.image_id]
+
+
+def report_names(suffix: str = "") -> dict[str, str]:
+    """The files one image's analysis writes (`suffix`: a platform's, e.g. ".linux-arm64")."""
+    return {
+        "vuln": f"vuln{suffix}.json",
+        "image": f"image{suffix}.json",
+        "sbom": f"sbom{suffix}.cdx.json",
+        "vuln-sarif": f"vuln{suffix}.sarif",
+        "image-sarif": f"image{suffix}.sarif",
+    }
+
+
+def analyse_image(
+    source: Source, out: Path, opts: TrivyOptions, db: VulnDb, suffix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """trivy on one image: returns its checked reports ("vuln" when the DB is there, "image").
 
     One analysis of the image gives secrets, licenses and the package list; the SBOM and the
     SARIF files are converted from trivy's JSON instead of analysing the image again."""
-    for name in REPORTS:
-        (out / f"{name}.json").unlink(missing_ok=True)
+    names = report_names(suffix)
+    for name in names.values():
+        (out / name).unlink(missing_ok=True)
     # trivy stops an analysis after 5 minutes by default: reading every file of a torch image
     # (7.5 GB unpacked) for secrets can take longer on 2 cores, and a timeout is a failed scan.
-    image = ["image", "--image-src", "docker", "--skip-db-update", "--timeout", _TIMEOUT, "--format", "json"]
-    image += opts.db_args()
+    image = ["image", "--skip-db-update", "--timeout", _TIMEOUT, "--format", "json", *opts.db_args()]
+    kinds = ["vuln", "image"] if db.available else ["image"]
     if db.available:
-        _must([*image, "--scanners", "vuln", "-o", str(out / "vuln.json"), image_id], "vulnerability scan")
+        _must(
+            [*image, "--scanners", "vuln", "-o", str(out / names["vuln"]), *source.args()],
+            "vulnerability scan",
+        )
     _must(
-        [*image, "--scanners", "secret,license", "--list-all-pkgs", "-o", str(out / "image.json"), image_id],
+        [
+            *image,
+            "--scanners",
+            "secret,license",
+            "--list-all-pkgs",
+            "-o",
+            str(out / names["image"]),
+            *source.args(),
+        ],
         "image analysis",
     )
+    reports = {kind: read_report(out / names[kind], source.image_id) for kind in kinds}
+    _must(
+        ["convert", "--format", "cyclonedx", "-o", str(out / names["sbom"]), str(out / names["image"])],
+        "SBOM",
+    )
+    for kind in kinds:
+        sarif, json_file = str(out / names[f"{kind}-sarif"]), str(out / names[kind])
+        _must(["convert", "--format", "sarif", "-o", sarif, json_file], f"SARIF of {names[kind]}")
+    return reports
+
+
+def analyse_config(out: Path) -> dict[str, Any]:
+    """trivy's misconfiguration scan of docker/ (once per image scan, whatever its platforms)."""
+    (out / "config.json").unlink(missing_ok=True)
     _must(
         ["config", "--format", "json", "-o", str(out / "config.json"), "--skip-dirs", _CONFIG_SKIP, "docker"],
         "config scan",
     )
-    reports = {
-        name: read_report(out / f"{name}.json", image_id if name != "config" else None)
-        for name in REPORTS
-        if name != "vuln" or db.available
-    }
+    report = read_report(out / "config.json", None)
     _must(
-        ["convert", "--format", "cyclonedx", "-o", str(out / "sbom.cdx.json"), str(out / "image.json")],
-        "SBOM",
+        ["convert", "--format", "sarif", "-o", str(out / "config.sarif"), str(out / "config.json")],
+        "SARIF of config.json",
     )
-    for name in reports:
-        sarif = str(out / f"{name}.sarif")
-        _must(
-            ["convert", "--format", "sarif", "-o", sarif, str(out / f"{name}.json")], f"SARIF of {name}.json"
-        )
-    return reports
+    return report

@@ -58,6 +58,15 @@ def unmet(
     if rec.scan is None or not rec.passed("scan"):
         problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
         return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")
+    read = rec.scan.platforms
+    unscanned = (
+        [p for p in rec.build.platforms if p not in read] if read or len(rec.build.platforms) > 1 else []
+    )
+    if unscanned:
+        return RefusedError(
+            f"push refused: the scan of {what} did not read its image for {', '.join(unscanned)}",
+            f"scan it again (every platform is read): nox -s scan {select}",
+        )
     if policy is not None and rec.scan.policy != policy:
         return RefusedError(
             f"push refused: {what} was scanned under another policy ({rec.scan.policy or 'unrecorded'}) "

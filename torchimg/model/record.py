@@ -88,7 +88,8 @@ class Scanned(Section):
     accepted: list[str] = []
     stale_allowlist: list[str] = []
     reports: list[str] = []
-    platforms_not_read: list[str] = []  # of a multi-platform image: trivy read the engine's own
+    platforms: list[str] = []  # the platforms trivy read ([] in scans before it read each one)
+    platforms_not_read: list[str] = []  # written by scans that read the engine's platform only
     policy: dict[str, str] = {}
 
 

@@ -21,10 +21,12 @@ class Finding:
     package: str | None = None
     fixed: bool = False
     title: str = ""
+    platform: str = ""  # of a multi-platform image: the platform whose image holds it
 
     def __str__(self) -> str:
         where = f"{self.package} in {self.target}" if self.package else self.target
-        return f"{self.kind} {self.id} ({self.severity}) {where}: {self.title}".rstrip(": ")
+        on = f" [{self.platform}]" if self.platform else ""
+        return f"{self.kind} {self.id} ({self.severity}) {where}{on}: {self.title}".rstrip(": ")
 
 
 @dataclass(frozen=True)

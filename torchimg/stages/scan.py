@@ -7,12 +7,16 @@ the trivy adapter; what blocks a release is in the scan policy.
 """
 
 import argparse
+import dataclasses
 import datetime
 import hashlib
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from torchimg import paths
+from torchimg import layers, paths
 from torchimg.adapters import emulation, trivy
 from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import allowlist, record, scan_policy
@@ -105,7 +109,9 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
     db = record.VulnDb(available=False, how="not decided: the scan failed before")
     try:
         db = trivy.vuln_db(opts.scanner)
-        reports = trivy.analyse(rec.image_id, out, opts.scanner, db)
+        platforms = rec.build.platforms if rec.build else [emulation.engine_platform()]
+        reports = analyse(rec.image_id, platforms, out, opts.scanner, db)
+        config = trivy.analyse_config(out)
     except PipelineError as exc:
         failed = record.Scanned(
             ok=False,
@@ -118,7 +124,13 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
         store.save_section(image.variant.name, image.flavor, "scan", failed)
         raise
     vulnerabilities = "ran" if db.available else "not run: no vulnerability database"
-    found = [f for report in reports.values() for f in scan_policy.findings(report)]
+    found = [
+        dataclasses.replace(f, platform=platform if len(reports) > 1 else "")
+        for platform, kinds in reports.items()
+        for report in kinds.values()
+        for f in scan_policy.findings(report)
+    ]
+    found += scan_policy.findings(config)
     verdict = scan_policy.judge(found, entries, opts.policy, today)
     problems = [f"blocking: {f}" for f in verdict.blocking]
     problems += [
@@ -133,24 +145,19 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
         vuln_db=db,
         accepted_without_vuln_db=not db.available and opts.allow_no_vuln_db,
         counts={k: sum(f.kind == k for f in found) for k in KINDS},
-        licenses=scan_policy.licenses(reports["image"]),
+        licenses=scan_policy.licenses(next(iter(reports.values()))["image"]),
         problems=problems,
         accepted=[f"{f} (allowlist: {a.reason}, until {a.expires})" for f, a in verdict.accepted],
         stale_allowlist=[a.id for a in verdict.stale],
         reports=sorted(p.name for p in out.glob("*") if p.suffix in (".json", ".sarif")),
-        platforms_not_read=_not_read(rec),
+        platforms=list(reports),
         policy=policy,
         finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     rec = store.save_section(image.variant.name, image.flavor, "scan", section)
     log.info("   vulnerabilities: %s (%s)", vulnerabilities, db.how)
-    if section.platforms_not_read:
-        log.info(
-            "   scanned %s only: trivy reads an index from the engine as the engine's own platform; "
-            "%s hold(s) the same lockfile's packages and the same apt archive's, not scanned here",
-            emulation.engine_platform(),
-            ", ".join(section.platforms_not_read),
-        )
+    if len(section.platforms) > 1:
+        log.info("   platforms read: %s", ", ".join(section.platforms))
     for line in [*problems, *(f"stale allowlist entry (matches nothing): {a.id}" for a in verdict.stale)]:
         log.info("   %s", line)
     if problems:
@@ -161,9 +168,26 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
     return rec
 
 
-def _not_read(rec: record.Record) -> list[str]:
-    """The image's platforms trivy did not read: it reads an index from the engine as the
-    engine's own platform only (it ignores --platform for images from the engine)."""
-    platforms = rec.build.platforms if rec.build else []
+def analyse(
+    image_id: str, platforms: list[str], out: Path, opts: trivy.TrivyOptions, db: record.VulnDb
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """trivy on each platform of the image: platform -> its reports. trivy reads an index
+    from the engine as the engine's own platform only (it ignores --platform there), so every
+    other platform is written out alone as an OCI layout (its layers only, removed after) and
+    read from that; its reports are named after it (image.linux-arm64.json, ...)."""
     here = emulation.engine_platform()
-    return [p for p in platforms if p != here] if here in platforms and len(platforms) > 1 else []
+    reports: dict[str, dict[str, dict[str, Any]]] = {}
+    for platform in platforms:
+        if platform == here:
+            reports[platform] = trivy.analyse_image(trivy.Source(image_id), out, opts, db)
+            continue
+        layout = Path(tempfile.mkdtemp(prefix=".layout-", dir=out))
+        try:
+            log.info("   %s: writing its image alone as an OCI layout for trivy (%s)", platform, layout.name)
+            config = layers.write_platform(image_id, platform, layout)
+            source = trivy.Source(config, layout)
+            suffix = "." + platform.replace("/", "-")
+            reports[platform] = trivy.analyse_image(source, out, opts, db, suffix)
+        finally:
+            shutil.rmtree(layout, ignore_errors=True)
+    return reports
