@@ -167,7 +167,8 @@ def _registry(args: argparse.Namespace, found: settings.Settings) -> None:
 
 def _matrix(args: argparse.Namespace, found: settings.Settings) -> None:
     """JSON list of the variants with committed lockfiles (or, --all, every declared one): a CI matrix."""
-    print(json.dumps([v.name for v in found.config.select([], everything=args.all, locked=not args.all)]))
+    chosen = found.config.select([], everything=args.all, locked=not args.all)
+    print(json.dumps([v.name for v in chosen if args.platform is None or args.platform in v.platforms]))
 
 
 def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -197,7 +198,8 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
 
 
 def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
-    runner_checks.check(args.gpu, args.min_free_gb, args.trivy)
+    platforms = found.config.variant(args.variant).platforms if args.variant else ()
+    runner_checks.check(args.gpu, args.min_free_gb, args.trivy, platforms)
 
 
 def _summary(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -269,6 +271,11 @@ def parser() -> argparse.ArgumentParser:
     rg.set_defaults(func=_registry)
     mx = sub.add_parser("matrix", help="JSON list of the variants with committed lockfiles (CI matrix)")
     mx.add_argument("--all", action="store_true", help="every declared variant (the base refresh tries each)")
+    mx.add_argument(
+        "--platform",
+        choices=variants.PLATFORMS,
+        help="only the variants built for this platform (its GPU job)",
+    )
     mx.set_defaults(func=_matrix)
     dg = sub.add_parser("digests", help="repository@digest of each pushed image (to sign)")
     _selection_arguments(dg, per_image=False)
@@ -276,6 +283,9 @@ def parser() -> argparse.ArgumentParser:
     pf = sub.add_parser("preflight", help="check a runner: engine, buildx, containerd store, GPU, disk")
     pf.add_argument("--gpu", action="store_true", help="the NVIDIA runtime is required too (GPU jobs)")
     pf.add_argument("--trivy", action="store_true", help="trivy must run too (scan jobs)")
+    pf.add_argument(
+        "--variant", help="what the job builds or tests: each foreign platform it declares needs emulation"
+    )
     pf.add_argument(
         "--min-free-gb",
         type=_non_negative,

@@ -9,6 +9,7 @@ reads one platform only.
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,31 +196,68 @@ def _blob_name(digest: str) -> str:
     return f"blobs/sha256/{hexdigest}"
 
 
-def _platform_manifest(small: dict[str, bytes], platform: str) -> tuple[dict[str, Any], list[str]]:
-    """The descriptor of `platform`'s manifest, found from index.json through nested indexes
-    (the containerd store saves the image's own index inside one); and the platforms seen."""
-    wanted = platform.split("/")
-    seen: list[str] = []
-    pending: list[dict[str, Any]] = list(json.loads(small["index.json"])["manifests"])
+class _MissingBlobError(Exception):
+    """A blob an index or manifest names is not in what `docker save` wrote."""
+
+
+def _json_blob(small: dict[str, bytes], digest: str) -> Any:
+    """A JSON blob of `docker save`, checked against its digest."""
+    name = _blob_name(digest)
+    if name not in small:
+        raise _MissingBlobError(digest)
+    if hashlib.sha256(small[name]).hexdigest() != name.rsplit("/", 1)[1]:
+        raise ValueError(f"blob {digest} does not match its digest")
+    return json.loads(small[name])
+
+
+def _platform_of(small: dict[str, bytes], desc: dict[str, Any], manifest: dict[str, Any]) -> dict[str, str]:
+    """A manifest's platform: its descriptor's, else its config's (a single-platform image's
+    descriptor in index.json carries none)."""
+    p = desc.get("platform") or _json_blob(small, manifest["config"]["digest"])
+    keys = ("os", "architecture", "variant")
+    return {k: str(p[k]) for k in keys if isinstance(p, dict) and p.get(k)}
+
+
+def _platform_manifest(
+    small: dict[str, bytes], image: str, platform: str
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """`platform`'s manifest under `image` (its descriptor, platform filled in, and the manifest),
+    following index.json's entry for `image` (on the containerd store an image ID is that
+    digest) through nested indexes, every blob checked against its digest; and the platforms
+    seen. ({}, {}, seen) when `image` has no such platform."""
+    top = [
+        d
+        for d in json.loads(small["index.json"])["manifests"]
+        if isinstance(d, dict) and d.get("digest") == image
+    ]
+    if not top:
+        raise ValueError(f"index.json names no {image}")
+    wanted, seen, visited = platform.split("/"), [], set()
+    pending: list[Any] = top[:1]
     while pending:
         desc = pending.pop(0)
-        if desc.get("mediaType") in _INDEXES:
-            pending += json.loads(small[_blob_name(desc["digest"])])["manifests"]
+        if not isinstance(desc, dict) or desc.get("digest") in visited:
             continue
-        p = desc.get("platform") or {}
+        visited.add(desc["digest"])
+        blob = _json_blob(small, desc["digest"])
+        if desc.get("mediaType") in _INDEXES or "manifests" in blob:
+            pending += blob["manifests"]
+            continue
+        p = _platform_of(small, desc, blob)
         have = [p.get("os", ""), p.get("architecture", ""), *([p["variant"]] if p.get("variant") else [])]
         if have[:2] == ["unknown", "unknown"]:  # BuildKit's attestation manifests
             continue
         seen.append("/".join(have))
         if have == wanted or (have[:2] == wanted and len(wanted) == 2):
-            return desc, seen
-    return {}, seen
+            return {**desc, "platform": p}, blob, seen
+    return {}, {}, seen
 
 
 def write_platform(image: str, platform: str, dest: Path) -> str:
-    """Write `platform`'s image of the local multi-platform `image` into the empty folder `dest`
-    as an OCI layout (index.json naming that one manifest, and its blobs, each checked against
-    its digest). Returns the platform's config digest: the image ID a reader of the layout sees.
+    """Write `platform`'s image of the local `image` (by ID) into the new folder `dest` as an
+    OCI layout: index.json naming that one manifest, and its blobs, each checked against its
+    digest, from the image ID down. Returns the platform's config digest: the image ID a
+    reader of the layout sees.
 
     Two passes of `docker save`: the small JSON blobs to find the manifest, then its layers
     only, so the folder never holds another platform's layers."""
@@ -231,45 +269,80 @@ def write_platform(image: str, platform: str, dest: Path) -> str:
                 data = f.read(_SMALL + 1)
                 if len(data) <= _SMALL:
                     small[name] = data
-        desc, seen = _platform_manifest(small, platform)
+        desc, manifest, seen = _platform_manifest(small, image, platform)
         if not desc:
             raise ToolError(
-                f"`docker save` of {image} holds no {platform} image (it holds: {', '.join(seen) or 'none'})",
+                f"{image[:19]} holds no {platform} image (it holds: {', '.join(seen) or 'none'})",
                 "build the image for that platform again",
             )
-        manifest = json.loads(small[_blob_name(desc["digest"])])
         config = str(manifest["config"]["digest"])
-        wanted = {_blob_name(d["digest"]) for d in [desc, manifest["config"], *manifest["layers"]]}
+        _json_blob(small, config)
+        layers = [(_blob_name(d["digest"]), int(d["size"])) for d in manifest["layers"]]
     except _READ_ERRORS as exc:
-        raise ToolError(f"reading {image} from the engine: {exc}", "run it again") from None
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
+    except _MissingBlobError as exc:
         raise ToolError(
-            f"`docker save` of {image}: no readable index or manifest ({exc})", "run it again"
+            f"the engine holds {image[:19]} without all of {platform}'s content (blob {exc} missing)",
+            f"pull or build it again for {platform} (e.g. `docker pull --platform {platform} REF`)",
         ) from None
-    (dest / "blobs" / "sha256").mkdir(parents=True)
-    digests: dict[str, str] = {}  # blob written -> the sha256 of what was written
-    for name in wanted & small.keys():
-        (dest / name).write_bytes(small[name])
-        digests[name] = hashlib.sha256(small[name]).hexdigest()
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ToolError(
+            f"`docker save` of {image[:19]}: no readable index or manifest ({exc})", "run it again"
+        ) from None
+    needed = sum(size for _, size in layers)
     try:
-        for name, f in _members(image):
-            if name in wanted and name not in digests:
-                sha = hashlib.sha256()
-                with (dest / name).open("wb") as out:
-                    for data in _reads(f):
-                        sha.update(data)
-                        out.write(data)
-                digests[name] = sha.hexdigest()
-    except _READ_ERRORS as exc:
-        raise ToolError(f"reading {image} from the engine: {exc}", "run it again") from None
-    for name in sorted(wanted):
-        if name not in digests:
-            raise ToolError(f"`docker save` of {image} lacks {platform}'s blob {name}", "run it again")
-        if digests[name] != name.rsplit("/", 1)[1]:
+        (dest / "blobs" / "sha256").mkdir(parents=True)
+        free = shutil.disk_usage(dest).free
+        if free < needed * 1.05:
             raise ToolError(
-                f"`docker save` of {image}: blob {name} does not match its digest", "run it again"
+                f"{platform}'s image needs {needed / 1e9:.1f} GB in {dest.parent} for its scan; "
+                f"{free / 1e9:.1f} GB are free",
+                "free disk there (`inv clean`), or point TORCHIMG_REPORTS at a disk with room",
             )
-    index = {"schemaVersion": 2, "mediaType": _INDEXES[0], "manifests": [desc]}
-    (dest / "index.json").write_text(json.dumps(index))
-    (dest / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+        for name in (_blob_name(desc["digest"]), _blob_name(config)):
+            (dest / name).write_bytes(small[name])
+        written = _write_layers(image, {name for name, _ in layers}, dest)
+        index = {"schemaVersion": 2, "mediaType": _INDEXES[0], "manifests": [desc]}
+        (dest / "index.json").write_text(json.dumps(index))
+        (dest / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    except OSError as exc:
+        raise ToolError(
+            f"writing {platform}'s image to {dest}: {exc.strerror or exc}",
+            f"it needs {needed / 1e9:.1f} GB there: free disk, or point TORCHIMG_REPORTS elsewhere",
+        ) from None
+    for name, _ in layers:
+        if name not in written:
+            raise ToolError(f"`docker save` of {image[:19]} lacks {platform}'s layer {name}", "run it again")
+        if written[name] != name.rsplit("/", 1)[1]:
+            raise ToolError(
+                f"`docker save` of {image[:19]}: {name} does not match its digest", "run it again"
+            )
     return config
+
+
+def _write_layers(image: str, wanted: set[str], dest: Path) -> dict[str, str]:
+    """The second pass: each wanted blob of `docker save` written under `dest`; blob -> the
+    sha256 of what was written. OSError: writing failed (reading the engine is a ToolError)."""
+    written: dict[str, str] = {}
+    members = _members(image)
+    while True:
+        try:
+            name, f = next(members)
+        except StopIteration:
+            return written
+        except _READ_ERRORS as exc:
+            raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
+        if name not in wanted or name in written:
+            continue
+        sha = hashlib.sha256()
+        with (dest / name).open("wb") as out:
+            while True:
+                try:
+                    data = f.read(_CHUNK)
+                except _READ_ERRORS as exc:
+                    raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
+                if not data:
+                    break
+                sha.update(data)
+                out.write(data)
+        written[name] = sha.hexdigest()

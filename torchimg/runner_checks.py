@@ -2,13 +2,14 @@
 
 Each missing prerequisite is found in seconds, with its fix, instead of an hour into a job:
 the engine answers and has buildx; it stores images in containerd (an image ID is then its
-digest on every runner, and attestations survive); the NVIDIA runtime (GPU jobs); free disk
-where the engine keeps its data. Every check runs; any failure fails the preflight.
+digest on every runner, and attestations survive); the NVIDIA runtime (GPU jobs); QEMU for a
+variant's platforms this machine does not run natively; free disk where the engine keeps its
+data. Every check runs; any failure fails the preflight.
 """
 
 import shutil
 
-from torchimg.adapters import engine, trivy
+from torchimg.adapters import emulation, engine, trivy
 from torchimg.errors import PipelineError
 from torchimg.output import log
 
@@ -18,7 +19,7 @@ from torchimg.output import log
 MIN_FREE_GB = 40
 
 
-def check(gpu: bool, min_free_gb: float, scanner: bool = False) -> None:
+def check(gpu: bool, min_free_gb: float, scanner: bool = False, platforms: tuple[str, ...] = ()) -> None:
     """Log each prerequisite as ok or missing; PipelineError (exit 2) naming every one missing."""
     engine.preflight()  # the engine answers, buildx is there; else nothing more can be checked
     problems: list[str] = []
@@ -46,6 +47,14 @@ def check(gpu: bool, min_free_gb: float, scanner: bool = False) -> None:
             verdict(True, f"trivy {trivy.version()} ({trivy.binary()})", "")
         except PipelineError as exc:
             verdict(False, "trivy", f"{exc.what}; {exc.fix}")
+    for platform in platforms:
+        if emulation.native(platform):
+            continue
+        try:
+            emulation.require(platform)
+            verdict(True, f"QEMU emulation of {platform}", "")
+        except PipelineError as exc:
+            verdict(False, f"QEMU emulation of {platform}", f"{exc.what}; {exc.fix}")
     for root in engine.data_roots():
         try:
             free_gb = shutil.disk_usage(root).free / 1e9

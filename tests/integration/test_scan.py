@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Pipeline, build_small, remove_images, require_trivy
-from torchimg.adapters import engine, trivy
+from torchimg.adapters import emulation, engine, trivy
 from torchimg.errors import BAD_INPUT, TOOL_FAILED, PipelineError, RefusedError, ToolError
 from torchimg.model import record, scan_policy, variants
 from torchimg.model.push_preconditions import Target, unmet
@@ -172,7 +172,8 @@ def test_a_secret_planted_in_an_image_is_caught(base: str | None, tmp_path: Path
         image_id = engine.image_id(tag)
         assert image_id is not None
         no_db = record.VulnDb(available=False, how="not needed for secrets")
-        reports = trivy.analyse_image(trivy.Source(image_id), out, trivy.TrivyOptions(), no_db)
+        here = emulation.engine_platform()
+        reports = trivy.analyse_image(trivy.Source(image_id, here), out, trivy.TrivyOptions(), no_db)
         found = scan_policy.findings(reports["image"])
         verdict = scan_policy.judge(found, [], scan_policy.Policy(), datetime.date.today())
         assert {f.id for f in verdict.blocking if f.kind == "secret"} >= {"aws-access-key-id"}
@@ -216,6 +217,10 @@ def test_each_platform_of_an_index_is_scanned_and_a_secret_in_one_only_blocks(tm
         )
         assert (out / "sbom.linux-arm64.cdx.json").stat().st_size > 0
         assert not list(out.glob(".layout-*")), "the layout folder stays behind"
+        # the engine's read filed under another platform (a remote engine of another machine)
+        other = next(p for p in both if p != emulation.engine_platform())
+        with pytest.raises(RefusedError, match=f"about a {emulation.engine_platform()} image, not {other}"):
+            trivy.analyse_image(trivy.Source(image_id, other), out, trivy.TrivyOptions(), no_db)
         with pytest.raises(ToolError, match="holds no linux/s390x image") as exc:
             scan.analyse(image_id, ["linux/s390x"], out, trivy.TrivyOptions(), no_db)
         assert exc.value.exit_code == TOOL_FAILED

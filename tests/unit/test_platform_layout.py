@@ -1,7 +1,12 @@
 """Finding one platform's manifest in what `docker save` wrote (the containerd store nests the
-image's own index inside index.json; BuildKit adds attestation manifests): pure, no engine."""
+image's own index inside index.json; BuildKit adds attestation manifests; a single-platform
+image's descriptor names no platform): pure, no engine."""
 
+import hashlib
 import json
+from typing import Any
+
+import pytest
 
 from torchimg import layers
 
@@ -9,52 +14,85 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
-def _digest(n: int) -> str:
-    return "sha256:" + f"{n:x}".rjust(64, "0")
+class Saved:
+    """The small blobs of a made-up `docker save`, each stored under its real digest."""
+
+    def __init__(self) -> None:
+        self.small: dict[str, bytes] = {}
+
+    def put(self, obj: Any) -> str:
+        data = json.dumps(obj).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.small["blobs/sha256/" + digest[7:]] = data
+        return digest
+
+    def manifest(self, os: str, arch: str, variant: str = "") -> str:
+        config = self.put({"os": os, "architecture": arch, **({"variant": variant} if variant else {})})
+        return self.put({"mediaType": MANIFEST, "config": {"digest": config, "size": 1}, "layers": []})
 
 
-def _desc(n: int, media: str, platform: dict[str, str] | None = None) -> dict[str, object]:
-    d: dict[str, object] = {"mediaType": media, "digest": _digest(n), "size": 1}
-    if platform:
-        d["platform"] = platform
-    return d
+def _desc(digest: str, media: str, platform: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"mediaType": media, "digest": digest, "size": 1, **({"platform": platform} if platform else {})}
 
 
-def _saved() -> dict[str, bytes]:
-    inner = {
-        "manifests": [
-            _desc(1, MANIFEST, {"os": "linux", "architecture": "amd64"}),
-            _desc(2, MANIFEST, {"os": "linux", "architecture": "arm64"}),
-            _desc(3, MANIFEST, {"os": "unknown", "architecture": "unknown"}),  # attestation
-            _desc(4, MANIFEST, {"os": "linux", "architecture": "arm", "variant": "v7"}),
-        ]
-    }
-    return {
-        "index.json": json.dumps({"manifests": [_desc(9, INDEX)]}).encode(),
-        "blobs/sha256/" + _digest(9)[7:]: json.dumps(inner).encode(),
-    }
+def _multi() -> tuple[Saved, str, list[str]]:
+    saved = Saved()
+    ms = [
+        saved.manifest("linux", "amd64"),
+        saved.manifest("linux", "arm64"),
+        saved.manifest("linux", "arm", "v7"),
+    ]
+    attestation = saved.put({"mediaType": MANIFEST, "config": {"digest": ms[0], "size": 1}, "layers": []})
+    inner = saved.put(
+        {
+            "manifests": [
+                _desc(ms[0], MANIFEST, {"os": "linux", "architecture": "amd64"}),
+                _desc(ms[1], MANIFEST, {"os": "linux", "architecture": "arm64"}),
+                _desc(attestation, MANIFEST, {"os": "unknown", "architecture": "unknown"}),
+                _desc(ms[2], MANIFEST, {"os": "linux", "architecture": "arm", "variant": "v7"}),
+            ]
+        }
+    )
+    other = saved.manifest("linux", "s390x")  # another image in the same save: never followed
+    saved.small["index.json"] = json.dumps(
+        {"manifests": [_desc(other, MANIFEST), _desc(inner, INDEX)]}
+    ).encode()
+    return saved, inner, ms
 
 
-def test_the_platform_is_found_inside_the_nested_index() -> None:
-    desc, _ = layers._platform_manifest(_saved(), "linux/arm64")
-    assert desc["digest"] == _digest(2)
-    desc, _ = layers._platform_manifest(_saved(), "linux/arm/v7")
-    assert desc["digest"] == _digest(4)
+def test_the_platform_is_found_inside_the_image_index() -> None:
+    saved, image, ms = _multi()
+    desc, manifest, _ = layers._platform_manifest(saved.small, image, "linux/arm64")
+    assert desc["digest"] == ms[1] and manifest["mediaType"] == MANIFEST
+    desc, _, _ = layers._platform_manifest(saved.small, image, "linux/arm/v7")
+    assert desc["digest"] == ms[2] and desc["platform"]["variant"] == "v7"
 
 
-def test_a_missing_platform_names_the_ones_there_and_never_an_attestation() -> None:
-    desc, seen = layers._platform_manifest(_saved(), "linux/s390x")
+def test_a_missing_platform_names_the_ones_there_and_never_an_attestation_or_another_image() -> None:
+    saved, image, _ = _multi()
+    desc, _, seen = layers._platform_manifest(saved.small, image, "linux/s390x")
     assert desc == {}
     assert seen == ["linux/amd64", "linux/arm64", "linux/arm/v7"]
 
 
+def test_a_single_platform_image_takes_its_platform_from_its_config() -> None:
+    saved = Saved()
+    m = saved.manifest("linux", "amd64")
+    saved.small["index.json"] = json.dumps({"manifests": [_desc(m, MANIFEST)]}).encode()
+    desc, _, _ = layers._platform_manifest(saved.small, m, "linux/amd64")
+    assert desc["digest"] == m and desc["platform"] == {"os": "linux", "architecture": "amd64"}
+
+
+def test_a_blob_that_does_not_match_its_digest_or_an_image_not_saved_is_refused() -> None:
+    saved, image, ms = _multi()
+    with pytest.raises(ValueError, match="names no sha256:0"):
+        layers._platform_manifest(saved.small, "sha256:" + "0" * 64, "linux/arm64")
+    saved.small["blobs/sha256/" + ms[1][7:]] = b'{"tampered": true}'
+    with pytest.raises(ValueError, match="does not match its digest"):
+        layers._platform_manifest(saved.small, image, "linux/arm64")
+
+
 def test_a_digest_that_is_not_a_sha256_never_becomes_a_path() -> None:
-    bad = {
-        "index.json": json.dumps({"manifests": [{"mediaType": INDEX, "digest": "sha256:../../etc"}]}).encode()
-    }
-    try:
-        layers._platform_manifest(bad, "linux/amd64")
-    except ValueError as exc:
-        assert "unexpected digest" in str(exc)
-    else:
-        raise AssertionError("a path-like digest was followed")
+    bad = {"index.json": json.dumps({"manifests": [_desc("sha256:../../etc", INDEX)]}).encode()}
+    with pytest.raises(ValueError, match="unexpected digest"):
+        layers._platform_manifest(bad, "sha256:../../etc", "linux/amd64")

@@ -190,11 +190,31 @@ class Source:
     """What trivy reads: a local image by its ID (from the engine, as the engine's own
     platform), or an OCI layout folder holding one platform's image."""
 
-    image_id: str  # what each report must name as its image ID
+    expected_id: str  # what each report must name as its image ID
+    platform: str  # what each report must name as the image's os/architecture
     layout: Path | None = None
 
     def args(self) -> list[str]:
-        return ["--input", str(self.layout)] if self.layout else ["--image-src", "docker", self.image_id]
+        if self.layout is None:
+            return ["--image-src", "docker", self.expected_id]
+        if any(c in str(self.layout) for c in "@:"):  # trivy would cut it there (a digest or tag)
+            raise PipelineError(
+                f"{self.layout}: trivy cannot read an image folder whose path holds '@' or ':'",
+                "point TORCHIMG_REPORTS (or --reports) at a folder without them",
+            )
+        return ["--input", str(self.layout)]
+
+
+def platform_suffix(platform: str) -> str:
+    """What the reports of a platform other than the engine's carry: ".linux-arm64"."""
+    return "." + platform.replace("/", "-")
+
+
+def remove_reports(out: Path) -> None:
+    """Remove every report a scan writes in `out` (each platform's, and the config scan's)."""
+    for pattern in ("vuln*.json", "image*.json", "sbom*.cdx.json", "vuln*.sarif", "image*.sarif", "config.*"):
+        for path in out.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def report_names(suffix: str = "") -> dict[str, str]:
@@ -239,7 +259,16 @@ def analyse_image(
         ],
         "image analysis",
     )
-    reports = {kind: read_report(out / names[kind], source.image_id) for kind in kinds}
+    reports = {kind: read_report(out / names[kind], source.expected_id) for kind in kinds}
+    for kind, report in reports.items():
+        config = (report.get("Metadata") or {}).get("ImageConfig") or {}
+        seen = "/".join(str(config.get(k)) for k in ("os", "architecture") if config.get(k))
+        if seen != "/".join(source.platform.split("/")[:2]):
+            raise RefusedError(
+                f"scan refused: trivy's {names[kind]} is about a {seen or 'platformless'} image, "
+                f"not {source.platform}",
+                "scan again from the machine that runs the engine (trivy reads the engine's own platform)",
+            )
     _must(
         ["convert", "--format", "cyclonedx", "-o", str(out / names["sbom"]), str(out / names["image"])],
         "SBOM",

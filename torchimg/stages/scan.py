@@ -18,7 +18,7 @@ from typing import Any
 
 from torchimg import layers, paths
 from torchimg.adapters import emulation, trivy
-from torchimg.errors import PipelineError, RefusedError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import allowlist, record, scan_policy
 from torchimg.output import log
 from torchimg.settings import Settings
@@ -109,8 +109,8 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
     db = record.VulnDb(available=False, how="not decided: the scan failed before")
     try:
         db = trivy.vuln_db(opts.scanner)
-        platforms = rec.build.platforms if rec.build else [emulation.engine_platform()]
-        reports = analyse(rec.image_id, platforms, out, opts.scanner, db)
+        trivy.remove_reports(out)  # none of an earlier scan (another platform set) may stay listed
+        reports = analyse(rec.image_id, rec.build.platforms, out, opts.scanner, db)
         config = trivy.analyse_config(out)
     except PipelineError as exc:
         failed = record.Scanned(
@@ -176,18 +176,24 @@ def analyse(
     other platform is written out alone as an OCI layout (its layers only, removed after) and
     read from that; its reports are named after it (image.linux-arm64.json, ...)."""
     here = emulation.engine_platform()
+    for stale in out.glob(".layout-*"):  # left by a scan that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     reports: dict[str, dict[str, dict[str, Any]]] = {}
     for platform in platforms:
         if platform == here:
-            reports[platform] = trivy.analyse_image(trivy.Source(image_id), out, opts, db)
+            reports[platform] = trivy.analyse_image(trivy.Source(image_id, platform), out, opts, db)
             continue
-        layout = Path(tempfile.mkdtemp(prefix=".layout-", dir=out))
+        try:
+            layout = Path(tempfile.mkdtemp(prefix=".layout-", dir=out))
+        except OSError as exc:
+            raise ToolError(
+                f"cannot make a folder in {out}: {exc.strerror}", "check its permissions"
+            ) from None
         try:
             log.info("   %s: writing its image alone as an OCI layout for trivy (%s)", platform, layout.name)
             config = layers.write_platform(image_id, platform, layout)
-            source = trivy.Source(config, layout)
-            suffix = "." + platform.replace("/", "-")
-            reports[platform] = trivy.analyse_image(source, out, opts, db, suffix)
+            source = trivy.Source(config, platform, layout)
+            reports[platform] = trivy.analyse_image(source, out, opts, db, trivy.platform_suffix(platform))
         finally:
             shutil.rmtree(layout, ignore_errors=True)
     return reports
