@@ -3,23 +3,34 @@ lockfiles, the Dockerfile's default base and the allowlist agree with each other
 
 import datetime
 
+import pytest
+
 from torchimg import paths
 from torchimg.model import allowlist, lockfile, torch_builds, variants
 
 TODAY = datetime.date.today()
 
 
-def test_committed_default_locks_are_consistent() -> None:
-    variant = variants.load().variant("2.9.1-cu128")
+_LOCKED = [v.name for v in variants.load().variants.values() if (v.lock_dir / "runtime.txt").is_file()]
+
+
+def test_the_default_and_the_current_torch_have_committed_locks() -> None:
+    assert {"2.9.1-cu128", "2.15.0-cu132"} <= set(_LOCKED)
+
+
+@pytest.mark.parametrize("name", _LOCKED)
+def test_committed_locks_are_consistent(name: str) -> None:
+    variant = variants.load().variant(name)
     runtime = variant.lock_dir / "runtime.txt"
     dev = variant.lock_dir / "dev.txt"
     info = lockfile.read_info(runtime)
     assert (info.variant, info.flavor, info.python, info.index) == (
-        "2.9.1-cu128",
+        name,
         "runtime",
         variant.base.python,
         variant.index,
     )
+    assert lockfile.read_info(dev).variant == name
     runtime_pins = lockfile.pins(runtime.read_text())
     dev_pins = lockfile.pins(dev.read_text())
     assert runtime_pins["torch"] == variant.torch

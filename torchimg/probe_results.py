@@ -1,6 +1,7 @@
 """What the in-image probe reported, judged: pure functions over its JSON, so that each rule
 is tested without an image (what to expect from the labels, a well-formed smoke result that
-agrees with the probe's exit status, usable benchmark rows, regressions against a baseline)."""
+agrees with the probe's exit status, usable benchmark rows, regressions against a baseline,
+what `pip check` found in the image)."""
 
 import math
 import re
@@ -87,3 +88,40 @@ def compare(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -
         if r["best"] < before * (1 - threshold):
             out.append(f"{r['dtype']} {r['m']}x{r['n']}x{r['k']}: {r['best']} < {before} -{threshold:.0%}")
     return compared, out
+
+
+_UNSUPPORTED = re.compile(r"(?P<name>\S+) (?P<version>\S+) is not supported on this platform")
+
+
+def pip_check(result: object, machine: str) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of `pip check` in the image, from what the in-image snippet printed:
+    {"code": pip's exit, "output": its output, "tags": {package: its WHEEL file's tags}} for
+    each package pip calls "not supported on this platform". A broken requirement or a wheel
+    for another machine is a problem; on aarch64 a wheel whose WHEEL file names only `*_sbsa`
+    tags (NVIDIA's name for arm64 servers, inside a file published as manylinux2014_aarch64) is
+    a warning. Anything unreadable is a problem: the check did not run."""
+    if not isinstance(result, dict) or not isinstance(result.get("code"), int):
+        return [f"pip check did not run: {str(result)[-300:]}"], []
+    code, output, tags = result["code"], str(result.get("output", "")), result.get("tags") or {}
+    if code == 0:
+        return [], []
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if code != 1 or not lines:
+        return [f"pip check did not run (exit {code}): {' | '.join(lines[-3:]) or 'no output'}"], []
+    problems, warnings = [], []
+    for line in lines:
+        found = _UNSUPPORTED.fullmatch(line)
+        wheel_tags = tags.get(found["name"]) if found and isinstance(tags, dict) else None
+        if (
+            machine == "aarch64"
+            and isinstance(wheel_tags, list)
+            and wheel_tags
+            and all(str(t).endswith("_sbsa") for t in wheel_tags)
+        ):
+            warnings.append(
+                f"pip check: {line}: its WHEEL file names {', '.join(map(str, wheel_tags))} (NVIDIA's name "
+                "for arm64 servers) though the wheel is published as aarch64; the lock chose it for aarch64"
+            )
+        else:
+            problems.append(f"pip check: {line}")
+    return problems, warnings

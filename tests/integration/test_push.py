@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import has_row
+from tests.factories import a_record, has_row
 from tests.integration.conftest import Pipeline, build_small, remove_images, require_trivy, tag_list
 from torchimg import cli, paths
 from torchimg.adapters import engine, local_registry, remote_registry
-from torchimg.errors import PipelineError, RefusedError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import lockfile, record, tags, variants
 from torchimg.model.push_preconditions import Target
 from torchimg.stages import push, scan, test
@@ -313,3 +313,30 @@ def test_a_registry_failing_for_one_flavor_fails_it_with_exit_3_and_pushes_the_o
     assert not pushed & {broken, "2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"}, pushed
     dev = tags.immutable_of(default_variant, "dev", dev_releasable)
     assert pushed >= {dev, "2.9.1-cu128-dev", "2.9-cu128-dev", "latest-dev"}, pushed
+
+
+def test_each_platform_of_a_pushed_index_is_read_back_by_its_own_digest(
+    target: local_registry.Local, tmp_path: Path
+) -> None:
+    both = ("linux/amd64", "linux/arm64")
+    for arch in ("amd64", "arm64"):
+        (tmp_path / arch).mkdir()
+        (tmp_path / arch / "which").write_text(arch * 1000)
+    dockerfile = "FROM scratch\nARG TARGETARCH\nCOPY ${TARGETARCH}/which /which\n"
+    two = build_small(tmp_path, dockerfile, "torchimg-test/two-platform:latest", platforms=both)
+    one = build_small(tmp_path, dockerfile, "torchimg-test/one-platform:latest")
+    repo = f"{target.host}/two-platform"
+    try:
+        digest = engine.push_as(two, f"{repo}:test")
+        served = remote_registry.platforms(f"{repo}@{digest}")
+        assert [p["platform"] for p in served] == list(both)
+        assert len({p["digest"] for p in served}) == 2
+        assert all(p["served"] and int(str(p["size"])) > 0 for p in served), served
+        rec = a_record()
+        rec.build.platforms = list(both)
+        assert push._platforms_served(rec, f"{repo}@{digest}") == served
+        single = engine.push_as(one, f"{repo}:single")  # a manifest, no index: no platform is listed
+        with pytest.raises(ToolError, match="does not serve linux/amd64, linux/arm64"):
+            push._platforms_served(rec, f"{repo}@{single}")
+    finally:
+        remove_images(two, one)

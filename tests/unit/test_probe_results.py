@@ -97,3 +97,39 @@ def test_smoke_and_doctor_results_must_agree_with_the_exit_status() -> None:
         probe_results.check_checks("smoke", {"checks": [{"name": "a", "status": "skip"}]}, 0)
     with pytest.raises(RefusedError, match="unknown check statuses: ok"):
         probe_results.check_checks("smoke", {"checks": [{"name": "a", "status": "ok"}]}, 0)
+
+
+def test_pip_check_in_the_image_fails_closed_and_names_what_it_found() -> None:
+    ok = {"code": 0, "output": "No broken requirements found.\n", "tags": {}}
+    assert probe_results.pip_check(ok, "x86_64") == ([], [])
+    broken = {"code": 1, "output": "jupyterlab 4.5.0 requires httpx, which is not installed.\n", "tags": {}}
+    assert probe_results.pip_check(broken, "x86_64") == (
+        ["pip check: jupyterlab 4.5.0 requires httpx, which is not installed."],
+        [],
+    )
+    line = "nvidia-cusparselt-cu13 0.8.1 is not supported on this platform"
+    sbsa = {
+        "code": 1,
+        "output": line + "\n",
+        "tags": {"nvidia-cusparselt-cu13": ["py3-none-manylinux2014_sbsa"]},
+    }
+    problems, warnings = probe_results.pip_check(sbsa, "aarch64")  # seen in 2.15.0-cu132's arm64 image
+    assert problems == [] and "NVIDIA's name for arm64 servers" in warnings[0]
+    assert probe_results.pip_check(sbsa, "x86_64")[0] == [f"pip check: {line}"]
+    amd = {
+        "code": 1,
+        "output": line + "\n",
+        "tags": {"nvidia-cusparselt-cu13": ["py3-none-manylinux2014_x86_64"]},
+    }
+    assert probe_results.pip_check(amd, "aarch64")[0] == [f"pip check: {line}"]  # a wheel for another machine
+    mixed = {"code": 1, "output": line + "\n", "tags": {"nvidia-cusparselt-cu13": ["a_sbsa", "b_x86_64"]}}
+    assert probe_results.pip_check(mixed, "aarch64")[0] == [f"pip check: {line}"]
+    for bad in (
+        {"code": 2, "output": "ERROR: unknown command"},
+        {"code": 1, "output": ""},
+        "Traceback ...",
+        None,
+        {},
+    ):
+        problems, warnings = probe_results.pip_check(bad, "x86_64")
+        assert problems and "did not run" in problems[0] and warnings == [], bad

@@ -70,6 +70,7 @@ class Tested(Section):
     emulated: dict[str, dict[str, int]] = {}
     bench: dict[str, Any] | None = None
     doctor: dict[str, int] = {}  # with --doctor: the node's readiness and multi-GPU checks
+    warnings: list[str] = []  # found, and not blocking (e.g. `pip check`'s notes on upstream metadata)
 
 
 class VulnDb(_Model):

@@ -20,7 +20,7 @@ from typing import Any
 from torchimg import paths, probe_results
 from torchimg.adapters import emulation, engine
 from torchimg.errors import PipelineError, RefusedError
-from torchimg.model import record
+from torchimg.model import record, variants
 from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Image, Selection, StageResult, built, each_image
@@ -172,7 +172,14 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         _save(reports / f"smoke-{platform.replace('/', '-')}.json", emulated)
         problems += probe_results.failures(emulated, f"smoke on {platform}")
         result.emulated[platform] = _counts(emulated)
-        log.info("   bench on %s: skipped (emulated timings say nothing about the hardware)", platform)
+        result.warnings.append(
+            f"bench on {platform}: skipped (emulated timings say nothing about the hardware)"
+        )
+        log.info("   %s", result.warnings[-1])
+    for platform in rec.build.platforms:
+        found, notes = _pip_check(rec.image_id, platform)
+        problems += found
+        result.warnings += notes
     if opts.doctor:
         doctor = run_probe(rec.image_id, "doctor", gpu, doctor_env(env), strict)
         _save(reports / "doctor.json", doctor)
@@ -203,6 +210,41 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
             f"read {reports / 'smoke.json'}",
         )
     return rec
+
+
+# Run in the image: pip's own check (broken requirements, wheels for another machine), and the
+# WHEEL tags of each package pip calls unsupported, so that the host can tell why.
+_PIP_CHECK = """
+import importlib.metadata as m, json, re, subprocess, sys
+r = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+tags = {}
+for line in r.stdout.splitlines():
+    found = re.fullmatch(r"(\\S+) \\S+ is not supported on this platform", line.strip())
+    if found:
+        wheel = m.distribution(found[1]).read_text("WHEEL") or ""
+        tags[found[1]] = [t.split(":", 1)[1].strip() for t in wheel.splitlines() if t.startswith("Tag:")]
+print("TORCHIMG-PIP-CHECK " + json.dumps({"code": r.returncode, "output": r.stdout + r.stderr, "tags": tags}))
+"""
+
+
+def _pip_check(image_id: str, platform: str) -> tuple[list[str], list[str]]:
+    """`pip check` in the image's `platform` (emulated where not native): (problems, warnings)."""
+    name = engine.new_container_name("torchimg-pip-check")
+    command = ["timeout", str(PROBE_TIMEOUT_S), "python", "-I", "-c", _PIP_CHECK]
+    try:
+        exited = engine.run_kept(
+            image_id, command, name, gpus=False, env={}, shm_size="64m", platform=platform
+        )
+    finally:
+        engine.remove_container(name)
+    line = next((x for x in reversed(exited.output.splitlines()) if x.startswith("TORCHIMG-PIP-CHECK ")), "")
+    try:
+        result: object = json.loads(line.split(" ", 1)[1]) if line else exited.output[-300:]
+    except (json.JSONDecodeError, RecursionError):
+        result = line[-300:]
+    problems, warnings = probe_results.pip_check(result, variants.PLATFORMS[platform])
+    log.info("   pip check on %s: %s", platform, "; ".join(problems + warnings) or "no broken requirements")
+    return problems, warnings
 
 
 def _counts(smoke: dict[str, Any]) -> dict[str, int]:
