@@ -30,7 +30,8 @@ def test_committed_locks_are_consistent(name: str) -> None:
         variant.base.python,
         variant.index,
     )
-    assert lockfile.read_info(dev).variant == name
+    dev_info = lockfile.read_info(dev)
+    assert (dev_info.variant, dev_info.flavor, dev_info.python) == (name, "dev", variant.base.python)
     runtime_pins = lockfile.pins(runtime.read_text())
     dev_pins = lockfile.pins(dev.read_text())
     assert runtime_pins["torch"] == variant.torch

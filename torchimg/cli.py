@@ -198,7 +198,7 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
 
 
 def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
-    platforms = found.config.variant(args.variant).platforms if args.variant else ()
+    platforms = found.config.variant(args.variant).platforms if args.variant is not None else ()
     runner_checks.check(args.gpu, args.min_free_gb, args.trivy, platforms)
 
 

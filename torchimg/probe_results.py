@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from torchimg import paths
-from torchimg.errors import RefusedError
+from torchimg.errors import RefusedError, ToolError
 from torchimg.model import labels
 
 BASELINES = paths.ROOT / "benchmarks" / "gpu"  # one bench JSON per GPU (validate.sh writes them too)
@@ -91,36 +91,60 @@ def compare(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -
 
 
 _UNSUPPORTED = re.compile(r"(?P<name>\S+) (?P<version>\S+) is not supported on this platform")
+_PIP_FINDINGS = (  # the three things `pip check` reports (pip 23 to 26)
+    _UNSUPPORTED,
+    re.compile(r"\S+ \S+ requires \S+, which is not installed\."),
+    re.compile(r"\S+ \S+ has requirement .+, but you have \S+ \S+\."),
+)
+
+
+def _sbsa_only(tags: object) -> bool:
+    """Whether a WHEEL file's tags are all `py3-none-*_sbsa`: NVIDIA's pure-Python label for
+    arm64 servers, which pip does not know (compressed tags expanded)."""
+    if not isinstance(tags, list) or not tags:
+        return False
+    for tag in tags:
+        parts = str(tag).split("-")
+        if len(parts) != 3:
+            return False
+        interpreters, abis, platforms = (set(part.split(".")) for part in parts)
+        if interpreters != {"py3"} or abis != {"none"} or not all(p.endswith("_sbsa") for p in platforms):
+            return False
+    return True
 
 
 def pip_check(result: object, machine: str) -> tuple[list[str], list[str]]:
     """(problems, warnings) of `pip check` in the image, from what the in-image snippet printed:
-    {"code": pip's exit, "output": its output, "tags": {package: its WHEEL file's tags}} for
-    each package pip calls "not supported on this platform". A broken requirement or a wheel
-    for another machine is a problem; on aarch64 a wheel whose WHEEL file names only `*_sbsa`
-    tags (NVIDIA's name for arm64 servers, inside a file published as manylinux2014_aarch64) is
-    a warning. Anything unreadable is a problem: the check did not run."""
+    {"code": pip's exit, "stdout", "stderr", "tags": {package: its WHEEL file's tags}} for each
+    package pip calls "not supported on this platform", or {"error": why it could not run}.
+    A broken requirement or a wheel for another machine is a problem; on aarch64 a wheel whose
+    WHEEL file names only `py3-none-*_sbsa` (NVIDIA's label for arm64 servers, inside a file
+    published as manylinux2014_aarch64) is a warning. A check that could not run, or output
+    this does not know, is a ToolError: never a pass."""
+    if isinstance(result, dict) and isinstance(result.get("error"), str):
+        return [f"pip check could not run in the image: {result['error']}"], []
     if not isinstance(result, dict) or not isinstance(result.get("code"), int):
-        return [f"pip check did not run: {str(result)[-300:]}"], []
-    code, output, tags = result["code"], str(result.get("output", "")), result.get("tags") or {}
+        raise ToolError(
+            f"pip check in the image printed no result: {str(result)[-300:]}", "run the test again"
+        )
+    code, tags = result["code"], result.get("tags") or {}
+    lines = [line.strip() for line in str(result.get("stdout", "")).splitlines() if line.strip()]
     if code == 0:
         return [], []
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    if code != 1 or not lines:
-        return [f"pip check did not run (exit {code}): {' | '.join(lines[-3:]) or 'no output'}"], []
+    unknown = [line for line in lines if not any(f.fullmatch(line) for f in _PIP_FINDINGS)]
+    if code != 1 or not lines or unknown:
+        said = " | ".join((unknown or lines or str(result.get("stderr", "")).splitlines())[-3:])
+        raise ToolError(
+            f"pip check in the image ended with exit {code}: {said or 'no output'}", "run the test again"
+        )
     problems, warnings = [], []
     for line in lines:
         found = _UNSUPPORTED.fullmatch(line)
-        wheel_tags = tags.get(found["name"]) if found and isinstance(tags, dict) else None
-        if (
-            machine == "aarch64"
-            and isinstance(wheel_tags, list)
-            and wheel_tags
-            and all(str(t).endswith("_sbsa") for t in wheel_tags)
-        ):
+        if found and machine == "aarch64" and isinstance(tags, dict) and _sbsa_only(tags.get(found["name"])):
+            named = ", ".join(map(str, tags[found["name"]]))
             warnings.append(
-                f"pip check: {line}: its WHEEL file names {', '.join(map(str, wheel_tags))} (NVIDIA's name "
-                "for arm64 servers) though the wheel is published as aarch64; the lock chose it for aarch64"
+                f"pip check: {line}: its WHEEL file names {named} (NVIDIA's label for arm64 "
+                "servers) though the wheel is published as aarch64; the lock chose it for aarch64"
             )
         else:
             problems.append(f"pip check: {line}")

@@ -32,6 +32,11 @@ def rows(store: record.Store) -> list[dict[str, Any]]:
                 "id": rec.image_id[7:19],
                 "current": engine.image_id(rec.tags[0]) == rec.image_id,
                 **{s: state(rec, s) for s in _STAGES},
+                **(
+                    {"test": f"ok, {len(rec.test.warnings)} warning(s)"}
+                    if rec.test and state(rec, "test") == "ok" and rec.test.warnings
+                    else {}
+                ),
                 "bench": f"{best} {bench['unit']} ({bench['device']})" if best is not None else "-",
                 "vulnerabilities": rec.scan.vulnerabilities if rec.scan else "-",
                 "digest": rec.push.digest if rec.push else "-",
@@ -55,4 +60,15 @@ def table(store: record.Store, markdown: bool = False) -> str:
         ]
         for r in found
     ]
-    return output.table(_HEADERS, cells, markdown=markdown) + "\n"
+    notes = [
+        f"{rec.tags[0]}: {warning}"
+        for rec in store.every()
+        if rec.test is not None and rec.test.image_id == rec.image_id
+        for warning in rec.test.warnings
+    ]
+    listed = "".join(f"- {note}\n" for note in notes)
+    return (
+        output.table(_HEADERS, cells, markdown=markdown)
+        + "\n"
+        + (f"\nTest warnings:\n{listed}" if notes else "")
+    )

@@ -336,7 +336,7 @@ def test_each_platform_of_a_pushed_index_is_read_back_by_its_own_digest(
         rec.build.platforms = list(both)
         assert push._platforms_served(rec, f"{repo}@{digest}") == served
         single = engine.push_as(one, f"{repo}:single")  # a manifest, no index: no platform is listed
-        with pytest.raises(ToolError, match="does not serve linux/amd64, linux/arm64"):
+        with pytest.raises(ToolError, match="does not serve linux/"):
             push._platforms_served(rec, f"{repo}@{single}")
     finally:
         remove_images(two, one)

@@ -134,6 +134,9 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      "release repository itself"),
     ("staging-not-a-repository", _nothing, ["stage", "--staging", "Staging Repo"], "--staging"),
     ("preflight-negative-disk", _nothing, ["preflight", "--min-free-gb", "-1"], "not a number of GB"),
+    ("preflight-unknown-variant", _nothing, ["preflight", "--variant", "nope"], "unknown variant 'nope'"),
+    ("preflight-empty-variant", _nothing, ["preflight", "--variant", ""], "unknown variant ''"),
+    ("matrix-unknown-platform", _nothing, ["matrix", "--platform", "linux/s390x"], "invalid choice"),
 ]  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from torchimg import probe_results
-from torchimg.errors import RefusedError
+from torchimg.errors import RefusedError, ToolError
 from torchimg.model import variants
 from torchimg.stages import Image
 from torchimg.stages import test as test_stage
@@ -100,36 +100,43 @@ def test_smoke_and_doctor_results_must_agree_with_the_exit_status() -> None:
 
 
 def test_pip_check_in_the_image_fails_closed_and_names_what_it_found() -> None:
-    ok = {"code": 0, "output": "No broken requirements found.\n", "tags": {}}
+    ok = {"code": 0, "stdout": "No broken requirements found.\n", "tags": {}}
     assert probe_results.pip_check(ok, "x86_64") == ([], [])
-    broken = {"code": 1, "output": "jupyterlab 4.5.0 requires httpx, which is not installed.\n", "tags": {}}
+    missing = "jupyterlab 4.5.0 requires httpx, which is not installed."
+    conflict = "pandas 2.3.0 has requirement numpy>=1.26, but you have numpy 1.20.0."
+    broken = {"code": 1, "stdout": f"{missing}\n{conflict}\n", "tags": {}}
     assert probe_results.pip_check(broken, "x86_64") == (
-        ["pip check: jupyterlab 4.5.0 requires httpx, which is not installed."],
+        [f"pip check: {missing}", f"pip check: {conflict}"],
         [],
     )
     line = "nvidia-cusparselt-cu13 0.8.1 is not supported on this platform"
-    sbsa = {
-        "code": 1,
-        "output": line + "\n",
-        "tags": {"nvidia-cusparselt-cu13": ["py3-none-manylinux2014_sbsa"]},
-    }
-    problems, warnings = probe_results.pip_check(sbsa, "aarch64")  # seen in 2.15.0-cu132's arm64 image
-    assert problems == [] and "NVIDIA's name for arm64 servers" in warnings[0]
-    assert probe_results.pip_check(sbsa, "x86_64")[0] == [f"pip check: {line}"]
-    amd = {
-        "code": 1,
-        "output": line + "\n",
-        "tags": {"nvidia-cusparselt-cu13": ["py3-none-manylinux2014_x86_64"]},
-    }
-    assert probe_results.pip_check(amd, "aarch64")[0] == [f"pip check: {line}"]  # a wheel for another machine
-    mixed = {"code": 1, "output": line + "\n", "tags": {"nvidia-cusparselt-cu13": ["a_sbsa", "b_x86_64"]}}
-    assert probe_results.pip_check(mixed, "aarch64")[0] == [f"pip check: {line}"]
+
+    def unsupported(*tags: str) -> dict[str, object]:
+        return {"code": 1, "stdout": line + "\n", "tags": {"nvidia-cusparselt-cu13": list(tags)}}
+
+    problems, warnings = probe_results.pip_check(unsupported("py3-none-manylinux2014_sbsa"), "aarch64")
+    assert problems == [] and "NVIDIA's label for arm64 servers" in warnings[0]  # seen in 2.15.0-cu132 arm64
+    assert probe_results.pip_check(unsupported("py3-none-manylinux2014_sbsa"), "x86_64")[0] == [
+        f"pip check: {line}"
+    ]
+    for other in (
+        "py3-none-manylinux2014_x86_64",  # a wheel for another machine
+        "py3-none-manylinux2014_x86_64.manylinux2014_sbsa",  # compressed: x86_64 too
+        "cp312-cp312-manylinux2014_sbsa",  # an extension for another Python
+    ):
+        assert probe_results.pip_check(unsupported(other), "aarch64")[0] == [f"pip check: {line}"], other
+    assert probe_results.pip_check(unsupported("py3-none-a_sbsa", "py3-none-b_x86_64"), "aarch64")[0]
+    assert probe_results.pip_check(unsupported(), "aarch64")[0] == [f"pip check: {line}"]
+    no_pip = {"error": "pip is not installed in the image's Python (/opt/venv/bin/python)"}
+    assert "could not run" in probe_results.pip_check(no_pip, "x86_64")[0][0]
     for bad in (
-        {"code": 2, "output": "ERROR: unknown command"},
-        {"code": 1, "output": ""},
-        "Traceback ...",
+        {"code": 2, "stdout": "", "stderr": "ERROR: unknown command"},
+        {"code": 1, "stdout": ""},
+        {"code": 1, "stdout": "something pip never said\n"},
+        "exit 124: (no output)",
         None,
         {},
     ):
-        problems, warnings = probe_results.pip_check(bad, "x86_64")
-        assert problems and "did not run" in problems[0] and warnings == [], bad
+        with pytest.raises(ToolError, match="pip check in the image") as exc:
+            probe_results.pip_check(bad, "x86_64")
+        assert exc.value.exit_code == 3, bad

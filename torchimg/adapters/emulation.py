@@ -10,7 +10,8 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 # Docker platform -> (the machine name `uname -m` prints there, the binfmt_misc entry name)
 _MACHINES = {"linux/amd64": ("x86_64", "qemu-x86_64"), "linux/arm64": ("aarch64", "qemu-aarch64")}
 _FIX = (
-    "enable QEMU user emulation for {machine}: on Debian/Ubuntu as root, `apt-get install "
+    "enable QEMU user emulation for {machine}, QEMU 10 or newer (7.2, Debian 12's, crashes in "
+    "`import torch`): on Debian 13 as root, `apt-get install "
     "qemu-user-static`, `mount -t binfmt_misc binfmt_misc {binfmt}` (if not mounted) and "
     "`cat /usr/lib/binfmt.d/{entry}.conf > {binfmt}/register`; where images can be pulled, "
     "`docker run --privileged --rm tonistiigi/binfmt --install {short}` does the same"

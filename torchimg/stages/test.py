@@ -215,15 +215,23 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
 # Run in the image: pip's own check (broken requirements, wheels for another machine), and the
 # WHEEL tags of each package pip calls unsupported, so that the host can tell why.
 _PIP_CHECK = """
-import importlib.metadata as m, json, re, subprocess, sys
+import importlib.metadata as m, importlib.util, json, re, subprocess, sys
+def done(result):
+    print("TORCHIMG-PIP-CHECK " + json.dumps(result))
+    sys.exit(0)
+if importlib.util.find_spec("pip") is None:
+    done({"error": "pip is not installed in the image's Python (" + sys.executable + ")"})
 r = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
 tags = {}
 for line in r.stdout.splitlines():
     found = re.fullmatch(r"(\\S+) \\S+ is not supported on this platform", line.strip())
     if found:
-        wheel = m.distribution(found[1]).read_text("WHEEL") or ""
+        try:
+            wheel = m.distribution(found[1]).read_text("WHEEL") or ""
+        except m.PackageNotFoundError:
+            wheel = ""
         tags[found[1]] = [t.split(":", 1)[1].strip() for t in wheel.splitlines() if t.startswith("Tag:")]
-print("TORCHIMG-PIP-CHECK " + json.dumps({"code": r.returncode, "output": r.stdout + r.stderr, "tags": tags}))
+done({"code": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-2000:], "tags": tags})
 """
 
 
@@ -239,7 +247,9 @@ def _pip_check(image_id: str, platform: str) -> tuple[list[str], list[str]]:
         engine.remove_container(name)
     line = next((x for x in reversed(exited.output.splitlines()) if x.startswith("TORCHIMG-PIP-CHECK ")), "")
     try:
-        result: object = json.loads(line.split(" ", 1)[1]) if line else exited.output[-300:]
+        result: object = (
+            json.loads(line.split(" ", 1)[1]) if line else f"exit {exited.code}: {exited.output[-300:]}"
+        )
     except (json.JSONDecodeError, RecursionError):
         result = line[-300:]
     problems, warnings = probe_results.pip_check(result, variants.PLATFORMS[platform])
