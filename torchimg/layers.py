@@ -135,6 +135,15 @@ def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles, kind: str) -
 _READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *compression.ERRORS)
 
 
+def _members(image: str) -> Iterator[tuple[str, IO[bytes], int]]:
+    """Each file of `docker save` of `image`, streamed: (name, readable, size)."""
+    with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
+        for member in tar:
+            f = tar.extractfile(member) if member.isfile() else None
+            if f is not None:
+                yield member.name, f, member.size
+
+
 def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
     """Stream `docker save` of `image`: every blob's sizes, and which blobs hold a needle.
     Fails unless every layer was read to its end (its tar stream's digest is its diff ID)."""
@@ -142,23 +151,17 @@ def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
     small: dict[str, bytes] = {}  # manifest.json and the JSON blobs, to check the layers against
     search = _Needles(needles)
     try:
-        with tarfile.open(
-            fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|"
-        ) as tar:
-            for member in tar:
-                f = tar.extractfile(member) if member.isfile() else None
-                if f is None:
-                    continue
-                head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
-                if (kind := compression.kind(head)) != compression.NONE:
-                    blobs[member.name] = _layer(member.name, f, member.size, search, kind)
-                    continue
-                data = f.read()
-                if len(data) < _CHUNK:
-                    small[member.name] = data
-                search.search(member.name, iter([data]))
-                digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-                blobs[member.name] = Blob(member.name, member.size, len(data), 0, "none", digest)
+        for name, f, size in _members(image):
+            head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
+            if (kind := compression.kind(head)) != compression.NONE:
+                blobs[name] = _layer(name, f, size, search, kind)
+                continue
+            data = f.read()
+            if len(data) < _CHUNK:
+                small[name] = data
+            search.search(name, iter([data]))
+            digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+            blobs[name] = Blob(name, size, len(data), 0, "none", digest)
     except _READ_ERRORS as exc:
         raise ToolError(f"reading the layers of {image}: {exc}", "run it again") from None
     saved = Saved(blobs, [], search.found)
@@ -178,15 +181,6 @@ def scan(image: str, needles: tuple[bytes, ...] = ()) -> Saved:
             "run it again; if it persists, the engine's store is damaged",
         )
     return saved
-
-
-def _members(image: str) -> Iterator[tuple[str, IO[bytes]]]:
-    """Each file of `docker save` of `image`, streamed, as (name, readable)."""
-    with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
-        for member in tar:
-            f = tar.extractfile(member) if member.isfile() else None
-            if f is not None:
-                yield member.name, f
 
 
 def _blob_name(digest: str) -> str:
@@ -263,7 +257,7 @@ def write_platform(image: str, platform: str, dest: Path) -> str:
     only, so the folder never holds another platform's layers."""
     small: dict[str, bytes] = {}
     try:
-        for name, f in _members(image):
+        for name, f, _ in _members(image):
             head = f.peek(1)[:1] if isinstance(f, io.BufferedReader) else b""
             if head in (b"{", b"[") or name.endswith(".json"):
                 data = f.read(_SMALL + 1)
@@ -327,7 +321,7 @@ def _write_layers(image: str, wanted: set[str], dest: Path) -> dict[str, str]:
     members = _members(image)
     while True:
         try:
-            name, f = next(members)
+            name, f, _ = next(members)
         except StopIteration:
             return written
         except _READ_ERRORS as exc:
