@@ -101,6 +101,9 @@ def manifest(
         "lockfiles": rec.inputs.lockfiles,
         "versions": {name: rec.labels.get(key) for name, key in labels.VERSIONS.items()},
         "smoke": rec.test.smoke,
+        "smoke_platform": rec.test.platform,
+        "emulated": rec.test.emulated,
+        "test_warnings": rec.test.warnings,
         "gpu": rec.test.gpu,
         "bench": bench_summary(rec.test),
         "scan": {
@@ -109,6 +112,7 @@ def manifest(
             "accepted_without_vuln_db": rec.scan.accepted_without_vuln_db,
             "counts": rec.scan.counts,
             "accepted": rec.scan.accepted,
+            "platforms": rec.scan.platforms,
         },
         "packages": packages(lock_paths),
     }
@@ -196,8 +200,13 @@ def markdown(m: Manifest) -> str:
         "",
         "## Gates passed",
         "",
-        f"- smoke: {_counts(m['smoke'])} "
+        f"- smoke{' on ' + m['smoke_platform'] if m.get('smoke_platform') else ''}: {_counts(m['smoke'])} "
         + ("(on a GPU)" if m["gpu"] else "(CPU mode: no GPU visible to the test)"),
+        *(
+            f"- smoke on {p} (emulated, CPU mode): {_counts(c)}"
+            for p, c in sorted((m.get("emulated") or {}).items())
+        ),
+        *(f"- test warning: {w}" for w in m.get("test_warnings") or []),
     ]
     bench = m.get("bench")
     if bench:
@@ -206,7 +215,8 @@ def markdown(m: Manifest) -> str:
     lines += [
         f"- scan: vulnerabilities {scan['vulnerabilities']}"
         + (" (accepted without a vulnerability DB)" if scan["accepted_without_vuln_db"] else "")
-        + f"; blocking-or-not findings: {_counts(scan['counts'])}; {len(scan['accepted'])} allowlisted",
+        + f"; blocking-or-not findings: {_counts(scan['counts'])}; {len(scan['accepted'])} allowlisted"
+        + (f"; platforms read: {', '.join(scan['platforms'])}" if scan.get("platforms") else ""),
         "",
         "## Package changes",
         "",
