@@ -18,14 +18,11 @@ from typing import IO, Any
 
 from torchimg import compression
 from torchimg.adapters import engine
+from torchimg.adapters.remote_registry import INDEX_TYPES
 from torchimg.errors import ToolError
 
 _CHUNK = 1 << 20
 _SMALL = 4 << 20  # index, manifests and configs are far smaller
-_INDEXES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
 
 
 class _IterReader(io.RawIOBase):
@@ -234,7 +231,7 @@ def _platform_manifest(
             continue
         visited.add(desc["digest"])
         blob = _json_blob(small, desc["digest"])
-        if desc.get("mediaType") in _INDEXES or "manifests" in blob:
+        if desc.get("mediaType") in INDEX_TYPES or "manifests" in blob:
             pending += blob["manifests"]
             continue
         p = _platform_of(small, desc, blob)
@@ -296,7 +293,7 @@ def write_platform(image: str, platform: str, dest: Path) -> str:
         for name in (_blob_name(desc["digest"]), _blob_name(config)):
             (dest / name).write_bytes(small[name])
         written = _write_layers(image, {name for name, _ in layers}, dest)
-        index = {"schemaVersion": 2, "mediaType": _INDEXES[0], "manifests": [desc]}
+        index = {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": [desc]}
         (dest / "index.json").write_text(json.dumps(index))
         (dest / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     except OSError as exc:

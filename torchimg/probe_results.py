@@ -90,9 +90,10 @@ def compare(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -
     return compared, out
 
 
-_UNSUPPORTED = re.compile(r"(?P<name>\S+) (?P<version>\S+) is not supported on this platform")
+# what `pip check` says of a wheel for another machine (the in-image snippet matches it too)
+UNSUPPORTED = re.compile(r"(?P<name>\S+) (?P<version>\S+) is not supported on this platform")
 _PIP_FINDINGS = (  # the three things `pip check` reports (pip 23 to 26)
-    _UNSUPPORTED,
+    UNSUPPORTED,
     re.compile(r"\S+ \S+ requires \S+, which is not installed\."),
     re.compile(r"\S+ \S+ has requirement .+, but you have \S+ \S+\."),
 )
@@ -139,7 +140,7 @@ def pip_check(result: object, machine: str) -> tuple[list[str], list[str]]:
         )
     problems, warnings = [], []
     for line in lines:
-        found = _UNSUPPORTED.fullmatch(line)
+        found = UNSUPPORTED.fullmatch(line)
         if found and machine == "aarch64" and isinstance(tags, dict) and _sbsa_only(tags.get(found["name"])):
             named = ", ".join(map(str, tags[found["name"]]))
             warnings.append(

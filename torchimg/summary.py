@@ -37,6 +37,7 @@ def rows(store: record.Store) -> list[dict[str, Any]]:
                     if rec.test and state(rec, "test") == "ok" and rec.test.warnings
                     else {}
                 ),
+                "warnings": rec.test.warnings if rec.test and state(rec, "test") != "stale" else [],
                 "bench": f"{best} {bench['unit']} ({bench['device']})" if best is not None else "-",
                 "vulnerabilities": rec.scan.vulnerabilities if rec.scan else "-",
                 "digest": rec.push.digest if rec.push else "-",
@@ -60,15 +61,9 @@ def table(store: record.Store, markdown: bool = False) -> str:
         ]
         for r in found
     ]
-    notes = [
-        f"{rec.tags[0]}: {warning}"
-        for rec in store.every()
-        if rec.test is not None and rec.test.image_id == rec.image_id
-        for warning in rec.test.warnings
-    ]
-    listed = "".join(f"- {note}\n" for note in notes)
+    listed = "".join(f"- {r['image']}: {w}\n" for r in found for w in r["warnings"])
     return (
         output.table(_HEADERS, cells, markdown=markdown)
         + "\n"
-        + (f"\nTest warnings:\n{listed}" if notes else "")
+        + (f"\nTest warnings:\n{listed}" if listed else "")
     )

@@ -27,6 +27,7 @@ TRIVY_ENV = "TORCHIMG_TRIVY"
 _CONFIG_SKIP = "docker/baseline"  # never shipped: the naive baseline, measured against only
 _ISOLATED = ["--config", os.devnull, "--ignorefile", os.devnull]
 _TIMEOUT = "60m"
+CONFIG_REPORTS = ("config.json", "config.sarif")  # the misconfiguration scan's, once per scan
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,7 @@ def platform_suffix(platform: str) -> str:
 
 def remove_reports(out: Path) -> None:
     """Remove every report a scan writes in `out` (each platform's, and the config scan's)."""
-    for pattern in ("vuln*.json", "image*.json", "sbom*.cdx.json", "vuln*.sarif", "image*.sarif", "config.*"):
+    for pattern in [*report_names("*").values(), *CONFIG_REPORTS]:
         for path in out.glob(pattern):
             path.unlink(missing_ok=True)
 
@@ -281,14 +282,12 @@ def analyse_image(
 
 def analyse_config(out: Path) -> dict[str, Any]:
     """trivy's misconfiguration scan of docker/ (once per image scan, whatever its platforms)."""
-    (out / "config.json").unlink(missing_ok=True)
+    json_file, sarif = (out / name for name in CONFIG_REPORTS)
+    json_file.unlink(missing_ok=True)
     _must(
-        ["config", "--format", "json", "-o", str(out / "config.json"), "--skip-dirs", _CONFIG_SKIP, "docker"],
+        ["config", "--format", "json", "-o", str(json_file), "--skip-dirs", _CONFIG_SKIP, "docker"],
         "config scan",
     )
-    report = read_report(out / "config.json", None)
-    _must(
-        ["convert", "--format", "sarif", "-o", str(out / "config.sarif"), str(out / "config.json")],
-        "SARIF of config.json",
-    )
+    report = read_report(json_file, None)
+    _must(["convert", "--format", "sarif", "-o", str(sarif), str(json_file)], f"SARIF of {json_file.name}")
     return report

@@ -224,15 +224,15 @@ if importlib.util.find_spec("pip") is None:
 r = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
 tags = {}
 for line in r.stdout.splitlines():
-    found = re.fullmatch(r"(\\S+) \\S+ is not supported on this platform", line.strip())
+    found = re.fullmatch(UNSUPPORTED, line.strip())
     if found:
         try:
-            wheel = m.distribution(found[1]).read_text("WHEEL") or ""
+            wheel = m.distribution(found["name"]).read_text("WHEEL") or ""
         except m.PackageNotFoundError:
             wheel = ""
-        tags[found[1]] = [t.split(":", 1)[1].strip() for t in wheel.splitlines() if t.startswith("Tag:")]
+        tags[found["name"]] = [t.split(":", 1)[1].strip() for t in wheel.splitlines() if t.startswith("Tag:")]
 done({"code": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-2000:], "tags": tags})
-"""
+""".replace("UNSUPPORTED", repr(probe_results.UNSUPPORTED.pattern))
 
 
 def _pip_check(image_id: str, platform: str) -> tuple[list[str], list[str]]:
