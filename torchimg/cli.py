@@ -199,6 +199,8 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
 
 def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
     platforms = found.config.variant(args.variant).platforms if args.variant is not None else ()
+    if args.native_only:
+        platforms = ()
     runner_checks.check(args.gpu, args.min_free_gb, args.trivy, platforms)
 
 
@@ -285,6 +287,11 @@ def parser() -> argparse.ArgumentParser:
     pf.add_argument("--trivy", action="store_true", help="trivy must run too (scan jobs)")
     pf.add_argument(
         "--variant", help="what the job builds or tests: each foreign platform it declares needs emulation"
+    )
+    pf.add_argument(
+        "--native-only",
+        action="store_true",
+        help="the job tests with --native-only: no emulation needed (the variant is still checked)",
     )
     pf.add_argument(
         "--min-free-gb",

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from torchimg import probe_results
-from torchimg.errors import RefusedError, ToolError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import variants
 from torchimg.stages import Image
 from torchimg.stages import test as test_stage
@@ -140,3 +140,20 @@ def test_pip_check_in_the_image_fails_closed_and_names_what_it_found() -> None:
         with pytest.raises(ToolError, match="pip check in the image") as exc:
             probe_results.pip_check(bad, "x86_64")
         assert exc.value.exit_code == 3, bad
+
+
+def test_native_only_leaves_the_foreign_platforms_to_their_own_runner_and_says_so() -> None:
+    both = ["linux/amd64", "linux/arm64"]
+    assert test_stage.emulated_platforms("x", both, "linux/amd64", native_only=False) == (["linux/arm64"], [])
+    foreign, notes = test_stage.emulated_platforms("x", both, "linux/arm64", native_only=True)
+    assert foreign == []
+    assert notes == ["linux/amd64: not tested here (--native-only; push needs its test)"]
+    assert test_stage.emulated_platforms("x", ["linux/amd64"], "linux/amd64", native_only=True) == ([], [])
+
+
+def test_an_image_without_this_machines_platform_is_refused_before_anything_runs() -> None:
+    """Nothing of it would run natively: the GPU checks could never run, so the test says so."""
+    with pytest.raises(PipelineError) as caught:
+        test_stage.emulated_platforms("cu128 runtime", ["linux/amd64"], "linux/arm64", native_only=False)
+    assert "built for linux/amd64; this machine runs linux/arm64" in caught.value.what
+    assert "variants.toml" in caught.value.fix

@@ -40,6 +40,7 @@ class Options:
     threshold: float = 0.10
     update_baseline: bool = False
     doctor: bool = False
+    native_only: bool = False  # the other platforms are tested where they run natively
 
     def __post_init__(self) -> None:
         if not _is_fraction(self.threshold):
@@ -79,10 +80,23 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--doctor", action="store_true", help="also check the node: driver, shm, MIG, ECC, PCIe, NCCL"
     )
+    p.add_argument(
+        "--native-only",
+        action="store_true",
+        help="test only this machine's platform, no emulation (a runner of another architecture, e.g. "
+        "an arm64 GPU runner beside the x64 job, tests the rest; push refuses a platform untested)",
+    )
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
-    return Options(args.require_gpu, not args.no_bench, args.threshold, args.update_baseline, args.doctor)
+    return Options(
+        require_gpu=args.require_gpu,
+        bench=not args.no_bench,
+        threshold=args.threshold,
+        update_baseline=args.update_baseline,
+        doctor=args.doctor,
+        native_only=args.native_only,
+    )
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
@@ -143,8 +157,28 @@ def needs_gpu(image: Image, opts: Options, gpu_runtime: bool) -> bool:
     return image.variant.cuda_info is not None and (opts.require_gpu or gpu_runtime)
 
 
+def emulated_platforms(
+    what: str, built: list[str], here: str, native_only: bool
+) -> tuple[list[str], list[str]]:
+    """(the built platforms to test under emulation, a warning for each left out). The image
+    must have this machine's platform: a test that runs nothing natively proves nothing of it."""
+    if here not in built:
+        raise PipelineError(
+            f"{what} was built for {', '.join(built)}; this machine runs {here}, so none of its "
+            "platforms would be tested natively",
+            f"test it on a {' or '.join(built)} runner, or add {here} to the variant's platforms in "
+            "variants.toml and build again",
+        )
+    foreign = [p for p in built if p != here]
+    if native_only:
+        return [], [f"{p}: not tested here (--native-only; push needs its test)" for p in foreign]
+    return foreign, []
+
+
 def test(selection: Selection, image: Image, opts: Options) -> record.Record:
     rec = built(selection, image)
+    here = emulation.engine_platform()
+    foreign, skipped = emulated_platforms(str(image), rec.build.platforms, here, opts.native_only)
     gpu = engine.gpu_runtime()
     required = needs_gpu(image, opts, gpu)
     if required and not gpu:
@@ -164,9 +198,12 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
         gpu=gpu,
         required_gpu=required,
         smoke=_counts(smoke),
-        platform=emulation.engine_platform(),
+        platform=here,
     )
-    for platform in (p for p in rec.build.platforms if not emulation.native(p)):
+    result.warnings += skipped
+    for note in skipped:
+        log.info("   %s", note)
+    for platform in foreign:
         emulation.require(platform)
         emulated = run_probe(rec.image_id, "smoke", False, env, ["--emulated"], platform=platform)
         _save(reports / f"smoke-{platform.replace('/', '-')}.json", emulated)
@@ -176,7 +213,7 @@ def test(selection: Selection, image: Image, opts: Options) -> record.Record:
             f"bench on {platform}: skipped (emulated timings say nothing about the hardware)"
         )
         log.info("   %s", result.warnings[-1])
-    for platform in rec.build.platforms:
+    for platform in [here, *foreign]:
         found, notes = _pip_check(rec.image_id, platform)
         problems += found
         result.warnings += notes
