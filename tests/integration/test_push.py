@@ -210,6 +210,13 @@ def test_moving_tags_never_move_backwards_unless_forced(
     assert tag_list(target.host, "forward") == sorted([immutable, "2.9-cu128-runtime"])  # none moved
     assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == squatter
 
+    # a version tag's release of this (older) commit: its immutable tag only, nothing moved
+    m = push.push(
+        *pipeline.at("runtime", default_variant), dataclasses.replace(_opts(repo), moving_tags=False)
+    )
+    assert m["references"] == [f"{repo}:{immutable}@{m['digest']}"]
+    assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == squatter
+
     forced = dataclasses.replace(_opts(repo), force_move=True)
     m = push.push(*pipeline.at("runtime", default_variant), forced)
     assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == m["digest"] != squatter

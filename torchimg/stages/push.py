@@ -32,6 +32,7 @@ class Options:
     force_move: bool = False
     scan: scan_stage.Options = field(default_factory=scan_stage.Options)
     promote: bool = False  # copy the staged digest registry-side instead of pushing from the engine
+    moving_tags: bool = True  # False: the immutable tag only (a version tag's release of a past commit)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -59,6 +60,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="move the moving tags even when they name an image of a newer commit (a deliberate rollback)",
     )
+    p.add_argument(
+        "--immutable-only",
+        action="store_true",
+        help="place and verify the immutable tag only; the moving tags stay where they are (the "
+        "release of a version tag, whose commit main has published already and may have passed)",
+    )
     scan_stage.policy_arguments(p)
 
 
@@ -66,7 +73,17 @@ def options(args: argparse.Namespace, settings: Settings) -> Options:
     target = Target(
         settings.repository(args.repository), args.allow_no_vuln_db, args.allow_dirty, args.allow_cpu_test
     )
-    return Options(target, args.force_move, scan_stage.policy_options(args, allow_no_vuln_db=True))
+    if args.immutable_only and args.force_move:
+        raise PipelineError(
+            "--immutable-only moves no tag, --force-move moves them backwards: they contradict",
+            "pass one of them",
+        )
+    return Options(
+        target,
+        args.force_move,
+        scan_stage.policy_options(args, allow_no_vuln_db=True),
+        moving_tags=not args.immutable_only,
+    )
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
@@ -246,7 +263,9 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     line = f"{repository}:{image.variant.name}-{image.flavor}"
     before = releasenotes.previous(line, digest, immutable, lock_paths, releases)
     served = _platforms_served(rec, f"{repository}@{digest}")  # before any moving tag moves
-    moving = tags.moving(selection.config, image.variant, image.flavor)
+    moving = tags.moving(selection.config, image.variant, image.flavor) if opts.moving_tags else []
+    if not opts.moving_tags:
+        log.info("   --immutable-only: the moving tags stay where they are")
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
     to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]
