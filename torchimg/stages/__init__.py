@@ -111,17 +111,18 @@ def each_image(stage: str, selection: Selection, step: Callable[[Image], object]
     return each(stage, [str(i) for i in selection.images], lambda i: step(selection.images[i]))
 
 
-def built(selection: Selection, image: Image) -> record.Record:
+def built(selection: Selection, image: Image, every_platform: bool = True) -> record.Record:
     """The record of this image, if its tag still names the image it describes: later stages
     never report on another image than the one they ran on. An image chosen by digest
-    (`--image`, `--staged`) is pulled, and must be the very image its record describes."""
+    (`--image`, `--staged`) is pulled, and must be the very image its record describes; with
+    every platform of it, unless `every_platform` is False (only this machine's is used)."""
     rec = selection.store.read(image.variant.name, image.flavor)
     ref = selection.pulls.get(str(image))
     if ref is not None and rec is not None:
         log.info("   pulling %s", ref)
         pulled = engine.pull(ref)
-        for platform in (p for p in rec.build.platforms if not emulation.native(p)):
-            log.info("   pulling %s for %s (the test runs every platform of the index)", ref, platform)
+        for platform in (p for p in rec.build.platforms if every_platform and not emulation.native(p)):
+            log.info("   pulling %s for %s (every platform of the index is read)", ref, platform)
             pulled = engine.pull(ref, platform)
         if pulled != rec.image_id:
             raise RefusedError(

@@ -176,7 +176,7 @@ def emulated_platforms(
 
 
 def test(selection: Selection, image: Image, opts: Options) -> record.Record:
-    rec = built(selection, image)
+    rec = built(selection, image, every_platform=not opts.native_only)
     here = emulation.engine_platform()
     foreign, skipped = emulated_platforms(str(image), rec.build.platforms, here, opts.native_only)
     gpu = engine.gpu_runtime()
