@@ -6,6 +6,7 @@ sessions start instantly and use exactly the pinned tools. Options follow `--`, 
 `nox -s build -- --variant 2.9.1-cu128 --flavor runtime`; `python -m torchimg STAGE -h` lists them.
 """
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,18 @@ nox.options.stop_on_first_error = True
 def _tool(name: str) -> str:
     """A binary installed from requirements/tools.txt, next to this Python."""
     return str(Path(sys.executable).with_name(name))
+
+
+def _shellcheck(session: nox.Session) -> str:
+    """tools.txt's shellcheck, else the one on PATH (Linux aarch64 has no wheel of it); without
+    one the lint fails: actionlint would silently skip the `run:` scripts."""
+    found = _tool("shellcheck")
+    if Path(found).is_file():
+        return found
+    found = shutil.which("shellcheck") or ""
+    if not found:
+        session.error("lint needs shellcheck (no wheel for this machine): e.g. apt install shellcheck")
+    return found
 
 
 def _stage(session: nox.Session, stage: str) -> None:
@@ -106,7 +119,7 @@ def lint(session: nox.Session) -> None:
     session.run(sys.executable, "-m", "torchimg", "lint-config", "--if-available")
     workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
     # shellcheck on every `run:` script, as on GitHub's runners (where it is on PATH).
-    session.run(_tool("actionlint"), "-shellcheck", _tool("shellcheck"), *workflows)
+    session.run(_tool("actionlint"), "-shellcheck", _shellcheck(session), *workflows)
     session.run(_tool("zizmor"), "--offline", ".github/workflows")
 
 
