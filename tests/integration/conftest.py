@@ -171,9 +171,10 @@ def tag_list(host: str, name: str) -> list[str]:
         raise
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def new_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], local_registry.Local]]:
-    """Start throwaway registries the way the pipeline starts the embedded one; remove them after."""
+    """Start throwaway registries the way the pipeline starts the embedded one; remove them, and
+    their storage, when the module ends (each holds GBs of the default image's copies)."""
     if not shutil.which("docker-registry"):
         missing("needs Debian's docker-registry program (the registry:2 image cannot be pulled here)")
     started: list[local_registry.Local] = []
