@@ -35,7 +35,10 @@ def main() -> int:
             )
             print(result["error"], file=sys.stderr)
         else:
-            result, ok = bench.run(args.quick), True
+            result = bench.run(args.quick)
+            for problem in bench.problems(result):
+                print(f"bench: {problem}", file=sys.stderr)
+            ok = not bench.problems(result)
         text = json.dumps(result, indent=2)
     else:
         if args.what == "smoke":

@@ -149,6 +149,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         [] if not gpu or quick else list(LLM_SHAPES)
     )
     rows: list[dict[str, Any]] = []
+    reference: dict[str, Any] = {}
     old_tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
         for dtype in dtypes:
@@ -156,13 +157,15 @@ def run(quick: bool = False) -> dict[str, Any]:
             for m, n, k in shapes:
                 try:
                     row = _row(dtype, m, n, k, gpu, quick, key)
-                except Exception as exc:  # one row's failure must not lose the others
+                    if gpu:
+                        torch.cuda.empty_cache()
+                except Exception as exc:  # one row failing (a sticky CUDA error too) loses no other
                     row = {"dtype": dtype, "m": m, "n": n, "k": k, "device_index": 0 if gpu else None}
                     row |= {"best": None, "median": None, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
                 rows.append(row)
                 _print(row, gpu)
-                if gpu:
-                    torch.cuda.empty_cache()
+                if gpu and (dtype, m, n, k) == (REFERENCE[0], *[REFERENCE[1]] * 3):
+                    reference = _reference(row)  # at once: same clocks and temperature as the row
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old_tf32
     result: dict[str, Any] = {
@@ -178,25 +181,43 @@ def run(quick: bool = False) -> dict[str, Any]:
         "results": rows,
     }
     if gpu:
-        result["reference"] = _reference(rows)
+        result["reference"] = reference or {"error": f"no {REFERENCE[0]} {REFERENCE[1]}^3 row was timed"}
     return result
 
 
-def _reference(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _reference(ours: dict[str, Any]) -> dict[str, Any]:
+    """The bare loop, timed right after the probe's own row of the same shape. Its figure is a
+    mean over the loop, so the probe's share is of its median (its best would flatter it)."""
     dtype, n = REFERENCE
-    ref: dict[str, Any] = {"what": f"bare torch.matmul loop, {dtype} {n}^3, wall clock"}
+    ref: dict[str, Any] = {"what": f"bare torch.matmul loop, {dtype} {n}^3, wall clock, mean"}
     try:
         ref["tflops"] = round(bare_matmul_tflops(n), 2)
     except Exception as exc:
         ref["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
         return ref
-    ours = next((r for r in rows if (r["dtype"], r["m"], r["n"], r["k"]) == (dtype, n, n, n)), None)
-    if ours and ours.get("best"):
-        ref["probe_pct"] = round(100 * ours["best"] / ref["tflops"], 1)
+    if ours.get("median"):
+        ref["probe_pct"] = round(100 * ours["median"] / ref["tflops"], 1)
+        ref["probe_best_pct"] = round(100 * ours["best"] / ref["tflops"], 1)
     print(
-        f"reference: {ref['what']}: {ref['tflops']} TFLOP/s; probe {ref.get('probe_pct')}% of it", flush=True
+        f"reference: {ref['what']}: {ref['tflops']} TFLOP/s; probe median {ref.get('probe_pct')}% of it",
+        flush=True,
     )
     return ref
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """Why a bench result cannot be trusted (its exit status): a row that did not run or gave
+    no finite figure, or on a GPU a reference loop that did not run."""
+    found = []
+    for r in result.get("results", []):
+        best = r.get("best")
+        if r.get("error") or not isinstance(best, (int, float)) or not math.isfinite(best) or best <= 0:
+            found.append(f"{r.get('dtype')} {r.get('m')}x{r.get('n')}x{r.get('k')}: {r.get('error') or best}")
+    if not result.get("results"):
+        found.append("no results")
+    if "reference" in result and "tflops" not in result["reference"]:
+        found.append(f"reference: {result['reference'].get('error')}")
+    return found
 
 
 def _print(row: dict[str, Any], gpu: bool) -> None:

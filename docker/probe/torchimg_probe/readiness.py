@@ -74,6 +74,8 @@ def _nvml() -> Iterator[Any]:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
+        if cuda_state.required():  # CUDA runs, NVML does not: MIG, ECC and PCIe would go unread
+            raise AssertionError(f"NVML did not start although the GPU is required: {exc}") from None
         raise CannotCheckError(f"NVML not available: {exc}") from None
     try:
         yield pynvml

@@ -10,10 +10,12 @@ PyTorch's release smoke test each have a counterpart here.
 import copy
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 # cuBLAS needs this before CUDA starts for deterministic GEMMs; setting it here (before
@@ -242,11 +244,14 @@ def check_cudnn_nccl() -> tuple[str, dict[str, Any]]:
     runtime = torch.backends.cudnn.version() or 0
     compiled = tuple(torch._C._cudnn.getCompileVersion())
     runtime_t = (runtime // 10000, runtime // 100 % 100, runtime % 100)
-    nccl = ".".join(map(str, torch.cuda.nccl.version()))
+    nccl = ".".join(map(str, tuple(torch.cuda.nccl.version())[:3]))
     cudnn = ".".join(map(str, runtime_t))
-    pip = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
-    pip_cudnn = next((v for n, v in pip.items() if n.startswith("nvidia-cudnn")), None)
-    pip_nccl = next((v for n, v in pip.items() if n.startswith("nvidia-nccl")), None)
+    # the runtime wheels only (nvidia-cudnn-cu12, nvidia-nccl-cu13): not nvidia-cudnn-frontend
+    pip = {str(d.metadata["Name"]).lower(): d.version for d in importlib.metadata.distributions()}
+    pip_cudnn = next((v for n, v in pip.items() if re.fullmatch(r"nvidia-cudnn-cu\d+", n)), None)
+    pip_nccl = next((v for n, v in pip.items() if re.fullmatch(r"nvidia-nccl-cu\d+", n)), None)
+    if pip_cudnn is None and pip_nccl is None and not expected():
+        raise CannotCheckError("this torch's cuDNN and NCCL are not pip packages here (a host's torch)")
     status, cudnn_text = verdicts.cudnn(runtime_t, (compiled[0], compiled[1], compiled[2]))
     problems = [cudnn_text] if status == "fail" else []
     if pip_cudnn is None or pip_cudnn.split(".")[:3] != cudnn.split("."):
@@ -293,6 +298,8 @@ def check_gds() -> str:
     """GPUDirect Storage's cuFile is loadable: a file either registers, or fails with cuFile's
     own error (an overlay file system cannot do GDS), never a missing library."""
     cuda_state.need_gpu()
+    # cuFile logs to cufile.log in the working directory unless told otherwise
+    os.environ.setdefault("CUFILE_LOGFILE_PATH", str(Path(tempfile.gettempdir()) / "torchimg-cufile.log"))
     with tempfile.NamedTemporaryFile() as f:
         try:
             torch.cuda.gds.GdsFile(f.name, os.O_CREAT | os.O_RDWR)  # opens with O_DIRECT
@@ -304,7 +311,7 @@ def check_gds() -> str:
             if "cuFile" not in str(exc):
                 raise
             return f"cuFile loaded; this file system has no GDS ({str(exc)[:80]})"
-    return "cuFile loaded and registered a file"
+    return "cuFile loaded and registered a file (GDS, or cuFile's compatibility mode without nvidia-fs)"
 
 
 def check_nvshmem() -> str:
@@ -314,6 +321,8 @@ def check_nvshmem() -> str:
     except ImportError:
         if gpus.version_tuple(torch.__version__)[:2] < (2, 9):
             raise CannotCheckError("torch < 2.9 is not built with NVSHMEM") from None
+        if not expected():  # run by hand with a host's torch: its build, not an image's
+            raise CannotCheckError("this torch is not built with NVSHMEM (not the image's)") from None
         raise AssertionError("torch >= 2.9 but not compiled with NVSHMEM") from None
     at_run_time = _is_nvshmem_available() if cuda_state.available() else "not checked (no GPU)"
     return f"compiled in; available at run time: {at_run_time}"
