@@ -64,12 +64,16 @@ def unusable(bench: dict[str, Any]) -> list[str]:
         return [f"bench: {bench['error']}"]
     if not isinstance(rows, list) or not rows:
         return ["bench: the probe reported no results"]
-    return [
+    found = [
         f"bench: {r.get('dtype')} {r.get('m')}x{r.get('n')}x{r.get('k')}: "
         + (f"error: {r['error']}" if r.get("error") else f"no usable result ({r.get('best')!r})")
         for r in rows
         if not isinstance(r.get("best"), int | float) or not math.isfinite(r["best"]) or r["best"] <= 0
     ]
+    reference = bench.get("reference")  # GPU runs only: the bare loop the probe's timing is checked by
+    if reference is not None and not isinstance((reference or {}).get("tflops"), int | float):
+        found.append(f"bench: the reference loop did not run ({(reference or {}).get('error', reference)})")
+    return found
 
 
 def compare(bench: dict[str, Any], baseline: dict[str, Any], threshold: float) -> tuple[int, list[str]]:

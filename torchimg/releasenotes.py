@@ -49,8 +49,7 @@ def previous(
     if digest is None:
         return {"previous": None, "package_diff": None}
     if digest == ours:
-        earlier = read(immutable_tag, folder) or {}
-        return {k: earlier.get(k) for k in ("previous", "package_diff", "package_diff_note")}
+        return recorded(immutable_tag, folder)
     revision = remote_registry.labels(ref).get(labels.REVISION, "unknown")
     out: dict[str, object] = {"previous": {"ref": ref, "digest": digest, "revision": revision}}
     before = packages_at(revision, lock_paths)
@@ -62,6 +61,20 @@ def previous(
     else:
         out["package_diff"] = diff(before, packages(lock_paths))
     return out
+
+
+def recorded(immutable_tag: str, folder: Path) -> dict[str, object]:
+    """The previous release and package diff that this image's first release recorded (what the
+    moving tag named then); a note where that manifest is not here."""
+    earlier = read(immutable_tag, folder)
+    if earlier is None:
+        return {
+            "previous": None,
+            "package_diff": None,
+            "package_diff_note": "the release manifest of this image's first release is not here: "
+            "no previous release named",
+        }
+    return {k: earlier.get(k) for k in ("previous", "package_diff", "package_diff_note")}
 
 
 def bench_summary(test: record.Tested) -> dict[str, Any] | None:
@@ -145,7 +158,8 @@ def _diff_lines(m: Manifest) -> list[str]:
     prev = m.get("previous")
     d = m.get("package_diff")
     if prev is None:
-        return ["First release of this line: no previous release to compare with."]
+        first = "First release of this line: no previous release to compare with."
+        return [m.get("package_diff_note") or first]
     head = f"Against the previous release `{prev['digest']}` (commit `{prev.get('revision', '?')[:12]}`): "
     if d is None:
         return [head + (m.get("package_diff_note") or "package lists unavailable")]

@@ -37,8 +37,9 @@ if ! "$python" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.pat
   echo "validate: this host's Python has no Python.h: the torch.compile checks will fail here (install python3-dev)" >&2
 fi
 # a hang (a wedged GPU, an NCCL rendezvous) ends that probe, not the whole run
+# (--foreground: Ctrl-C still reaches the probe)
 limit=""
-if command -v timeout >/dev/null 2>&1; then limit="timeout 1800"; fi
+if timeout --foreground 1 true 2>/dev/null; then limit="timeout --foreground 1800"; fi
 status=0
 $limit "$python" -m torchimg_probe smoke --require-gpu --json "$out/smoke.json" || status=1
 $limit "$python" -m torchimg_probe bench --require-gpu --json "$out/bench.json" || status=1

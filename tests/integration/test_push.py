@@ -216,6 +216,7 @@ def test_moving_tags_never_move_backwards_unless_forced(
     )
     assert m["references"] == [f"{repo}:{immutable}@{m['digest']}"]
     assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == squatter
+    assert m["previous"] is None or m["previous"]["digest"] != squatter  # not the newer image
 
     forced = dataclasses.replace(_opts(repo), force_move=True)
     m = push.push(*pipeline.at("runtime", default_variant), forced)

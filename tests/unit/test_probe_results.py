@@ -157,3 +157,10 @@ def test_an_image_without_this_machines_platform_is_refused_before_anything_runs
         test_stage.emulated_platforms("cu128 runtime", ["linux/amd64"], "linux/arm64", native_only=False)
     assert "built for linux/amd64; this machine runs linux/arm64" in caught.value.what
     assert "variants.toml" in caught.value.fix
+
+
+def test_a_gpu_bench_whose_reference_loop_did_not_run_is_unusable() -> None:
+    """Without the bare loop nothing shows that the probe's own timing is honest."""
+    assert probe_results.unusable(bench(700.0) | {"reference": {"tflops": 710.0, "probe_pct": 98.6}}) == []
+    failed = bench(700.0) | {"reference": {"error": "OutOfMemoryError: x"}}
+    assert probe_results.unusable(failed) == ["bench: the reference loop did not run (OutOfMemoryError: x)"]

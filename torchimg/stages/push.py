@@ -261,7 +261,13 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     releases = selection.reports / "releases"
     lock_paths = sorted(rec.inputs.lockfiles)
     line = f"{repository}:{image.variant.name}-{image.flavor}"
-    before = releasenotes.previous(line, digest, immutable, lock_paths, releases)
+    # the moving tag may name a newer release by now: a version tag's release keeps what this
+    # image's first release recorded
+    before = (
+        releasenotes.previous(line, digest, immutable, lock_paths, releases)
+        if opts.moving_tags
+        else releasenotes.recorded(immutable, releases)
+    )
     served = _platforms_served(rec, f"{repository}@{digest}")  # before any moving tag moves
     moving = tags.moving(selection.config, image.variant, image.flavor) if opts.moving_tags else []
     if not opts.moving_tags:

@@ -176,8 +176,10 @@ def emulated_platforms(
 
 
 def test(selection: Selection, image: Image, opts: Options) -> record.Record:
-    rec = built(selection, image, every_platform=not opts.native_only)
     here = emulation.engine_platform()
+    if (known := selection.store.read(image.variant.name, image.flavor)) is not None:
+        emulated_platforms(str(image), known.build.platforms, here, opts.native_only)  # before a pull
+    rec = built(selection, image, every_platform=not opts.native_only)
     foreign, skipped = emulated_platforms(str(image), rec.build.platforms, here, opts.native_only)
     gpu = engine.gpu_runtime()
     required = needs_gpu(image, opts, gpu)
