@@ -8,7 +8,7 @@ from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import releasenotes
 from torchimg.adapters import gitinfo, local_registry
 from torchimg.model import lockfile, record, tags, variants
-from torchimg.model.push_preconditions import Target, unmet
+from torchimg.model.push_preconditions import Target, unmet, untested
 
 CONFIG = variants.load(FIXTURE)
 DEFAULT = CONFIG.variant("2.9.1-cu128")
@@ -199,6 +199,21 @@ def test_push_gate_wants_every_declared_platform_built_and_tested() -> None:
     assert refused is not None and "did not read its image for linux/arm64" in refused.what
     rec.scan.platforms = list(both)
     assert unmet(rec, REMOTE, local_target=True, platforms=both) is None
+
+
+def test_what_a_scan_cannot_change_is_judged_before_a_push_runs_one() -> None:
+    """A record tested on one platform only (e.g. --native-only) is refused before the push
+    spends tens of minutes scanning it; a record merely not yet scanned goes on to its scan."""
+    both = ("linux/amd64", "linux/arm64")
+    rec = _record(scan=None)
+    rec.build.platforms = list(both)
+    refused = untested(rec, REMOTE, local_target=True, platforms=both)
+    assert refused is not None and "not tested on linux/arm64" in refused.what
+    assert rec.test is not None
+    rec.test.emulated = {"linux/arm64": {"passed": 4, "failed": 0, "skipped": 6}}
+    assert untested(rec, REMOTE, local_target=True, platforms=both) is None
+    refused = unmet(rec, REMOTE, local_target=True, platforms=both)
+    assert refused is not None and "not scanned" in refused.what
 
 
 def test_a_single_platform_scan_from_before_each_platform_was_read_still_counts() -> None:

@@ -29,6 +29,19 @@ def unmet(
     `policy`: the scan policy this push applies; a scan judged under another one is refused.
     `cuda`: a CUDA image, which a remote release wants tested on a GPU (--require-gpu).
     `platforms`: what the variant declares; the image must be built and tested for each."""
+    early = untested(rec, target, local_target, cuda, platforms)
+    return early if early is not None else _unscanned(rec, target, local_target, policy)
+
+
+def untested(
+    rec: record.Record,
+    target: Target,
+    local_target: bool,
+    cuda: bool = False,
+    platforms: tuple[str, ...] = ("linux/amd64",),
+) -> RefusedError | None:
+    """The preconditions a scan cannot change (build, test, every platform tested): checked
+    before a push runs a scan it would refuse anyway."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if not rec.passed("build"):
@@ -55,6 +68,15 @@ def unmet(
             f"be skipped); a release to {target.repository} needs its test on a GPU",
             f"on a GPU runner: nox -s test {select} --require-gpu; or accept it with --allow-cpu-test",
         )
+    return None
+
+
+def _unscanned(
+    rec: record.Record, target: Target, local_target: bool, policy: dict[str, str] | None
+) -> RefusedError | None:
+    """The scan's part of the preconditions, and the working tree's."""
+    what = f"{rec.variant} {rec.flavor}"
+    select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if rec.scan is None or not rec.passed("scan"):
         problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
         return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")

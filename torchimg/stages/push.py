@@ -15,7 +15,7 @@ from torchimg import paths, releasenotes
 from torchimg.adapters import engine, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import allowlist, labels, lockfile, record, tags
-from torchimg.model.push_preconditions import Target, unmet
+from torchimg.model.push_preconditions import Target, unmet, untested
 from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Image, Selection, StageResult, built, each_image
@@ -113,7 +113,11 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
     this machine) and elsewhere only with --allow-no-vuln-db. A failed scan is never accepted.
     """
     rec = _staged(selection, image, opts) if opts.promote else built(selection, image)
-    if not opts.promote and rec.passed("build") and rec.passed("test") and rec.scan is None:
+    cuda = image.variant.cuda_info is not None
+    early = untested(rec, opts.target, local_target, cuda, image.variant.platforms)
+    if early is not None:  # before a scan it would refuse anyway (tens of minutes per platform)
+        raise early
+    if not opts.promote and rec.scan is None:
         log.info("   %s has not been scanned yet: running the scan gate now", image)
         try:
             rec = scan_stage.scan(selection, image, opts.scan)
@@ -126,7 +130,7 @@ def gate(selection: Selection, image: Image, opts: Options, local_target: bool) 
         opts.target,
         local_target,
         policy,
-        cuda=image.variant.cuda_info is not None,
+        cuda=cuda,
         platforms=image.variant.platforms,
     )
     if refused is not None:
