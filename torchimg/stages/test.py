@@ -177,10 +177,11 @@ def emulated_platforms(
 
 def test(selection: Selection, image: Image, opts: Options) -> record.Record:
     here = emulation.engine_platform()
-    if (known := selection.store.read(image.variant.name, image.flavor)) is not None:
-        emulated_platforms(str(image), known.build.platforms, here, opts.native_only)  # before a pull
-    rec = built(selection, image, every_platform=not opts.native_only)
-    foreign, skipped = emulated_platforms(str(image), rec.build.platforms, here, opts.native_only)
+    known = selection.store.read(image.variant.name, image.flavor)  # judged before any pull
+    foreign, skipped = (
+        emulated_platforms(str(image), known.build.platforms, here, opts.native_only) if known else ([], [])
+    )
+    rec = built(selection, image, every_platform=not opts.native_only)  # no record: refused here
     gpu = engine.gpu_runtime()
     required = needs_gpu(image, opts, gpu)
     if required and not gpu:

@@ -36,9 +36,10 @@ def main() -> int:
             print(result["error"], file=sys.stderr)
         else:
             result = bench.run(args.quick)
-            for problem in bench.problems(result):
+            problems = bench.problems(result)
+            for problem in problems:
                 print(f"bench: {problem}", file=sys.stderr)
-            ok = not bench.problems(result)
+            ok = not problems
         text = json.dumps(result, indent=2)
     else:
         if args.what == "smoke":
