@@ -199,9 +199,10 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
 
 def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
     platforms = found.config.variant(args.variant).platforms if args.variant is not None else ()
-    if args.native_only:
+    if args.native_only or args.job == "scan":  # a scan reads the image; it never runs it
         platforms = ()
-    runner_checks.check(args.gpu, args.min_free_gb, args.trivy, platforms)
+    scanner = args.trivy or args.job == "scan"
+    runner_checks.check(args.gpu, args.min_free_gb, scanner, platforms, buildx=args.job == "build")
 
 
 def _summary(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -283,6 +284,13 @@ def parser() -> argparse.ArgumentParser:
     _selection_arguments(dg, per_image=False)
     dg.set_defaults(func=_digests)
     pf = sub.add_parser("preflight", help="check a runner: engine, buildx, containerd store, GPU, disk")
+    pf.add_argument(
+        "--job",
+        choices=runner_checks.JOBS,
+        default="build",
+        help="what the runner does: build (needs buildx; the default), test (pulls and runs: no buildx), "
+        "scan (trivy, no buildx, no emulation)",
+    )
     pf.add_argument("--gpu", action="store_true", help="the NVIDIA runtime is required too (GPU jobs)")
     pf.add_argument("--trivy", action="store_true", help="trivy must run too (scan jobs)")
     pf.add_argument(

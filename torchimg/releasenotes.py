@@ -124,6 +124,7 @@ def manifest(
             "vuln_db": rec.scan.vuln_db.how,
             "accepted_without_vuln_db": rec.scan.accepted_without_vuln_db,
             "counts": rec.scan.counts,
+            "counts_by_platform": rec.scan.counts_by_platform,
             "accepted": rec.scan.accepted,
             "platforms": rec.scan.platforms,
         },
@@ -169,6 +170,11 @@ def _diff_lines(m: Manifest) -> list[str]:
 
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items())
+
+
+def _by_platform(counts: dict[str, dict[str, int]]) -> str:
+    """Each platform's own counts, after the distinct ones of a multi-platform image."""
+    return f" ({'; '.join(f'{p}: {_counts(c)}' for p, c in counts.items())})" if counts else ""
 
 
 def markdown(m: Manifest) -> str:
@@ -229,7 +235,9 @@ def markdown(m: Manifest) -> str:
     lines += [
         f"- scan: vulnerabilities {scan['vulnerabilities']}"
         + (" (accepted without a vulnerability DB)" if scan["accepted_without_vuln_db"] else "")
-        + f"; blocking-or-not findings: {_counts(scan['counts'])}; {len(scan['accepted'])} allowlisted"
+        + f"; blocking-or-not findings: {_counts(scan['counts'])}"
+        + _by_platform(scan.get("counts_by_platform") or {})
+        + f"; {len(scan['accepted'])} allowlisted"
         + (f"; platforms read: {', '.join(scan['platforms'])}" if scan.get("platforms") else ""),
         "",
         "## Package changes",

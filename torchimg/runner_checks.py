@@ -1,9 +1,11 @@
-"""`python -m torchimg preflight`: what a runner must have before a job starts building.
+"""`python -m torchimg preflight`: what a runner must have before a job starts.
 
 Each missing prerequisite is found in seconds, with its fix, instead of an hour into a job:
-the engine answers and has buildx; it stores images in containerd (an image ID is then its
-digest on every runner, and attestations survive); the NVIDIA runtime (GPU jobs); QEMU for a
-variant's platforms this machine does not run natively; free disk where the engine keeps its
+the engine answers, and has buildx where the job builds (a test or scan job pulls and runs
+with the plain engine, so a GPU node without buildx still serves); it stores images in
+containerd (an image ID is then its digest on every runner, and attestations survive); the
+NVIDIA runtime (GPU jobs); QEMU for a variant's platforms this machine does not run natively
+(not for a scan: it reads an image, never runs it); free disk where the engine keeps its
 data. Every check runs; any failure fails the preflight.
 """
 
@@ -19,9 +21,20 @@ from torchimg.output import log
 MIN_FREE_GB = 40
 
 
-def check(gpu: bool, min_free_gb: float, scanner: bool = False, platforms: tuple[str, ...] = ()) -> None:
+JOBS = ("build", "test", "scan")
+
+
+def check(
+    gpu: bool,
+    min_free_gb: float,
+    scanner: bool = False,
+    platforms: tuple[str, ...] = (),
+    buildx: bool = True,
+) -> None:
     """Log each prerequisite as ok or missing; PipelineError (exit 2) naming every one missing."""
-    engine.preflight()  # the engine answers, buildx is there; else nothing more can be checked
+    engine.preflight(buildx)  # the engine answers (and has buildx); else nothing more can be checked
+    if buildx:
+        log.info("   %-8s %s", "ok", "docker buildx")
     problems: list[str] = []
 
     def verdict(ok: bool, what: str, fix: str) -> None:

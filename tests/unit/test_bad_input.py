@@ -140,6 +140,7 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("preflight-negative-disk", _nothing, ["preflight", "--min-free-gb", "-1"], "not a number of GB"),
     ("preflight-unknown-variant", _nothing, ["preflight", "--variant", "nope"], "unknown variant 'nope'"),
     ("preflight-empty-variant", _nothing, ["preflight", "--variant", ""], "unknown variant ''"),
+    ("preflight-unknown-job", _nothing, ["preflight", "--job", "deploy"], "invalid choice: 'deploy'"),
     ("matrix-unknown-platform", _nothing, ["matrix", "--platform", "linux/s390x"], "invalid choice"),
 ]  # fmt: skip
 

@@ -75,7 +75,13 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
         "smoke": {"pass": 10, "fail": 0, "skip": 0},
         "gpu": True,
         "bench": None,
-        "scan": {"vulnerabilities": "ran", "accepted_without_vuln_db": False, "counts": {}, "accepted": []},
+        "scan": {
+            "vulnerabilities": "ran",
+            "accepted_without_vuln_db": False,
+            "counts": {"vulnerability": 3},
+            "counts_by_platform": {"linux/amd64": {"vulnerability": 3}, "linux/arm64": {"vulnerability": 1}},
+            "accepted": [],
+        },
         "previous": {"digest": "sha256:" + "d" * 64, "revision": "0" * 40},
         "package_diff": {"added": {}, "removed": {}, "changed": {"numpy": ["2.3.4", "2.3.5"]}},
     }
@@ -83,6 +89,7 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
     assert has_row(text, "`localhost:5000/pytorch:latest`", f"`sha256:{'a' * 64}`")
     assert has_row(text, "numpy", "2.3.4", "2.3.5")
     assert "(on a GPU)" in text
+    assert "findings: 3 vulnerability (linux/amd64: 3 vulnerability; linux/arm64: 1 vulnerability);" in text
 
 
 def test_moving_tags_never_move_back_in_time() -> None:

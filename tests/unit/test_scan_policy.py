@@ -119,3 +119,19 @@ def test_a_finding_of_one_platform_names_it_and_an_entry_covers_every_platform()
     entry = allowlist.Allow("aws-access-key-id", "test key", TODAY, kind="secret", path=target)
     blocking = scan_policy.judge([*found, *on_arm], [entry], scan_policy.Policy(), TODAY).blocking
     assert "aws-access-key-id" not in {f.id for f in blocking}
+
+
+def test_a_finding_in_both_platforms_images_counts_once() -> None:
+    vulns = scan_policy.findings(report("vuln-handmade.json"))
+    config = scan_policy.findings(report("config-baseline.json"))
+    amd = [dataclasses.replace(f, platform="linux/amd64") for f in vulns]
+    arm = [dataclasses.replace(f, platform="linux/arm64") for f in vulns[:1]]
+    found = amd + arm + config
+    assert scan_policy.counts(found)["vulnerability"] == len(vulns)
+    assert scan_policy.counts(found)["misconfiguration"] == len(config)
+    assert scan_policy.counts(found, "linux/arm64") == {
+        "vulnerability": 1,
+        "secret": 0,
+        "misconfiguration": len(config),
+    }
+    assert scan_policy.counts(found, "linux/amd64")["vulnerability"] == len(vulns) > 1

@@ -84,7 +84,8 @@ class Scanned(Section):
     vulnerabilities: str
     vuln_db: VulnDb
     accepted_without_vuln_db: bool = False
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {}  # distinct findings: one CVE in two platforms' images counts once
+    counts_by_platform: dict[str, dict[str, int]] = {}  # of a multi-platform image: each one's own
     licenses: dict[str, int] = {}
     accepted: list[str] = []
     stale_allowlist: list[str] = []

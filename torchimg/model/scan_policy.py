@@ -4,10 +4,10 @@ Pure functions over trivy's JSON reports, so that every rule is tested on real r
 """
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from torchimg.model.allowlist import Allow
+from torchimg.model.allowlist import KINDS, Allow
 
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")
 
@@ -91,6 +91,13 @@ def findings(report: dict[str, Any]) -> list[Finding]:
                     )
                 )
     return out
+
+
+def counts(found: list[Finding], platform: str | None = None) -> dict[str, int]:
+    """Distinct findings per kind: a CVE in both platforms' images counts once. With
+    `platform`: that platform's, plus those not tied to one (docker/'s misconfigurations)."""
+    distinct = {replace(f, platform="") for f in found if platform is None or f.platform in (platform, "")}
+    return {k: sum(f.kind == k for f in distinct) for k in KINDS}
 
 
 def licenses(report: dict[str, Any]) -> dict[str, int]:

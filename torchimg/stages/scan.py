@@ -27,7 +27,6 @@ from torchimg.stages import Image, Selection, StageResult, built, each_image
 HELP = "trivy: vulnerabilities, secrets, licenses, misconfigurations; the gate"
 SELECTS = "images"  # variants x flavors
 BY_DIGEST = True  # --image REPOSITORY@DIGEST, --staged
-KINDS = ("vulnerability", "secret", "misconfiguration")
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,8 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
         vulnerabilities=vulnerabilities,
         vuln_db=db,
         accepted_without_vuln_db=not db.available and opts.allow_no_vuln_db,
-        counts={k: sum(f.kind == k for f in found) for k in KINDS},
+        counts=scan_policy.counts(found),
+        counts_by_platform={p: scan_policy.counts(found, p) for p in reports} if len(reports) > 1 else {},
         licenses=scan_policy.licenses(next(iter(reports.values()))["image"]),
         problems=problems,
         accepted=[f"{f} (allowlist: {a.reason}, until {a.expires})" for f, a in verdict.accepted],
