@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from types import ModuleType
 from torchimg import devtools, output, runner_checks, settings, summary
 from torchimg.adapters import local_registry, trivy
 from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError
-from torchimg.model import references, variants
+from torchimg.model import references, scan_policy, variants
 from torchimg.model.record import Store
 from torchimg.output import log
 from torchimg.stages import (
@@ -217,7 +218,15 @@ def _lint_config(args: argparse.Namespace, found: settings.Settings) -> None:
             raise
         log.warning("trivy config skipped: %s", exc)
         return
-    trivy.config_lint()
+    with tempfile.TemporaryDirectory(prefix="torchimg-lint-") as tmp:
+        misconfigured = scan_policy.findings(trivy.config_report(Path(tmp) / "config.json"))
+    if misconfigured:
+        raise RefusedError(
+            f"trivy config found {len(misconfigured)} misconfiguration(s) in docker/:\n  "
+            + "\n  ".join(str(f) for f in misconfigured),
+            "fix the Dockerfile (trivy's check ID names the rule)",
+        )
+    log.info("trivy config: docker/ clean")
 
 
 def _non_negative(text: str) -> float:

@@ -121,6 +121,33 @@ def remove_recorded_images() -> list[str]:
     return removed
 
 
+_REPORT_DIRS = re.compile(r"records|releases|refresh|.+-(" + "|".join(variants.FLAVORS) + ")")
+_REPORT_FILES = re.compile(r"build-report(-platforms)?(\.partial)?\.(json|md)|doctor-.+\.json")
+
+
+def remove_reports(reports: Path) -> list[str]:
+    """What this project wrote in the reports folder, and the folder if nothing else is left:
+    $TORCHIMG_REPORTS may name a folder that holds other files too (or the checkout itself)."""
+    removed: list[str] = []
+    for entry in sorted(reports.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and _REPORT_DIRS.fullmatch(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(f"{entry.name}/")
+        elif entry.is_file() and _REPORT_FILES.fullmatch(entry.name):
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    others = sorted(e.name for e in reports.iterdir())
+    if not others:
+        reports.rmdir()
+        return [f"removed {paths.shown(reports)}/"]
+    where = paths.shown(reports)
+    return [f"removed {where}/{name}" for name in removed] + [
+        f"kept {where}/: it holds what this project did not write ({', '.join(others[:5])}"
+        + (", ..." if len(others) > 5 else "")
+        + ")"
+    ]
+
+
 def clean(keep_reports: bool = False, recorded: bool = False) -> list[str]:
     """This project's images (all, or only those its records name), and (unless kept, e.g. for
     CI artifacts) the reports. BuildKit's cache is shared with everything else built on this
@@ -128,9 +155,8 @@ def clean(keep_reports: bool = False, recorded: bool = False) -> list[str]:
     removed = remove_recorded_images() if recorded else remove_project_images()
     lines = [f"removed {tag}" for tag in removed] or ["no image of this project to remove"]
     reports = settings.reports_dir(None)
-    if not keep_reports and reports.exists():
-        shutil.rmtree(reports, ignore_errors=True)
-        lines.append(f"removed {paths.shown(reports)}/")
+    if not keep_reports and reports.is_dir():
+        lines += remove_reports(reports)
     lines.append(
         "BuildKit's cache was left as it is (it holds other projects' layers too): `docker buildx du` "
         "shows it, `docker buildx prune --filter until=168h` trims what is older than a week"

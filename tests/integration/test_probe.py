@@ -192,6 +192,17 @@ def test_require_gpu_without_gpu_fails(
         test.test(*pipeline.at("runtime", default_variant), test.Options(require_gpu=True))
 
 
+def test_each_torch_and_nvml_name_of_the_gpu_paths_exists_in_the_image(runtime_image: record.Record) -> None:
+    """The GPU paths never run here: the names they spell are resolved in the image's own torch
+    and nvidia-ml-py instead, so a rename upstream fails here, not on the first GPU."""
+    script = (Path(__file__).parent / "probe_api_names.py").read_text()
+    out = engine.run(runtime_image.image_id, ["python", "-c", script, "/opt/torchimg/torchimg_probe"])
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["missing"] == [], found
+    assert found["checked"] > 100  # the readiness, bench, attention and smoke paths were read
+    assert found["optional"] == [], found  # this torch has NVSHMEM's check, and pynvml is installed
+
+
 def test_healthcheck_passes(runtime_image: record.Record) -> None:
     out = engine.run(
         runtime_image.image_id, ["/opt/venv/bin/python", "-I", "/usr/local/bin/torchimg-healthcheck"]

@@ -234,3 +234,19 @@ def test_missing_trivy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ToolError, match="trivy not found") as exc:
         trivy.binary()
     assert "install it the official way" in str(exc.value)
+
+
+def test_lint_config_passes_on_a_report_only_never_on_an_exit_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trivy that exits 0 without a report (or fails) is a failed lint, not a clean docker/."""
+    from torchimg import cli
+
+    require_trivy()
+    assert cli.main(["lint-config"]) == 0
+    assert "docker/ clean" in capsys.readouterr().err
+    for fake, says in (("/bin/true", "wrote no report"), ("/bin/false", "exited 1")):
+        monkeypatch.setenv("TORCHIMG_TRIVY", fake)
+        assert cli.main(["lint-config"]) == TOOL_FAILED
+        err = capsys.readouterr().err
+        assert says in err and "clean" not in err

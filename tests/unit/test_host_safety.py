@@ -39,3 +39,23 @@ def test_untracked_files_under_the_image_inputs_make_the_tree_dirty(
     assert gitinfo.current().dirty is False
     (tmp_path / "docker" / "extra.py").write_text("reaches the image\n")
     assert gitinfo.current().dirty is True
+
+
+def test_clean_removes_only_what_the_pipeline_wrote_in_the_reports_folder(tmp_path: Path) -> None:
+    """$TORCHIMG_REPORTS may name a folder with other files (the checkout itself, say)."""
+    from torchimg import devtools
+
+    mixed = tmp_path / "mixed"
+    for d in ("records", "releases", "2.9.1-cu128-runtime", "src", ".git"):
+        (mixed / d).mkdir(parents=True)
+    for f in ("records/x.json", "build-report.md", "doctor-img.json", "thesis.tex", "src/main.py"):
+        (mixed / f).write_text("x")
+    lines = devtools.remove_reports(mixed)
+    assert sorted(p.name for p in mixed.iterdir()) == [".git", "src", "thesis.tex"]
+    assert (mixed / "src" / "main.py").exists()
+    assert any("kept" in line and "thesis.tex" in line for line in lines), lines
+    ours = tmp_path / "reports"
+    (ours / "records").mkdir(parents=True)
+    (ours / "build-report-platforms.json").write_text("{}")
+    assert devtools.remove_reports(ours) == [f"removed {ours}/"]
+    assert not ours.exists()
