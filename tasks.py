@@ -29,10 +29,10 @@ def shell(c: Context, variant: str = "", flavor: str = "runtime", run: str = "")
 
 
 @task(help={"variant": "variant (default: the default one)", "port": "host port (default 8888)"})
-def jupyter(c: Context, variant: str = "", port: int = 8888) -> None:
+def jupyter(c: Context, variant: str = "", port: str = "8888") -> None:
     """Start Jupyter Lab from the dev image; the URL with its token is printed."""
     with devtools.user_errors():
-        c.run(devtools.run_command(variant, "dev", [], ports={port: 8888}), pty=True)
+        c.run(devtools.run_command(variant, "dev", [], ports={devtools.host_port(port): 8888}), pty=True)
 
 
 @task(

@@ -8,17 +8,15 @@ Every input is checked before the engine is touched.
 
 import argparse
 import json
-import os
 import signal
 import tempfile
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
 from torchimg import devtools, output, runner_checks, settings, summary
 from torchimg.adapters import local_registry, trivy
-from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError
+from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError, debugging, unclassified
 from torchimg.model import references, scan_policy, variants
 from torchimg.model.record import Store
 from torchimg.output import log
@@ -350,11 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("interrupted; no moving tag is moved before its image is verified")
         return 130
     except Exception as exc:  # a failure no adapter classified: still no traceback for the user
-        if os.environ.get("TORCHIMG_DEBUG"):
+        if debugging():
             raise
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        at = f"{Path(where.filename).name}:{where.lineno}"
-        log.error("%s failed: %s: %s (at %s)", args.command, type(exc).__name__, exc, at)
-        log.error("  fix: rerun with TORCHIMG_DEBUG=1 for the traceback, and report it")
+        log.error("%s failed: %s", args.command, unclassified(exc))
         return TOOL_FAILED
     return 0

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from torchimg import output, paths, probe_results, settings, summary
 from torchimg.adapters import engine, local_registry
-from torchimg.errors import PipelineError
-from torchimg.model import labels, record, variants
+from torchimg.errors import PipelineError, debugging, unclassified
+from torchimg.model import labels, record, references, variants
 from torchimg.output import log
 
 IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
@@ -20,13 +20,23 @@ IMAGE_UID = 1000  # the image's user `pytorch` (docker/Dockerfile)
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """In invoke tasks: a PipelineError ends with its message and fix, not a traceback."""
+    """In invoke tasks: a PipelineError ends with its message and fix, anything else as a tool
+    failure in one line; never a traceback (unless TORCHIMG_DEBUG asks for it)."""
     output.setup()
     try:
         yield
     except PipelineError as exc:
         log.error("%s", exc)
         raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        raise SystemExit(130) from None
+    except Exception as exc:
+        if debugging():
+            raise
+        error = unclassified(exc)
+        log.error("%s", error)
+        raise SystemExit(error.exit_code) from None
 
 
 def _gpu_flags() -> list[str]:
@@ -48,11 +58,27 @@ def _user_flags(work: Path, created: bool) -> list[str]:
     return [] if uid == IMAGE_UID else ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
 
 
+def _check_flavor(flavor: str) -> None:
+    if flavor not in variants.FLAVORS:
+        raise PipelineError(
+            f"--flavor {flavor!r} is not a flavor", f"use one of {', '.join(variants.FLAVORS)}"
+        )
+
+
+def host_port(text: str) -> int:
+    """`inv jupyter --port`: a TCP port number, checked before anything runs."""
+    port = int(text) if text.isascii() and text.isdigit() else 0
+    if not 0 < port < 65536:
+        raise PipelineError(f"--port {text!r} is not a TCP port", "give a number from 1 to 65535, e.g. 8888")
+    return port
+
+
 def run_command(
     variant_name: str, flavor: str, command: list[str], ports: dict[int, int] | None = None
 ) -> str:
     """The `docker run` line for the image last built for this variant and flavor.
     `ports` maps host ports to container ports (published on 127.0.0.1 only)."""
+    _check_flavor(flavor)
     config = variants.load(settings.config_file(None))
     variant = config.variant(variant_name or config.default)
     rec = _store().read(variant.name, flavor)
@@ -61,10 +87,11 @@ def run_command(
             f"no {flavor} image of {variant.name} has been built here",
             f"nox -s build -- --variant {variant.name} --flavor {flavor}",
         )
+    gpus = _gpu_flags()  # the engine answers before ./workspace is made for it
     work = Path.cwd() / "workspace"
     created = not work.exists()
     work.mkdir(exist_ok=True)
-    args = ["docker", "run", "--rm", "-it", *_gpu_flags(), *_user_flags(work, created)]
+    args = ["docker", "run", "--rm", "-it", *gpus, *_user_flags(work, created)]
     args += ["-v", f"{work}:/workspace"]
     for host, container in (ports or {}).items():
         args += ["-p", f"127.0.0.1:{host}:{container}", "-e", f"TORCHIMG_HOST_PORT={host}"]
@@ -180,10 +207,12 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
     Returns (what is not healthy, the JSON report); nothing listed means healthy."""
     from torchimg.stages import test  # the probe's runner and its result checks: one place
 
-    if flavor not in variants.FLAVORS:
-        raise PipelineError(
-            f"--flavor {flavor!r} is not a flavor", f"use one of {', '.join(variants.FLAVORS)}"
-        )
+    _check_flavor(flavor)  # every input is checked before the engine is asked anything
+    if image:
+        references.image(image, "--image")
+    else:
+        config = variants.load(settings.config_file(None))
+        variant = config.variant(variant_name or config.default)
     engine.preflight(buildx=False)  # a GPU node needs the engine, not BuildKit
     if image:
         ref = image
@@ -191,8 +220,6 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
             engine.pull(ref)
         out = settings.reports_dir(None) / f"doctor-{re.sub(r'[^A-Za-z0-9_.-]+', '-', ref)[:100]}.json"
     else:
-        config = variants.load(settings.config_file(None))
-        variant = config.variant(variant_name or config.default)
         rec = _store().read(variant.name, flavor)
         if rec is None or engine.image_id(rec.tags[0]) is None:
             raise PipelineError(

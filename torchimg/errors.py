@@ -5,6 +5,10 @@ push refused), 2 bad input or configuration, 3 a tool or service failed (engine,
 trivy, git, pip-compile, network). A check that could not run is never a pass.
 """
 
+import os
+import traceback
+from pathlib import Path
+
 GATE_REFUSED = 1
 BAD_INPUT = 2
 TOOL_FAILED = 3
@@ -47,3 +51,18 @@ def worst(codes: list[int]) -> int:
         if code in codes:
             return code
     return 0
+
+
+def debugging() -> bool:
+    """TORCHIMG_DEBUG=1 (or true, yes, on): an unclassified failure raises with its traceback."""
+    return os.environ.get("TORCHIMG_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def unclassified(exc: Exception) -> ToolError:
+    """A failure no adapter classified, as a tool failure naming where it happened: the user
+    gets one line and a way to the traceback, never the traceback itself."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    return ToolError(
+        f"{type(exc).__name__}: {exc}{at}", "rerun with TORCHIMG_DEBUG=1 for the traceback, and report it"
+    )

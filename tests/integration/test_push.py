@@ -164,7 +164,7 @@ def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
 
     worker = threading.Thread(target=release)
     worker.start()
-    uploads = reg.dir / "storage" / "docker" / "registry" / "v2" / "repositories" / "midpush" / "_uploads"
+    uploads = reg.storage / "docker" / "registry" / "v2" / "repositories" / "midpush" / "_uploads"
     deadline = time.monotonic() + 300
     while not uploads.exists() and worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -7,6 +7,7 @@ import pytest
 
 from torchimg import paths
 from torchimg.adapters import gitinfo, local_registry
+from torchimg.errors import PipelineError
 
 
 def test_a_stale_pid_file_naming_another_process_never_gets_it_signalled(tmp_path: Path) -> None:
@@ -59,3 +60,23 @@ def test_clean_removes_only_what_the_pipeline_wrote_in_the_reports_folder(tmp_pa
     (ours / "build-report-platforms.json").write_text("{}")
     assert devtools.remove_reports(ours) == [f"removed {ours}/"]
     assert not ours.exists()
+
+
+def test_each_port_of_the_embedded_registry_keeps_its_own_state(tmp_path: Path) -> None:
+    """`registry down` on one port never stops the registry of another (one pid file each)."""
+    default, other = (
+        local_registry.Local("localhost:5000", tmp_path),
+        local_registry.Local("localhost:5991", tmp_path),
+    )
+    assert default.pid_file.name == "registry.pid" and default.storage.name == "storage"
+    assert len({default.pid_file, other.pid_file}) == 2
+    assert len({default.config_file, other.config_file}) == 2
+    assert len({default.storage, other.storage}) == 2
+
+
+@pytest.mark.parametrize(
+    "host", ["[::1]:5999", "localhost:\uff15\uff10\uff10\uff10", "localhost:0", "example.com:5000"]
+)
+def test_the_embedded_registry_listens_on_ipv4_loopback_only(host: str) -> None:
+    with pytest.raises(PipelineError, match="not a loopback HOST:PORT"):
+        local_registry.check_host(host, "--host")

@@ -92,7 +92,8 @@ def test_allowlist_entries_need_a_reason_and_a_date(tmp_path: Path) -> None:
     path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = "soon"\n')
     with pytest.raises(PipelineError, match="expires must be a date"):
         allowlist.load(path, TODAY)
-    assert allowlist.load(tmp_path / "missing.toml", TODAY) == []
+    with pytest.raises(PipelineError, match=r"missing\.toml: no such file"):
+        allowlist.load(tmp_path / "missing.toml", TODAY)  # a typo in --allowlist is not "accept nothing"
 
 
 def test_a_secret_entry_accepts_only_its_own_file() -> None:

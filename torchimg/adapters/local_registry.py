@@ -41,11 +41,12 @@ def host_of(repository: str) -> str:
 
 
 def check_host(value: str, what: str) -> str:
-    """A loopback HOST:PORT for the embedded registry."""
+    """An IPv4 loopback HOST:PORT for the embedded registry (it listens on 127.0.0.1 only)."""
     host, _, port = value.rpartition(":")
-    if host not in _LOOPBACK or not port.isdigit() or not 0 < int(port) < 65536:
+    if host not in _LOOPBACK[:2] or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise PipelineError(
-            f"{what} {value!r} is not a loopback HOST:PORT", f"e.g. {LOCAL} or 127.0.0.1:5001"
+            f"{what} {value!r} is not a loopback HOST:PORT the embedded registry can listen on",
+            f"e.g. {LOCAL} or 127.0.0.1:5001 (it listens on 127.0.0.1, not on IPv6)",
         )
     return value
 
@@ -116,12 +117,26 @@ class Local:
         return int(self.host.rsplit(":", 1)[1])
 
     @property
+    def _per_port(self) -> str:
+        """Each port's registry has its own state, so `down` on one never stops another
+        (5000's names are the plain ones)."""
+        return "" if self.port == 5000 else f"-{self.port}"
+
+    @property
     def pid_file(self) -> Path:
-        return self.dir / "registry.pid"
+        return self.dir / f"registry{self._per_port}.pid"
 
     @property
     def log_file(self) -> Path:
-        return self.dir / "registry.log"
+        return self.dir / f"registry{self._per_port}.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / f"config{self._per_port}.yml"
+
+    @property
+    def storage(self) -> Path:
+        return self.dir / f"storage{self._per_port}"
 
     @property
     def container(self) -> str:
@@ -135,7 +150,7 @@ class Local:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
-        ours = [b"serve", str(self.dir / "config.yml").encode()]
+        ours = [b"serve", str(self.config_file).encode()]
         if not (cmdline and cmdline[0].endswith(b"docker-registry") and cmdline[1:3] == ours):
             return None
         return pid
@@ -145,7 +160,7 @@ class Local:
 
     def status(self) -> str:
         if pid := self._pid():
-            how = f"the docker-registry program (pid {pid}, storage {self.dir / 'storage'})"
+            how = f"the docker-registry program (pid {pid}, storage {self.storage})"
         elif self._container_running():
             how = f"container {self.container} ({IMAGE.split('@')[0]})"
         else:
@@ -169,9 +184,15 @@ class Local:
         )
 
     def _start_program(self, program: str) -> str:
-        storage = self.dir / "storage"
-        storage.mkdir(parents=True, exist_ok=True)
-        config = self.dir / "config.yml"
+        storage = self.storage
+        try:
+            storage.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PipelineError(
+                f"the local registry's folder {self.dir} cannot hold its storage ({exc.strerror})",
+                "point $TORCHIMG_REGISTRY_DIR at a writable folder (or unset it)",
+            ) from None
+        config = self.config_file
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: warn\n"
@@ -211,7 +232,7 @@ class Local:
                     break
                 time.sleep(0.25)
             self.pid_file.unlink(missing_ok=True)
-            return f"stopped the docker-registry program (pid {pid}); images kept in {self.dir}"
+            return f"stopped the docker-registry program (pid {pid}); images kept in {self.storage}"
         if not answers(self.host):
             return f"{self.host}: no registry running"
         if self._container_running():

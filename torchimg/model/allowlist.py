@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchimg import paths
 from torchimg.errors import PipelineError
 
 KINDS = ("vulnerability", "secret", "misconfiguration")
+DEFAULT = paths.ROOT / "scan-allowlist.toml"  # may be missing: nothing is accepted
 _ENTRY_KEYS = {"id", "kind", "reason", "expires", "package", "path"}
 _TOP_KEYS = {"allow", "max_expiry_days"}
 DEFAULT_MAX_DAYS = 365
@@ -49,6 +51,8 @@ def _read(path: Path) -> dict[str, Any]:
         raise PipelineError(
             f"{path}: cannot be read ({exc.strerror})", "give the allowlist file's path"
         ) from None
+    except RecursionError:
+        raise PipelineError(f"{path}: nested too deeply to be an allowlist", f"fix {path.name}") from None
 
 
 def _text(entry: dict[str, Any], key: str, where: str, fix: str, required: bool = True) -> str | None:
@@ -100,9 +104,12 @@ def _entry(entry: Any, where: str, today: datetime.date, max_days: int) -> Allow
 
 
 def load(path: Path, today: datetime.date) -> list[Allow]:
-    """Read the allowlist; a missing file is an empty list, a bad entry an error naming it."""
+    """Read the allowlist; a bad entry is an error naming it. The default file may be missing
+    (nothing accepted); a path given that does not exist is a typo, not an empty list."""
     if not path.exists():
-        return []
+        if path.resolve() == DEFAULT.resolve():
+            return []
+        raise PipelineError(f"allowlist {path}: no such file", "fix the path given as --allowlist")
     data = _read(path)
     unknown = set(data) - _TOP_KEYS
     if unknown:

@@ -202,7 +202,15 @@ def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
     if "index" not in table:
         return torch_builds.default_index(torch, cuda)
     index: str = _field(table, "index", where)
-    url = urllib.parse.urlsplit(index)
+    try:
+        url = urllib.parse.urlsplit(index)
+        port = url.port  # ValueError when out of range or not a number
+    except ValueError as exc:
+        raise PipelineError(
+            f"{where}: index {index!r} is not a URL ({exc})", "use the index's https URL"
+        ) from None
+    if port == 0:
+        raise PipelineError(f"{where}: index {index!r} names port 0", "use the index's https URL")
     if url.username or url.password:
         raise PipelineError(
             f"{where}: index URL carries credentials; they would end up in lockfiles, labels and logs",
@@ -253,8 +261,18 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
     """Read and validate variants.toml; every problem is a PipelineError naming the entry."""
     try:
         data = tomllib.loads(src.read_bytes().decode("utf-8"))
-    except (FileNotFoundError, IsADirectoryError):
-        raise PipelineError(f"{src}: no such file", "run from the repository root") from None
+    except FileNotFoundError:
+        raise PipelineError(
+            f"{src}: no such file",
+            "run from the repository root, or name the file: --config / $TORCHIMG_CONFIG",
+        ) from None
+    except OSError as exc:  # a folder, unreadable, a symlink loop, a path through a file
+        raise PipelineError(
+            f"{src}: cannot be read as the variants file ({exc.strerror or exc})",
+            "name a readable TOML file: --config / $TORCHIMG_CONFIG",
+        ) from None
+    except RecursionError:
+        raise PipelineError(f"{src}: nested too deeply to be a variants file", f"fix {src.name}") from None
     except UnicodeDecodeError as exc:
         raise PipelineError(
             f"{src}: not UTF-8 text ({exc.reason} at byte {exc.start})", f"save {src.name} as UTF-8"

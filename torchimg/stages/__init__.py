@@ -11,14 +11,13 @@
 result ends in one summary line and the exit status of the worst failure.
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchimg import output
 from torchimg.adapters import emulation, engine
-from torchimg.errors import PipelineError, RefusedError, ToolError, worst
+from torchimg.errors import PipelineError, RefusedError, debugging, unclassified, worst
 from torchimg.model import record
 from torchimg.model.variants import Config, Variant
 from torchimg.output import log
@@ -97,11 +96,9 @@ def each(stage: str, names: list[str], step: Callable[[int], object]) -> StageRe
                 log.error("%s of %s: %s", stage, name, exc)
                 result.failed.append((name, exc))
             except Exception as exc:  # unclassified: still a failed item, and the loop goes on
-                if os.environ.get("TORCHIMG_DEBUG"):
+                if debugging():
                     raise
-                error = ToolError(
-                    f"{type(exc).__name__}: {exc}", "rerun with TORCHIMG_DEBUG=1 for the traceback"
-                )
+                error = unclassified(exc)
                 log.error("%s of %s: %s", stage, name, error)
                 result.failed.append((name, error))
     return result

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchimg import layers, paths
+from torchimg import layers
 from torchimg.adapters import emulation, trivy
 from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import allowlist, record, scan_policy
@@ -32,7 +32,7 @@ BY_DIGEST = True  # --image REPOSITORY@DIGEST, --staged
 @dataclass(frozen=True)
 class Options:
     policy: scan_policy.Policy = field(default_factory=scan_policy.Policy)
-    allowlist: Path = paths.ROOT / "scan-allowlist.toml"
+    allowlist: Path = allowlist.DEFAULT
     allow_no_vuln_db: bool = False
     scanner: trivy.TrivyOptions = field(default_factory=trivy.TrivyOptions)
     today: datetime.date | None = None
@@ -58,7 +58,7 @@ def policy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allowlist",
         type=Path,
-        default=paths.ROOT / "scan-allowlist.toml",
+        default=allowlist.DEFAULT,
         help="accepted findings, each with a reason and an expiry (default: scan-allowlist.toml)",
     )
     p.add_argument("--cache-dir", type=Path, help="trivy cache dir (e.g. a pre-filled one for offline use)")
