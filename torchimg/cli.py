@@ -17,7 +17,7 @@ from types import ModuleType
 from torchimg import devtools, output, runner_checks, settings, summary
 from torchimg.adapters import local_registry, trivy
 from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError, debugging, unclassified
-from torchimg.model import references, scan_policy, variants
+from torchimg.model import references, scan_policy, tags, variants
 from torchimg.model.record import Store
 from torchimg.output import log
 from torchimg.stages import (
@@ -124,7 +124,7 @@ def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
             if staged is None:
                 raise PipelineError(
                     f"{image} has not been staged (no staged digest in its record)",
-                    f"python -m torchimg stage {image.select}, or bring the build job's reports/records/",
+                    f"nox -s stage {image.select}, or bring the build job's reports/records/",
                 )
             pulls[str(image)] = staged.by_digest
         return Selection(found.config, images, found.reports, pulls)
@@ -144,7 +144,7 @@ def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
             raise PipelineError(
                 f"--image {ref}: no record in {found.reports}/records/ describes {digest[:19]}",
                 "bring the records of the job that built and staged it (reports/records/), "
-                "or build and stage it here: nox -s build, then python -m torchimg stage",
+                "or build and stage it here: nox -s build, then nox -s stage",
             )
     images = tuple(chosen[d] for d in wanted)
     return Selection(found.config, images, found.reports, {str(chosen[d]): r for d, r in wanted.items()})
@@ -340,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace, settings.Settings], None] = args.func
     try:
         config = variants.load(settings.config_file(args.config))
+        tags.check(config)
         func(args, settings.Settings(config, settings.reports_dir(args.reports)))
     except PipelineError as exc:
         log.error("%s", exc)

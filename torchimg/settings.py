@@ -46,9 +46,21 @@ def config_file(flag: Path | None) -> Path:
 
 
 def reports_dir(flag: Path | None) -> Path:
-    """Reports and per-image records (tests give a temp folder)."""
-    value, _ = resolve("reports", str(flag) if flag else None)
-    return Path(value) if value else paths.ROOT / "reports"
+    """Reports and per-image records (tests give a temp folder). Checked before any stage
+    runs: a path that cannot become a writable folder would fail only after a build had
+    tagged its image, leaving an image without its record."""
+    value, source = resolve("reports", str(flag) if flag else None)
+    folder = Path(value) if value else paths.ROOT / "reports"
+    where = f"{source} {folder}" if source else f"the reports folder {folder}"
+    fix = f"point {source or '$TORCHIMG_REPORTS'} at a folder this user can write"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PipelineError(f"{where}: {existing} is not a folder", fix)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PipelineError(f"{where}: {existing} is not writable by this user", fix)
+    return folder
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,20 @@ def state(rec: record.Record, stage: str) -> str:
     return "ok" if result.ok else "FAILED"
 
 
+def best_matmul(bench: dict[str, Any]) -> str:
+    """The best matmul figure of a test record ("-" when none: no GPU, or a record without one)."""
+    results = bench.get("results")
+    values = [
+        r["best"]
+        for r in (results if isinstance(results, list) else [])
+        if isinstance(r, dict) and isinstance(r.get("best"), (int, float)) and not isinstance(r["best"], bool)
+    ]
+    return f"{max(values)} {bench.get('unit', '')} ({bench.get('device', '?')})" if values else "-"
+
+
 def rows(store: record.Store) -> list[dict[str, Any]]:
     out = []
     for rec in store.every():
-        bench = (rec.test.bench if rec.test else None) or {}
-        best = max((r["best"] for r in bench.get("results", [])), default=None)
         out.append(
             {
                 "image": rec.tags[0],
@@ -38,7 +47,7 @@ def rows(store: record.Store) -> list[dict[str, Any]]:
                     else {}
                 ),
                 "warnings": rec.test.warnings if rec.test and state(rec, "test") != "stale" else [],
-                "bench": f"{best} {bench['unit']} ({bench['device']})" if best is not None else "-",
+                "bench": best_matmul((rec.test.bench if rec.test else None) or {}),
                 "vulnerabilities": rec.scan.vulnerabilities if rec.scan else "-",
                 "digest": rec.push.digest if rec.push else "-",
             }

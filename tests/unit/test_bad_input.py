@@ -58,6 +58,20 @@ def _nothing(root: Path) -> None:
     pass
 
 
+def _append(text: str) -> Edit:
+    def edit(root: Path) -> None:
+        with (root / "variants.toml").open("a") as f:
+            f.write(text)
+
+    return edit
+
+
+def _lock_folder(root: Path) -> None:
+    lock = root / "requirements" / "locks" / VARIANT / "runtime.txt"
+    lock.unlink()
+    lock.mkdir()
+
+
 FIRST_VARIANT = '[[variant]]\nname = "2.9.1-cu128"\ntorch = "2.9.1"\ncuda = "cu128"\nbase = "debian-trixie"\n'
 ALLOW = '[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = 2027-01-31\n'
 
@@ -142,6 +156,26 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("preflight-empty-variant", _nothing, ["preflight", "--variant", ""], "unknown variant ''"),
     ("preflight-unknown-job", _nothing, ["preflight", "--job", "deploy"], "invalid choice: 'deploy'"),
     ("matrix-unknown-platform", _nothing, ["matrix", "--platform", "linux/s390x"], "invalid choice"),
+    ("variant-named-latest", _append('\n[[variant]]\nname = "latest"\ntorch = "2.9.1"\ncuda = "cu128"\n'
+     'base = "debian-trixie"\n'), ["matrix"], "would name both"),
+    ("variant-minor-tag-taken", _append('\n[[variant]]\nname = "2.9-cu128"\ntorch = "2.9.0"\ncuda = "cu126"\n'
+     'base = "debian-trixie"\n'), ["matrix"], "'2.9-cu128-runtime' would name both"),
+    ("variant-name-too-long", _append('\n[[variant]]\nname = "2.9.1-cu128' + "-x" * 50 + '"\n'
+     'torch = "2.9.1"\ncuda = "cu128"\nbase = "debian-trixie"\n'), ["matrix"], "Docker allows 128"),
+    ("index-not-a-url", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://[::1:x/simple"\n'),
+     ["matrix"], "is not a URL"),
+    ("index-port-out-of-range",
+     _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://127.0.0.1:99999/simple"\n'), ["matrix"],
+     "is not a URL"),
+    ("variants-nested-too-deep", _write("variants.toml", b"a = " + b"[" * 100_000), ["matrix"],
+     "nested too deeply"),
+    ("config-is-a-folder", _nothing, ["--config", "{root}/requirements", "matrix"], "cannot be read"),
+    ("config-through-a-file", _nothing, ["--config", "{root}/variants.toml/x.toml", "matrix"],
+     "cannot be read"),
+    ("lockfile-is-a-folder", _lock_folder, ["build"], "cannot be read as a lockfile"),
+    ("allowlist-typo", _nothing, ["scan", "--allowlist", "{root}/scan-alowlist.toml"], "no such file"),
+    ("ca-bundle-not-pem", _write("ca.pem", b"junk\n"), ["build", "--ca-bundle", "{root}/ca.pem"],
+     "is not a CA bundle"),
 ]  # fmt: skip
 
 
@@ -210,3 +244,16 @@ def test_the_untouched_copy_reaches_the_engine_and_fails_there_with_exit_3(
     assert cli.main([*argv, "build", "--flavor", "runtime"]) == 3
     err = capsys.readouterr().err
     assert "the Docker Engine does not answer" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("stage", ["build", "summary"])
+def test_a_reports_folder_that_is_a_file_is_refused_before_anything_runs(
+    root: Path, stage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found only when the record is written, it would leave a built image without its record."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    (root / "a-file").write_text("x")
+    for reports in (root / "a-file", root / "a-file" / "reports"):
+        assert cli.main(["--config", str(root / "variants.toml"), "--reports", str(reports), stage]) == 2
+        err = capsys.readouterr().err
+        assert f"--reports {reports}: {root / 'a-file'} is not a folder" in err, err

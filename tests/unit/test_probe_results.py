@@ -164,3 +164,15 @@ def test_a_gpu_bench_whose_reference_loop_did_not_run_is_unusable() -> None:
     assert probe_results.unusable(bench(700.0) | {"reference": {"tflops": 710.0, "probe_pct": 98.6}}) == []
     failed = bench(700.0) | {"reference": {"error": "OutOfMemoryError: x"}}
     assert probe_results.unusable(failed) == ["bench: the reference loop did not run (OutOfMemoryError: x)"]
+
+
+def test_the_summary_shows_the_best_matmul_of_the_rows_that_ran() -> None:
+    """A row that could not run records best None (fp8 on a GPU without it): the summary the
+    CI job writes on failure too must still show the others, not end in a TypeError."""
+    from torchimg import summary
+
+    bench = {"unit": "TFLOP/s", "device": "H100", "results": [{"best": None, "error": "x"}, {"best": 700.5}]}
+    assert summary.best_matmul(bench) == "700.5 TFLOP/s (H100)"
+    assert summary.best_matmul({"results": [{"best": None}]}) == "-"
+    assert summary.best_matmul({"results": "junk"}) == "-"
+    assert summary.best_matmul({}) == "-"

@@ -5,6 +5,7 @@ the image. BuildKit secrets are mounted for one RUN step only and are not part o
 """
 
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +38,31 @@ def _existing(path: str, what: str) -> Path:
     return p.resolve()
 
 
+def _ca_bundle(path: str, what: str) -> Path:
+    """A CA bundle that TLS can load (PEM certificates): a wrong file fails here, naming where
+    it came from, not as an SSL error in the middle of a lock or a refresh."""
+    p = _existing(path, what)
+    try:
+        ssl.create_default_context(cafile=str(p))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise PipelineError(
+            f"{what} {path} is not a CA bundle TLS can load ({getattr(exc, 'reason', None) or exc})",
+            f"point {what} at a PEM file of CA certificates",
+        ) from None
+    return p
+
+
 def resolve(ca_bundle: str | None, netrc: str | None) -> Credentials:
     """Explicit options first, then the environment (see CA_ENV and TORCHIMG_NETRC)."""
     ca = None
     if ca_bundle:
-        ca = _existing(ca_bundle, "--ca-bundle")
+        ca = _ca_bundle(ca_bundle, "--ca-bundle")
     else:
         for var in CA_ENV:
             if os.environ.get(var):
-                ca = _existing(os.environ[var], f"${var}")
+                ca = _ca_bundle(os.environ[var], f"${var}")
                 break
-    net = netrc or os.environ.get("TORCHIMG_NETRC")
-    return Credentials(ca, _existing(net, "--netrc") if net else None)
+    if netrc:
+        return Credentials(ca, _existing(netrc, "--netrc"))
+    env = os.environ.get("TORCHIMG_NETRC")
+    return Credentials(ca, _existing(env, "$TORCHIMG_NETRC") if env else None)

@@ -43,10 +43,21 @@ def pins(text: str) -> dict[str, str]:
     return found
 
 
+def _text(path: Path, fix: str) -> str:
+    """A lockfile's text; one that cannot be read (a folder, unreadable, not UTF-8) is named."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path.name}: not UTF-8 text", fix) from None
+    except OSError as exc:
+        raise PipelineError(f"{path}: cannot be read as a lockfile ({exc.strerror or exc})", fix) from None
+
+
 def read_info(path: Path) -> LockInfo:
     """The header fields of a lockfile written by `nox -s lock`."""
     values = {}
-    for line in path.read_text().splitlines():
+    fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
+    for line in _text(path, fix).splitlines():
         for key in _FIELDS:
             if line.startswith(f"# {key}: "):
                 values[key] = line.split(": ", 1)[1].strip()
@@ -102,10 +113,7 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
     index, find-links or other pip option, and torch (required, or where present) pinned to
     exactly `torch` (local version label included: 2.9.1+cu126). Returns its pins."""
     fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise PipelineError(f"{path.name}: not UTF-8 text", fix) from None
+    text = _text(path, fix)
     found: dict[str, str] = {}
     for n, line in _logical_lines(text):
         where = f"{path.name} line {n}"

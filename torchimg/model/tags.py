@@ -11,6 +11,7 @@ import datetime
 
 from packaging.version import Version
 
+from torchimg.errors import PipelineError
 from torchimg.model.record import Record
 from torchimg.model.variants import Config, Variant
 
@@ -64,3 +65,29 @@ def moving(config: Config, variant: Variant, flavor: str) -> list[str]:
     if variant.name == config.default:
         tags.append("latest" if flavor == "runtime" else f"latest-{flavor}")
     return tags
+
+
+_TAG_MAX = 128  # Docker's limit on a tag's length
+
+
+def check(config: Config) -> None:
+    """Every tag the declared variants would push fits Docker's limit and names one image only
+    (a variant named `latest`, or `2.9-cu128` beside 2.9.1-cu128's minor tag, would take over
+    another image's moving tag): refused when the variants file is read, not at a push."""
+    owner: dict[str, str] = {}
+    for variant in config.variants.values():
+        for flavor in variant.flavors:
+            longest = immutable(variant, flavor, 0, "0" * 40, dirty=True)
+            if len(longest) > _TAG_MAX:
+                raise PipelineError(
+                    f"variant {variant.name!r}: its tags would be {len(longest)} characters "
+                    f"(e.g. {longest}); Docker allows {_TAG_MAX}",
+                    "give it a shorter name in variants.toml",
+                )
+            for tag in moving(config, variant, flavor):
+                image = f"{variant.name} {flavor}"
+                if owner.setdefault(tag, image) != image:
+                    raise PipelineError(
+                        f"variants.toml: the tag {tag!r} would name both {owner[tag]} and {image}",
+                        "rename one of the variants so that each tag names one image",
+                    )

@@ -62,7 +62,7 @@ def still_staged(rec: record.Record, image: Image) -> record.Staged:
     staged = rec.staged()
     if staged is None:
         raise RefusedError(
-            f"{image} ({rec.image_id[:19]}) has not been staged", f"python -m torchimg stage {image.select}"
+            f"{image} ({rec.image_id[:19]}) has not been staged", f"nox -s stage {image.select}"
         )
     if remote_registry.digest(staged.by_digest) != staged.digest:
         raise RefusedError(
