@@ -162,6 +162,11 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      'base = "debian-trixie"\n'), ["matrix"], "'2.9-cu128-runtime' would name both"),
     ("variant-name-too-long", _append('\n[[variant]]\nname = "2.9.1-cu128' + "-x" * 50 + '"\n'
      'torch = "2.9.1"\ncuda = "cu128"\nbase = "debian-trixie"\n'), ["matrix"], "Docker allows 128"),
+    ("test-no-bench-update-baseline", _nothing, ["test", "--no-bench", "--update-baseline"],
+     "no bench to store"),
+    ("lock-check-and-upgrade", _nothing, ["lock", "--check", "--upgrade"], "--check together with --upgrade"),
+    ("build-report-two-variants", _nothing,
+     ["build-report", "--variant", VARIANT, "--variant", "2.9.1-cu126"], "measures one variant"),
     ("index-not-a-url", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://[::1:x/simple"\n'),
      ["matrix"], "is not a URL"),
     ("index-port-out-of-range",

@@ -78,6 +78,23 @@ def test_a_record_copied_over_another_images_file_is_refused(store: record.Store
         store.read("2.9.1-cu128", "runtime")
 
 
+@pytest.mark.parametrize(("field", "value"), [("flavor", "weird"), ("image_id", "not-a-digest")])
+def test_a_record_with_an_unknown_flavor_or_a_malformed_image_id_is_refused(
+    store: record.Store, field: str, value: str
+) -> None:
+    rec = a_record()
+    setattr(rec, field, value)
+    path = store.write(rec)
+    if field == "flavor":
+        path = path.rename(path.with_name("2.9.1-cu128-weird.json"))
+    with pytest.raises(PipelineError, match="is not a valid record"):
+        record.load(path)
+    assert [p for p in store.folder.iterdir() if p.name.startswith(".")]  # its lock file is hidden
+    path.unlink()
+    (store.folder / ".hidden.json").write_text("{}")
+    assert store.every() == []  # hidden files (locks, temp files, an editor's) are never records
+
+
 def test_a_record_without_tags_is_refused(store: record.Store, reports: Path) -> None:
     path = store.write(a_record())
     path.write_text(

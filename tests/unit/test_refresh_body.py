@@ -3,8 +3,10 @@ pull request is a draft, and whether a newer torch is out."""
 
 from pathlib import Path
 
+import pytest
+
 from tests.factories import IMAGE, a_record, has_row
-from torchimg.errors import ToolError
+from torchimg.errors import PipelineError, ToolError
 from torchimg.model import record, variants
 from torchimg.stages import refresh_bases
 
@@ -55,3 +57,12 @@ def test_an_index_that_does_not_answer_is_said_not_fatal(config: variants.Config
         raise ToolError("cannot read https://pypi.org/pypi/torch/json (no route)")
 
     assert "could not be looked up" in refresh_bases.torch_news(config, unreachable)
+
+
+@pytest.mark.parametrize("content", ["{", '[{"base": "x"}]', '{"a": 1}', ""])
+def test_a_damaged_bases_file_is_named_not_a_traceback(content: str, tmp_path: Path) -> None:
+    (tmp_path / "bases.json").write_text(content)
+    with pytest.raises(PipelineError, match=r"bases\.json") as exc:
+        refresh_bases.pull_request_body(tmp_path)
+    assert exc.value.exit_code == 2 and "nox -s refresh_bases" in exc.value.fix
+    assert not (tmp_path / "pull-request.md").exists()

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchimg import paths
 from torchimg.errors import PipelineError
+from torchimg.model.variants import FLAVORS
 
 SCHEMA_VERSION = 2
 STAGES = ("build", "stage", "test", "scan", "push")
@@ -149,6 +151,9 @@ class Record(_Model):
         return found is not None and found.ok and found.image_id == self.image_id
 
 
+_IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
+
+
 def _fix(variant: str, flavor: str, file: Path) -> str:
     return (
         f"rebuild the image (`nox -s build -- --variant {variant} --flavor {flavor}` writes a new "
@@ -168,7 +173,8 @@ def load(file: Path) -> Record:
         ) from None
     except OSError as exc:
         raise PipelineError(
-            f"cannot read {paths.shown(file)}: {exc.strerror}", "check its permissions"
+            f"cannot read {paths.shown(file)} as a record: {exc.strerror}",
+            f"make it a readable record file, or remove it ({_fix(variant, flavor, file)})",
         ) from None
     if not isinstance(data, dict) or not data:
         raise PipelineError(
@@ -192,6 +198,12 @@ def load(file: Path) -> Record:
             f"{where}: {first['msg']})",
             _fix(variant, flavor, file),
         ) from None
+    if rec.flavor not in FLAVORS or not _IMAGE_ID.fullmatch(rec.image_id):
+        raise PipelineError(
+            f"{paths.shown(file)} is not a valid record (flavor {rec.flavor!r}, image ID "
+            f"{rec.image_id[:80]!r}: a flavor is one of {', '.join(FLAVORS)}, an image ID sha256:<64 hex>)",
+            _fix(variant, flavor, file),
+        )
     if (rec.variant, rec.flavor) != (variant, flavor):
         raise PipelineError(
             f"{paths.shown(file)} describes {rec.variant} {rec.flavor}, not {variant} {flavor} "
@@ -252,7 +264,7 @@ class Store:
 
     def every(self) -> list[Record]:
         """Every record in the folder, in name order."""
-        return [load(p) for p in sorted(self.folder.glob("*.json"))]
+        return [load(p) for p in sorted(self.folder.glob("*.json")) if not p.name.startswith(".")]
 
     def write(self, rec: Record) -> Path:
         """Replace the record (a new build starts a new one)."""

@@ -106,7 +106,7 @@ class Config:
             return list(self.variants.values())
         if locked:
             return [v for v in self.variants.values() if v.locked]
-        return [self.variant(n) for n in (names or [self.default])]
+        return [self.variant(n) for n in dict.fromkeys(names or [self.default])]  # each once
 
 
 def _field(table: dict[str, Any], key: str, where: str, kind: type = str) -> Any:

@@ -79,7 +79,14 @@ def options(args: argparse.Namespace, settings: Settings) -> Options:
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
-    variant = selection.variants()[0]
+    chosen = selection.variants()
+    if len(chosen) != 1:
+        raise PipelineError(
+            f"the build report measures one variant; {len(chosen)} were selected "
+            f"({', '.join(v.name for v in chosen)})",
+            "give one --variant",
+        )
+    variant = chosen[0]
 
     def report(_: int) -> None:
         if opts.platforms:
@@ -89,10 +96,11 @@ def run(selection: Selection, opts: Options) -> StageResult:
             try:
                 measure(selection.config, variant, opts.base, opts.creds, figures)
             except BaseException:  # what was measured is kept for the next try, never as the report
-                partial = selection.reports / "build-report.partial.json"
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps(figures, indent=2) + "\n")
-                log.error("   the figures measured before the failure: %s", partial)
+                if figures:  # nothing measured: an earlier try's figures stay
+                    partial = selection.reports / "build-report.partial.json"
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    partial.write_text(json.dumps(figures, indent=2) + "\n")
+                    log.error("   the figures measured before the failure: %s", partial)
                 raise
         print(build_report_text.write(figures, selection.reports).read_text())
 

@@ -62,8 +62,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
+    if args.check and args.upgrade:
+        raise PipelineError(
+            "--check together with --upgrade: a check compares the committed lockfiles with their "
+            "inputs; an upgrade moves them on",
+            "drop one of them (`nox -s lock -- --upgrade` re-locks at the newest versions)",
+        )
     creds = settings.credentials(args.ca_bundle, args.netrc)
-    return Options(creds, args.check, settings.base(args.base), args.upgrade and not args.check)
+    return Options(creds, args.check, settings.base(args.base), args.upgrade)
 
 
 def run(selection: Selection, opts: Options) -> StageResult:

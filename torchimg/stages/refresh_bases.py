@@ -190,6 +190,21 @@ def torch_news(config: variants.Config, newest: Callable[[], str]) -> str:
     return f"torch {declared}, the newest declared, is the newest release on PyPI ({found})."
 
 
+def _moves(found: Path) -> list[dict[str, str]]:
+    """bases.json as `nox -s refresh_bases` wrote it: a list of {base, name, old, new}."""
+    fix = "run `nox -s refresh_bases` again: it writes that file"
+    try:
+        moves = json.loads(found.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PipelineError(f"{paths.shown(found)} cannot be read as JSON ({exc})", fix) from None
+    keys = ("base", "name", "old", "new")
+    if not isinstance(moves, list) or not all(
+        isinstance(m, dict) and all(isinstance(m.get(k), str) for k in keys) for m in moves
+    ):
+        raise PipelineError(f"{paths.shown(found)} is not a list of {{{', '.join(keys)}}} entries", fix)
+    return moves
+
+
 def pull_request_body(folder: Path, revision: str = "HEAD", status: str = "", torch: str = "") -> Path:
     """Markdown for the refresh pull request: digest, lockfile and package diffs; with the
     workflow's records, what each image's refresh came to; and whether a newer torch is out."""
@@ -199,7 +214,7 @@ def pull_request_body(folder: Path, revision: str = "HEAD", status: str = "", to
             f"{paths.shown(found)} does not exist: no refresh has run here",
             "run `nox -s refresh_bases` first, then ask for the pull request body",
         )
-    moves = json.loads(found.read_text())
+    moves = _moves(found)
     rows = [
         [
             m["base"],

@@ -89,6 +89,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
+    if args.no_bench and args.update_baseline:
+        raise PipelineError(
+            "--no-bench together with --update-baseline: there would be no bench to store",
+            "drop one of them",
+        )
     return Options(
         require_gpu=args.require_gpu,
         bench=not args.no_bench,
