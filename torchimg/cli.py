@@ -133,11 +133,24 @@ def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
             "--image names the image itself: it takes no --variant, --all, --locked or --flavor",
             "drop those options (the image's record says which variant and flavor it is)",
         )
-    wanted = {references.digest_of(ref, "--image"): ref for ref in args.image}
+    wanted: dict[str, str] = {}
+    for ref in args.image:
+        digest = references.digest_of(ref, "--image")
+        if wanted.setdefault(digest, ref) != ref:
+            raise PipelineError(
+                f"--image {wanted[digest]} and --image {ref} name one image ({digest[:19]}) twice",
+                "give each image once",
+            )
     chosen: dict[str, Image] = {}
     for rec in store.every():
         staged = rec.staged()
         for digest in {rec.image_id, staged.digest if staged else rec.image_id} & set(wanted):
+            if rec.variant not in found.config.variants:
+                raise PipelineError(
+                    f"--image {wanted[digest]}: its record {store.path(rec.variant, rec.flavor)} is of "
+                    f"variant {rec.variant!r}, which variants.toml does not declare",
+                    "use the variants.toml of the commit that built it, or declare the variant again",
+                )
             chosen[digest] = Image(found.config.variant(rec.variant), rec.flavor)
     for digest, ref in wanted.items():
         if digest not in chosen:

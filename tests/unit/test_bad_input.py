@@ -167,6 +167,8 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("lock-check-and-upgrade", _nothing, ["lock", "--check", "--upgrade"], "--check together with --upgrade"),
     ("build-report-two-variants", _nothing,
      ["build-report", "--variant", VARIANT, "--variant", "2.9.1-cu126"], "measures one variant"),
+    ("image-twice-in-two-repositories", _nothing,
+     ["test", "--image", f"localhost:5000/a@{_DIGEST}", "--image", f"localhost:5000/b@{_DIGEST}"], "twice"),
     ("index-not-a-url", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://[::1:x/simple"\n'),
      ["matrix"], "is not a URL"),
     ("index-port-out-of-range",
