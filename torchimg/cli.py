@@ -92,7 +92,7 @@ def _images(args: argparse.Namespace, config: variants.Config, selects: str) -> 
         return tuple(Image(v, v.flavors[0]) for v in chosen)
     images = []
     for variant in chosen:
-        for flavor in args.flavor or variant.flavors:
+        for flavor in dict.fromkeys(args.flavor or variant.flavors):  # each once
             if flavor not in variant.flavors:
                 raise PipelineError(
                     f"variant {variant.name} has no flavor {flavor!r} (it has {', '.join(variant.flavors)})",

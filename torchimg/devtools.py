@@ -9,6 +9,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import invoke
+
 from torchimg import output, paths, probe_results, settings, summary
 from torchimg.adapters import engine, local_registry
 from torchimg.errors import PipelineError, debugging, unclassified
@@ -31,6 +33,8 @@ def user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         log.error("interrupted")
         raise SystemExit(130) from None
+    except invoke.exceptions.Failure:  # the command run (`inv shell --run`) failed: its own status
+        raise
     except Exception as exc:
         if debugging():
             raise
@@ -148,42 +152,64 @@ def remove_recorded_images() -> list[str]:
     return removed
 
 
-_REPORT_DIRS = re.compile(r"records|releases|refresh|.+-(" + "|".join(variants.FLAVORS) + ")")
 _REPORT_FILES = re.compile(r"build-report(-platforms)?(\.partial)?\.(json|md)|doctor-.+\.json")
+_FLAT_DIRS = ("records", "releases", "refresh")  # hold only files the pipeline writes, no folders
+_FLAT_FILES = re.compile(r"[^/]+\.(json|md|lock|tmp)")
 
 
-def remove_reports(reports: Path) -> list[str]:
+def _ours(entry: Path, image_dirs: set[str]) -> bool:
+    """Whether a reports folder entry is one the pipeline writes: a declared image's folder,
+    a records/releases/refresh folder holding only its kind of files, a report file."""
+    if entry.is_symlink():
+        return False
+    if entry.is_file():
+        return bool(_REPORT_FILES.fullmatch(entry.name))
+    if entry.name in image_dirs:
+        return True
+    return entry.name in _FLAT_DIRS and all(
+        f.is_file() and not f.is_symlink() and _FLAT_FILES.fullmatch(f.name) for f in entry.iterdir()
+    )
+
+
+def remove_reports(reports: Path, config: variants.Config) -> list[str]:
     """What this project wrote in the reports folder, and the folder if nothing else is left:
     $TORCHIMG_REPORTS may name a folder that holds other files too (or the checkout itself)."""
+    image_dirs = {f"{v.name}-{f}" for v in config.variants.values() for f in variants.FLAVORS}
     removed: list[str] = []
     for entry in sorted(reports.iterdir()):
-        if entry.is_dir() and not entry.is_symlink() and _REPORT_DIRS.fullmatch(entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(f"{entry.name}/")
-        elif entry.is_file() and _REPORT_FILES.fullmatch(entry.name):
-            entry.unlink(missing_ok=True)
-            removed.append(entry.name)
+        if _ours(entry, image_dirs):
+            if entry.is_dir():
+                removed.append(f"{entry.name}/")
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                removed.append(entry.name)
+                entry.unlink(missing_ok=True)
     others = sorted(e.name for e in reports.iterdir())
-    if not others:
-        reports.rmdir()
-        return [f"removed {paths.shown(reports)}/"]
     where = paths.shown(reports)
-    return [f"removed {where}/{name}" for name in removed] + [
-        f"kept {where}/: it holds what this project did not write ({', '.join(others[:5])}"
-        + (", ..." if len(others) > 5 else "")
-        + ")"
-    ]
+    if not others and not reports.is_symlink():
+        reports.rmdir()
+        return [f"removed {where}/"]
+    return [f"removed {where}/{name}" for name in removed] + (
+        [
+            f"kept {where}/: it holds what this project did not write ({', '.join(others[:5])}"
+            + (", ..." if len(others) > 5 else "")
+            + ")"
+        ]
+        if others
+        else []
+    )
 
 
 def clean(keep_reports: bool = False, recorded: bool = False) -> list[str]:
     """This project's images (all, or only those its records name), and (unless kept, e.g. for
     CI artifacts) the reports. BuildKit's cache is shared with everything else built on this
     engine, so it is left alone."""
+    reports = settings.reports_dir(None)  # checked before anything is removed
+    config = variants.load(settings.config_file(None))
     removed = remove_recorded_images() if recorded else remove_project_images()
     lines = [f"removed {tag}" for tag in removed] or ["no image of this project to remove"]
-    reports = settings.reports_dir(None)
     if not keep_reports and reports.is_dir():
-        lines += remove_reports(reports)
+        lines += remove_reports(reports, config)
     lines.append(
         "BuildKit's cache was left as it is (it holds other projects' layers too): `docker buildx du` "
         "shows it, `docker buildx prune --filter until=168h` trims what is older than a week"
@@ -208,6 +234,7 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
     from torchimg.stages import test  # the probe's runner and its result checks: one place
 
     _check_flavor(flavor)  # every input is checked before the engine is asked anything
+    reports = settings.reports_dir(None)
     if image:
         references.image(image, "--image")
     else:
@@ -218,7 +245,7 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
         ref = image
         if engine.image_id(ref) is None:
             engine.pull(ref)
-        out = settings.reports_dir(None) / f"doctor-{re.sub(r'[^A-Za-z0-9_.-]+', '-', ref)[:100]}.json"
+        out = reports / f"doctor-{re.sub(r'[^A-Za-z0-9_.-]+', '-', ref)[:100]}.json"
     else:
         rec = _store().read(variant.name, flavor)
         if rec is None or engine.image_id(rec.tags[0]) is None:
@@ -227,7 +254,7 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
                 f"nox -s build -- --variant {variant.name} --flavor {flavor}, or inv doctor --image REF",
             )
         ref = rec.tags[0]
-        out = settings.reports_dir(None) / f"{variant.name}-{flavor}" / "doctor.json"
+        out = reports / f"{variant.name}-{flavor}" / "doctor.json"
     found = engine.image_labels(ref)
     if labels.VARIANT not in found:
         raise PipelineError(

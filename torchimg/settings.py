@@ -54,12 +54,22 @@ def reports_dir(flag: Path | None) -> Path:
     where = f"{source} {folder}" if source else f"the reports folder {folder}"
     fix = f"point {source or '$TORCHIMG_REPORTS'} at a folder this user can write"
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise PipelineError(f"{where}: {existing} is not a folder", fix)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PipelineError(f"{where}: {existing} is not writable by this user", fix)
+    try:
+        while not existing.exists() and existing != existing.parent:
+            if existing.is_symlink():
+                raise PipelineError(f"{where}: {existing} is a broken symbolic link", fix)
+            existing = existing.parent
+        problem = (
+            "is not a folder"
+            if not existing.is_dir()
+            else "is not writable by this user"
+            if not os.access(existing, os.W_OK | os.X_OK)
+            else ""
+        )
+    except OSError as exc:  # a parent this user cannot search
+        problem = f"cannot be reached ({exc.strerror or exc})"
+    if problem:
+        raise PipelineError(f"{where}: {existing} {problem}", fix)
     return folder
 
 

@@ -169,6 +169,8 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      ["build-report", "--variant", VARIANT, "--variant", "2.9.1-cu126"], "measures one variant"),
     ("image-twice-in-two-repositories", _nothing,
      ["test", "--image", f"localhost:5000/a@{_DIGEST}", "--image", f"localhost:5000/b@{_DIGEST}"], "twice"),
+    ("index-port-zero", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://127.0.0.1:0/simple"\n'),
+     ["matrix"], "names port 0"),
     ("index-not-a-url", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://[::1:x/simple"\n'),
      ["matrix"], "is not a URL"),
     ("index-port-out-of-range",
@@ -264,3 +266,18 @@ def test_a_reports_folder_that_is_a_file_is_refused_before_anything_runs(
         assert cli.main(["--config", str(root / "variants.toml"), "--reports", str(reports), stage]) == 2
         err = capsys.readouterr().err
         assert f"--reports {reports}: {root / 'a-file'} is not a folder" in err, err
+
+
+def test_an_image_whose_record_names_an_undeclared_variant_is_named_with_the_record(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.factories import IMAGE, a_record
+    from torchimg.model import record
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    reports = root / "reports"
+    path = record.Store(reports).write(a_record(variant="2.8.0-cu118"))
+    argv = ["--config", str(root / "variants.toml"), "--reports", str(reports), "test", "--image"]
+    assert cli.main([*argv, f"localhost:5000/pytorch@{IMAGE}"]) == 2
+    err = capsys.readouterr().err
+    assert "variant '2.8.0-cu118', which variants.toml does not declare" in err and path.name in err, err

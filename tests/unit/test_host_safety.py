@@ -45,21 +45,40 @@ def test_untracked_files_under_the_image_inputs_make_the_tree_dirty(
 def test_clean_removes_only_what_the_pipeline_wrote_in_the_reports_folder(tmp_path: Path) -> None:
     """$TORCHIMG_REPORTS may name a folder with other files (the checkout itself, say)."""
     from torchimg import devtools
+    from torchimg.model import variants
 
+    config = variants.load(paths.ROOT / "tests" / "fixtures" / "repo" / "variants.toml")
     mixed = tmp_path / "mixed"
-    for d in ("records", "releases", "2.9.1-cu128-runtime", "src", ".git"):
+    for d in (
+        "records",
+        "releases",
+        "refresh/sub",
+        "2.9.1-cu128-runtime",
+        "web-dev",
+        "my-runtime",
+        "src",
+        ".git",
+    ):
         (mixed / d).mkdir(parents=True)
     for f in ("records/x.json", "build-report.md", "doctor-img.json", "thesis.tex", "src/main.py"):
         (mixed / f).write_text("x")
-    lines = devtools.remove_reports(mixed)
-    assert sorted(p.name for p in mixed.iterdir()) == [".git", "src", "thesis.tex"]
+    lines = devtools.remove_reports(mixed, config)
+    kept = [".git", "my-runtime", "refresh", "src", "thesis.tex", "web-dev"]
+    assert sorted(p.name for p in mixed.iterdir()) == kept  # refresh/ holds a folder: not ours
     assert (mixed / "src" / "main.py").exists()
     assert any("kept" in line and "thesis.tex" in line for line in lines), lines
+    assert f"removed {mixed}/records/" in lines, lines
     ours = tmp_path / "reports"
     (ours / "records").mkdir(parents=True)
+    (ours / "records" / ".2.9.1-cu128-runtime.json.lock").write_text("")
     (ours / "build-report-platforms.json").write_text("{}")
-    assert devtools.remove_reports(ours) == [f"removed {ours}/"]
+    assert devtools.remove_reports(ours, config) == [f"removed {ours}/"]
     assert not ours.exists()
+    linked = tmp_path / "linked"
+    (tmp_path / "target" / "records").mkdir(parents=True)
+    linked.symlink_to(tmp_path / "target")
+    devtools.remove_reports(linked, config)  # a symlinked folder is emptied, and stays a link
+    assert linked.is_symlink() and list(linked.iterdir()) == []
 
 
 def test_each_port_of_the_embedded_registry_keeps_its_own_state(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def test_an_entry_matching_nothing_is_stale() -> None:
     assert [a.id for a in verdict.stale] == ["CVE-1"]
 
 
-def test_allowlist_entries_need_a_reason_and_a_date(tmp_path: Path) -> None:
+def test_allowlist_entries_need_a_reason_and_a_date(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "allow.toml"
     path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = 2027-01-31\n')
     assert allowlist.load(path, TODAY) == [allowlist.Allow("CVE-1", "x", datetime.date(2027, 1, 31))]
@@ -92,6 +92,8 @@ def test_allowlist_entries_need_a_reason_and_a_date(tmp_path: Path) -> None:
     path.write_text('[[allow]]\nid = "CVE-1"\nreason = "x"\nexpires = "soon"\n')
     with pytest.raises(PipelineError, match="expires must be a date"):
         allowlist.load(path, TODAY)
+    monkeypatch.setattr(allowlist, "DEFAULT", tmp_path / "scan-allowlist.toml")
+    assert allowlist.load(tmp_path / "scan-allowlist.toml", TODAY) == []  # the default may be missing
     with pytest.raises(PipelineError, match=r"missing\.toml: no such file"):
         allowlist.load(tmp_path / "missing.toml", TODAY)  # a typo in --allowlist is not "accept nothing"
 
@@ -125,8 +127,12 @@ def test_a_finding_of_one_platform_names_it_and_an_entry_covers_every_platform()
 def test_a_finding_in_both_platforms_images_counts_once() -> None:
     vulns = scan_policy.findings(report("vuln-handmade.json"))
     config = scan_policy.findings(report("config-baseline.json"))
-    amd = [dataclasses.replace(f, platform="linux/amd64") for f in vulns]
-    arm = [dataclasses.replace(f, platform="linux/arm64") for f in vulns[:1]]
+    # trivy names OS packages' target after what it read: the image ID here, a layout folder there
+    amd = [dataclasses.replace(f, platform="linux/amd64", target="sha256:ab (debian 13.2)") for f in vulns]
+    arm = [
+        dataclasses.replace(f, platform="linux/arm64", target="reports/.layout-x1 (debian 13.2)")
+        for f in vulns[:1]
+    ]
     found = amd + arm + config
     assert scan_policy.counts(found)["vulnerability"] == len(vulns)
     assert scan_policy.counts(found)["misconfiguration"] == len(config)

@@ -4,7 +4,7 @@ Pure functions over trivy's JSON reports, so that every rule is tested on real r
 """
 
 import datetime
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from torchimg.model.allowlist import KINDS, Allow
@@ -96,8 +96,17 @@ def findings(report: dict[str, Any]) -> list[Finding]:
 def counts(found: list[Finding], platform: str | None = None) -> dict[str, int]:
     """Distinct findings per kind: a CVE in both platforms' images counts once. With
     `platform`: that platform's, plus those not tied to one (docker/'s misconfigurations)."""
-    distinct = {replace(f, platform="") for f in found if platform is None or f.platform in (platform, "")}
-    return {k: sum(f.kind == k for f in distinct) for k in KINDS}
+    distinct = {_identity(f) for f in found if platform is None or f.platform in (platform, "")}
+    return {k: sum(kind == k for kind, *_ in distinct) for k in KINDS}
+
+
+def _identity(f: Finding) -> tuple[str, ...]:
+    """What makes two findings one: a vulnerability is its ID in a package (trivy's target for
+    OS packages names the artifact read, an image ID or a layout folder, which differs per
+    platform); a secret or misconfiguration is its ID in a file."""
+    if f.kind == "vulnerability" and f.package:
+        return (f.kind, f.id, f.package)
+    return (f.kind, f.id, f.target)
 
 
 def licenses(report: dict[str, Any]) -> dict[str, int]:

@@ -21,6 +21,11 @@ def immutable(variant: Variant, flavor: str, epoch: int, revision: str, dirty: b
     return f"{variant.name}-{flavor}-{date}-{revision[:7]}" + ("-dirty" if dirty else "")
 
 
+def staging(immutable_tag: str, image_id: str) -> str:
+    """A staged candidate's tag: the commit's immutable tag plus the image's own ID."""
+    return f"{immutable_tag}-{image_id.split(':')[-1][:12]}"
+
+
 def immutable_of(variant: Variant, flavor: str, rec: Record) -> str:
     """The immutable tag of a recorded image: its commit's date and revision."""
     git = rec.inputs.git
@@ -77,7 +82,7 @@ def check(config: Config) -> None:
     owner: dict[str, str] = {}
     for variant in config.variants.values():
         for flavor in variant.flavors:
-            longest = immutable(variant, flavor, 0, "0" * 40, dirty=True)
+            longest = staging(immutable(variant, flavor, 0, "0" * 40, dirty=True), "sha256:" + "0" * 64)
             if len(longest) > _TAG_MAX:
                 raise PipelineError(
                     f"variant {variant.name!r}: its tags would be {len(longest)} characters "
@@ -88,6 +93,6 @@ def check(config: Config) -> None:
                 image = f"{variant.name} {flavor}"
                 if owner.setdefault(tag, image) != image:
                     raise PipelineError(
-                        f"variants.toml: the tag {tag!r} would name both {owner[tag]} and {image}",
+                        f"{config.source.name}: the tag {tag!r} would name both {owner[tag]} and {image}",
                         "rename one of the variants so that each tag names one image",
                     )

@@ -53,7 +53,7 @@ def run(selection: Selection, opts: Options) -> StageResult:
 def staging_tag(image: Image, rec: record.Record) -> str:
     """The commit's immutable tag name plus the image's own ID: a tag per candidate, so that a
     rebuild of the same commit (another digest) never moves, or orphans, an earlier one."""
-    return f"{tags.immutable_of(image.variant, image.flavor, rec)}-{rec.image_id.split(':')[-1][:12]}"
+    return tags.staging(tags.immutable_of(image.variant, image.flavor, rec), rec.image_id)
 
 
 def still_staged(rec: record.Record, image: Image) -> record.Staged:

@@ -1,0 +1,42 @@
+"""The invoke tasks' edges: a command's own exit status passes through, anything unclassified
+ends in one line with exit 3, and their inputs are checked before anything runs."""
+
+import invoke
+import pytest
+from invoke.context import Context
+
+from torchimg import devtools, errors
+from torchimg.errors import PipelineError
+
+
+def test_a_failing_command_keeps_its_exit_status_and_an_unclassified_error_is_exit_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TORCHIMG_DEBUG", raising=False)
+    with pytest.raises(invoke.exceptions.UnexpectedExit) as ran, devtools.user_errors():
+        Context().run(
+            "exit 5", hide=True, in_stream=False
+        )  # `inv shell --run CMD`: CMD's status is the answer
+    assert ran.value.result.exited == 5
+    with pytest.raises(SystemExit) as ended, devtools.user_errors():
+        raise KeyError("x")
+    assert ended.value.code == errors.TOOL_FAILED
+    err = capsys.readouterr().err
+    assert "KeyError" in err and "TORCHIMG_DEBUG=1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("value", "on"), [("1", True), ("true", True), ("0", False), ("false", False), ("", False)]
+)
+def test_torchimg_debug_is_on_only_when_it_says_so(
+    value: str, on: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCHIMG_DEBUG", value)
+    assert errors.debugging() is on
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "65536", "-1", "8888.0", "\uff18\uff18"])
+def test_a_jupyter_port_that_is_not_a_tcp_port_is_refused(port: str) -> None:
+    with pytest.raises(PipelineError, match="is not a TCP port"):
+        devtools.host_port(port)
+    assert devtools.host_port("8888") == 8888
