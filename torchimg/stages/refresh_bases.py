@@ -49,6 +49,18 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
+    if args.pull_request_body and (args.check or args.base_key):
+        raise PipelineError(
+            "--pull-request-body together with --check or --base-key: the body describes a refresh "
+            "that has run; it refreshes and checks nothing",
+            "run `nox -s refresh_bases [-- --base-key K]` first, then `-- --pull-request-body` alone",
+        )
+    unknown = [k for k in args.base_key if k not in settings.config.bases]
+    if unknown:
+        raise PipelineError(
+            f"unknown base(s) {', '.join(unknown)}; declared: {', '.join(settings.config.bases)}",
+            "pick declared ones with --base-key",
+        )
     ca_bundle = settings.credentials(None, None).ca_bundle
     return Options(
         settings.config.source, tuple(args.base_key), args.check, args.pull_request_body, ca_bundle
