@@ -20,6 +20,7 @@ from torchimg import compression
 from torchimg.adapters import engine
 from torchimg.adapters.remote_registry import INDEX_TYPES
 from torchimg.errors import ToolError
+from torchimg.output import log
 
 _CHUNK = 1 << 20
 _SMALL = 4 << 20  # index, manifests and configs are far smaller
@@ -210,17 +211,23 @@ def _platform_of(small: dict[str, bytes], desc: dict[str, Any], manifest: dict[s
 
 
 def _platform_manifest(
-    small: dict[str, bytes], image: str, platform: str
+    small: dict[str, bytes], image: str, platform: str, from_index: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """`platform`'s manifest under `image` (its descriptor, platform filled in, and the manifest),
     following index.json's entry for `image` (on the containerd store an image ID is that
     digest) through nested indexes, every blob checked against its digest; and the platforms
-    seen. ({}, {}, seen) when `image` has no such platform."""
-    top = [
-        d
-        for d in json.loads(small["index.json"])["manifests"]
-        if isinstance(d, dict) and d.get("digest") == image
-    ]
+    seen. ({}, {}, seen) when `image` has no such platform. Without `from_index`, from the
+    blob `image` itself (index.json comes last in `docker save`: this decides mid-stream);
+    _MissingBlobError while a blob on the way has not been read yet."""
+    top = (
+        [
+            d
+            for d in json.loads(small["index.json"])["manifests"]
+            if isinstance(d, dict) and d.get("digest") == image
+        ]
+        if from_index
+        else [{"digest": image}]
+    )
     if not top:
         raise ValueError(f"index.json names no {image}")
     wanted, seen, visited = platform.split("/"), [], set()
@@ -244,32 +251,47 @@ def _platform_manifest(
     return {}, {}, seen
 
 
+_RESERVE = 2 << 30  # free disk a blob written before its platform is known never goes below
+
+
 def write_platform(image: str, platform: str, dest: Path) -> str:
     """Write `platform`'s image of the local `image` (by ID) into the new folder `dest` as an
     OCI layout: index.json naming that one manifest, and its blobs, each checked against its
     digest, from the image ID down. Returns the platform's config digest: the image ID a
     reader of the layout sees.
 
-    Two passes of `docker save`: the small JSON blobs to find the manifest, then its layers
-    only, so the folder never holds another platform's layers."""
-    small: dict[str, bytes] = {}
+    One pass of `docker save` as a rule: its blobs come in digest order, so a layer may come
+    before the manifest that says whose it is. Such a layer is written anyway and removed as
+    soon as the manifest shows it is another platform's; only where the disk is too short for
+    that is it skipped, and read in a second pass. The folder ends with this platform's
+    layers only."""
     try:
-        for name, f, _ in _members(image):
-            head = f.peek(1)[:1] if isinstance(f, io.BufferedReader) else b""
-            if head in (b"{", b"[") or name.endswith(".json"):
-                data = f.read(_SMALL + 1)
-                if len(data) <= _SMALL:
-                    small[name] = data
-        desc, manifest, seen = _platform_manifest(small, image, platform)
-        if not desc:
-            raise ToolError(
-                f"{image[:19]} holds no {platform} image (it holds: {', '.join(seen) or 'none'})",
-                "build the image for that platform again",
-            )
+        (dest / "blobs" / "sha256").mkdir(parents=True)
+    except OSError as exc:
+        raise ToolError(
+            f"writing {platform}'s image to {dest}: {exc.strerror or exc}", "free disk there"
+        ) from None
+    run = _Pass(image, platform, dest)
+    try:
+        run.read()
+        desc, manifest = run.manifest()
+        layers = {_blob_name(d["digest"]): int(d["size"]) for d in manifest["layers"]}
         config = str(manifest["config"]["digest"])
-        _json_blob(small, config)
-        layers = [(_blob_name(d["digest"]), int(d["size"])) for d in manifest["layers"]]
-    except _READ_ERRORS as exc:
+        _json_blob(run.small, config)
+        run.keep_only(set(layers))
+        missing = set(layers) - set(run.written)
+        if missing:
+            run.check_room(sum(layers[n] for n in missing))
+            run.written.update(_write_layers(image, missing, dest))
+        index = {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": [desc]}
+        for name, data in (
+            (_blob_name(desc["digest"]), run.small[_blob_name(desc["digest"])]),
+            (_blob_name(config), run.small[_blob_name(config)]),
+            ("index.json", json.dumps(index).encode()),
+            ("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode()),
+        ):
+            _copy(io.BytesIO(data), dest / name)
+    except _READ_ERRORS as exc:  # the engine's stream (writing failed as a ToolError of its own)
         raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
     except _MissingBlobError as exc:
         raise ToolError(
@@ -280,40 +302,121 @@ def write_platform(image: str, platform: str, dest: Path) -> str:
         raise ToolError(
             f"`docker save` of {image[:19]}: no readable index or manifest ({exc})", "run it again"
         ) from None
-    needed = sum(size for _, size in layers)
-    try:
-        (dest / "blobs" / "sha256").mkdir(parents=True)
-        free = shutil.disk_usage(dest).free
-        if free < needed * 1.05:
-            raise ToolError(
-                f"{platform}'s image needs {needed / 1e9:.1f} GB in {dest.parent} for its scan; "
-                f"{free / 1e9:.1f} GB are free",
-                "free disk there (`inv clean`), or point TORCHIMG_REPORTS at a disk with room",
-            )
-        for name in (_blob_name(desc["digest"]), _blob_name(config)):
-            (dest / name).write_bytes(small[name])
-        written = _write_layers(image, {name for name, _ in layers}, dest)
-        index = {"schemaVersion": 2, "mediaType": INDEX_TYPES[0], "manifests": [desc]}
-        (dest / "index.json").write_text(json.dumps(index))
-        (dest / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    except OSError as exc:
-        raise ToolError(
-            f"writing {platform}'s image to {dest}: {exc.strerror or exc}",
-            f"it needs {needed / 1e9:.1f} GB there: free disk, or point TORCHIMG_REPORTS elsewhere",
-        ) from None
-    for name, _ in layers:
-        if name not in written:
+    for name in layers:
+        if name not in run.written:
             raise ToolError(f"`docker save` of {image[:19]} lacks {platform}'s layer {name}", "run it again")
-        if written[name] != name.rsplit("/", 1)[1]:
+        if run.written[name] != name.rsplit("/", 1)[1]:
             raise ToolError(
                 f"`docker save` of {image[:19]}: {name} does not match its digest", "run it again"
             )
+    log.info(
+        "   %s: %d layer(s), %.1f GB, read in %s of `docker save`",
+        platform,
+        len(layers),
+        sum(layers.values()) / 1e9,
+        "two passes" if missing else "one pass",
+    )
     return config
 
 
+class _Pass:
+    """The first (as a rule the only) pass over `docker save` for `write_platform`."""
+
+    def __init__(self, image: str, platform: str, dest: Path) -> None:
+        self.image, self.platform, self.dest = image, platform, dest
+        self.small: dict[str, bytes] = {}
+        self.written: dict[str, str] = {}  # blob -> sha256 of what was written
+        self.wanted: set[str] | None = None  # this platform's layers, once its manifest was read
+
+    def read(self) -> None:
+        for name, f, size in _members(self.image):
+            head = f.peek(1)[:1] if isinstance(f, io.BufferedReader) else b""
+            if size <= _SMALL and (head in (b"{", b"[") or name.endswith(".json")):
+                self.small[name] = f.read()
+                if self.wanted is None and name.startswith("blobs/"):
+                    self._decide()
+                continue
+            if not name.startswith("blobs/sha256/") or (self.wanted is not None and name not in self.wanted):
+                continue
+            if self.wanted is None and shutil.disk_usage(self.dest).free - size < _RESERVE:
+                continue  # whose it is is not known yet, and the disk is short: a second pass reads it
+            self.written[name] = _copy(f, self.dest / name)
+
+    def _decide(self) -> None:
+        """Once the image's index and this platform's manifest have been read: which layers are
+        wanted. Those of other platforms written before are removed there and then."""
+        try:
+            desc, manifest, _ = _platform_manifest(self.small, self.image, self.platform, from_index=False)
+        except _MissingBlobError:
+            return
+        if not desc:  # no such platform: nothing more is written; the end names those there
+            self.keep_only(set())
+            self.wanted = set()
+            return
+        wanted = {_blob_name(d["digest"]): int(d["size"]) for d in manifest["layers"]}
+        self.keep_only(set(wanted))
+        self.check_room(sum(size for name, size in wanted.items() if name not in self.written))
+        self.wanted = set(wanted)
+
+    def manifest(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        desc, manifest, seen = _platform_manifest(self.small, self.image, self.platform)
+        if not desc:
+            raise ToolError(
+                f"{self.image[:19]} holds no {self.platform} image (it holds: {', '.join(seen) or 'none'})",
+                "build the image for that platform again",
+            )
+        return desc, manifest
+
+    def keep_only(self, wanted: set[str]) -> None:
+        for name in [n for n in self.written if n not in wanted]:
+            (self.dest / name).unlink(missing_ok=True)
+            del self.written[name]
+        for name in wanted - set(self.written):  # a small blob taken for JSON that was a layer
+            if name in self.small:
+                self.written[name] = _copy(io.BytesIO(self.small[name]), self.dest / name)
+
+    def check_room(self, needed: int) -> None:
+        free = shutil.disk_usage(self.dest).free
+        if free < needed * 1.05:
+            raise ToolError(
+                f"{self.platform}'s image needs {needed / 1e9:.1f} GB more in {self.dest.parent} for its "
+                f"scan; {free / 1e9:.1f} GB are free",
+                "free disk there (`inv clean`), or point TORCHIMG_REPORTS at a disk with room",
+            )
+
+
+def _copy(f: IO[bytes], path: Path) -> str:
+    """Write one blob; the sha256 of what was written. Reading and writing fail as ToolErrors
+    of their own (the engine's stream, or this disk)."""
+    sha = hashlib.sha256()
+    try:
+        out = path.open("wb")
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
+    with out:
+        while True:
+            try:
+                data = f.read(_CHUNK)
+            except _READ_ERRORS as exc:
+                raise ToolError(f"reading a blob from the engine: {exc}", "run it again") from None
+            if not data:
+                return sha.hexdigest()
+            sha.update(data)
+            try:
+                out.write(data)
+            except OSError as exc:
+                raise _unwritable(path, exc) from None
+
+
+def _unwritable(path: Path, exc: OSError) -> ToolError:
+    return ToolError(
+        f"writing {path}: {exc.strerror or exc}", "free disk there, or point TORCHIMG_REPORTS elsewhere"
+    )
+
+
 def _write_layers(image: str, wanted: set[str], dest: Path) -> dict[str, str]:
-    """The second pass: each wanted blob of `docker save` written under `dest`; blob -> the
-    sha256 of what was written. OSError: writing failed (reading the engine is a ToolError)."""
+    """A second pass: each wanted blob of `docker save` written under `dest`; blob -> the
+    sha256 of what was written."""
     written: dict[str, str] = {}
     members = _members(image)
     while True:
@@ -323,17 +426,5 @@ def _write_layers(image: str, wanted: set[str], dest: Path) -> dict[str, str]:
             return written
         except _READ_ERRORS as exc:
             raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
-        if name not in wanted or name in written:
-            continue
-        sha = hashlib.sha256()
-        with (dest / name).open("wb") as out:
-            while True:
-                try:
-                    data = f.read(_CHUNK)
-                except _READ_ERRORS as exc:
-                    raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
-                if not data:
-                    break
-                sha.update(data)
-                out.write(data)
-        written[name] = sha.hexdigest()
+        if name in wanted and name not in written:
+            written[name] = _copy(f, dest / name)
