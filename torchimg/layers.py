@@ -6,12 +6,14 @@ and to write one platform of a multi-platform image as an OCI layout folder, for
 reads one platform only.
 """
 
+import contextlib
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -133,7 +135,7 @@ def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles, kind: str) -
 _READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *compression.ERRORS)
 
 
-def _members(image: str) -> Iterator[tuple[str, IO[bytes], int]]:
+def _members(image: str) -> Generator[tuple[str, IO[bytes], int], None, None]:
     """Each file of `docker save` of `image`, streamed: (name, readable, size)."""
     with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
         for member in tar:
@@ -252,6 +254,7 @@ def _platform_manifest(
 
 
 _RESERVE = 2 << 30  # free disk a blob written before its platform is known never goes below
+_BLOB = re.compile(r"blobs/sha256/[0-9a-f]{64}")
 
 
 def write_platform(image: str, platform: str, dest: Path) -> str:
@@ -279,7 +282,7 @@ def write_platform(image: str, platform: str, dest: Path) -> str:
         config = str(manifest["config"]["digest"])
         _json_blob(run.small, config)
         run.keep_only(set(layers))
-        missing = set(layers) - set(run.written)
+        missing = (set(layers) - set(run.written)) & run.skipped  # not in the save at all: named below
         if missing:
             run.check_room(sum(layers[n] for n in missing))
             run.written.update(_write_layers(image, missing, dest))
@@ -327,19 +330,25 @@ class _Pass:
         self.small: dict[str, bytes] = {}
         self.written: dict[str, str] = {}  # blob -> sha256 of what was written
         self.wanted: set[str] | None = None  # this platform's layers, once its manifest was read
+        self.skipped: set[str] = set()  # read before that, not written for want of disk
 
     def read(self) -> None:
-        for name, f, size in _members(self.image):
-            head = f.peek(1)[:1] if isinstance(f, io.BufferedReader) else b""
-            if size <= _SMALL and (head in (b"{", b"[") or name.endswith(".json")):
-                self.small[name] = f.read()
-                if self.wanted is None and name.startswith("blobs/"):
-                    self._decide()
-                continue
-            if not name.startswith("blobs/sha256/") or (self.wanted is not None and name not in self.wanted):
-                continue
-            if self.wanted is None and shutil.disk_usage(self.dest).free - size < _RESERVE:
-                continue  # whose it is is not known yet, and the disk is short: a second pass reads it
+        with contextlib.closing(_members(self.image)) as members:
+            for name, f, size in members:
+                self._take(name, f, size)
+
+    def _take(self, name: str, f: IO[bytes], size: int) -> None:
+        """One member of the stream: kept (small JSON), written, or passed over."""
+        head = f.peek(1)[:1] if isinstance(f, io.BufferedReader) else b""
+        if size <= _SMALL and (head in (b"{", b"[") or name.endswith(".json")):
+            self.small[name] = f.read()
+            if self.wanted is None and name.startswith("blobs/"):
+                self._decide()
+        elif not _BLOB.fullmatch(name) or (self.wanted is not None and name not in self.wanted):
+            pass  # another platform's, or not a blob (never a path outside the layout)
+        elif self.wanted is None and _free(self.dest) - size < _RESERVE:
+            self.skipped.add(name)  # whose it is is not known yet, and the disk is short
+        else:
             self.written[name] = _copy(f, self.dest / name)
 
     def _decide(self) -> None:
@@ -369,14 +378,17 @@ class _Pass:
 
     def keep_only(self, wanted: set[str]) -> None:
         for name in [n for n in self.written if n not in wanted]:
-            (self.dest / name).unlink(missing_ok=True)
+            try:
+                (self.dest / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise _unwritable(self.dest / name, exc) from None
             del self.written[name]
         for name in wanted - set(self.written):  # a small blob taken for JSON that was a layer
             if name in self.small:
                 self.written[name] = _copy(io.BytesIO(self.small[name]), self.dest / name)
 
     def check_room(self, needed: int) -> None:
-        free = shutil.disk_usage(self.dest).free
+        free = _free(self.dest)
         if free < needed * 1.05:
             raise ToolError(
                 f"{self.platform}'s image needs {needed / 1e9:.1f} GB more in {self.dest.parent} for its "
@@ -390,22 +402,26 @@ def _copy(f: IO[bytes], path: Path) -> str:
     of their own (the engine's stream, or this disk)."""
     sha = hashlib.sha256()
     try:
-        out = path.open("wb")
-    except OSError as exc:
-        raise _unwritable(path, exc) from None
-    with out:
-        while True:
-            try:
-                data = f.read(_CHUNK)
-            except _READ_ERRORS as exc:
-                raise ToolError(f"reading a blob from the engine: {exc}", "run it again") from None
-            if not data:
-                return sha.hexdigest()
-            sha.update(data)
-            try:
+        with path.open("wb") as out:
+            while True:
+                try:
+                    data = f.read(_CHUNK)
+                except _READ_ERRORS as exc:
+                    raise ToolError(f"reading {path.name} from the engine: {exc}", "run it again") from None
+                if not data:
+                    break
+                sha.update(data)
                 out.write(data)
-            except OSError as exc:
-                raise _unwritable(path, exc) from None
+    except OSError as exc:  # opening, writing or closing (a short blob is written at its close)
+        raise _unwritable(path, exc) from None
+    return sha.hexdigest()
+
+
+def _free(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
 
 
 def _unwritable(path: Path, exc: OSError) -> ToolError:
@@ -418,13 +434,14 @@ def _write_layers(image: str, wanted: set[str], dest: Path) -> dict[str, str]:
     """A second pass: each wanted blob of `docker save` written under `dest`; blob -> the
     sha256 of what was written."""
     written: dict[str, str] = {}
-    members = _members(image)
-    while True:
-        try:
-            name, f, _ = next(members)
-        except StopIteration:
-            return written
-        except _READ_ERRORS as exc:
-            raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
-        if name in wanted and name not in written:
-            written[name] = _copy(f, dest / name)
+    with contextlib.closing(_members(image)) as members:  # `docker save` stops with an error too
+        while set(wanted) - set(written):
+            try:
+                name, f, _ = next(members)
+            except StopIteration:
+                break
+            except _READ_ERRORS as exc:
+                raise ToolError(f"reading {image[:19]} from the engine: {exc}", "run it again") from None
+            if name in wanted and name not in written:
+                written[name] = _copy(f, dest / name)
+    return written

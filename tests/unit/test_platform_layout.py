@@ -5,12 +5,14 @@ image's descriptor names no platform): pure, no engine."""
 import hashlib
 import io
 import json
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from torchimg import layers
+from torchimg.errors import ToolError
 
 INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -101,8 +103,10 @@ def test_a_digest_that_is_not_a_sha256_never_becomes_a_path() -> None:
 
 
 def _saved_two_platforms() -> tuple[dict[str, bytes], str, dict[str, list[str]]]:
-    """A made-up `docker save` of a two-platform image: its members, in name (digest) order as
-    the engine writes them, so layers come before and after the manifests naming them."""
+    """A made-up `docker save` of a two-platform image, in an order that puts layers of both
+    platforms before the index and manifests naming them and others after (the engine writes
+    blobs in digest order: any order can come). Each platform has one small layer that starts
+    with `{` (taken for JSON when read), and the save holds a member named outside the folder."""
     blobs: dict[str, bytes] = {}
 
     def put(data: bytes) -> str:
@@ -110,9 +114,10 @@ def _saved_two_platforms() -> tuple[dict[str, bytes], str, dict[str, list[str]]]
         blobs["blobs/sha256/" + digest[7:]] = data
         return digest
 
-    manifests, layer_names = [], {}
+    manifests, layer_names, meta = [], {}, []
     for arch in ("amd64", "arm64"):
         layers_ = [put(b"\x1f\x8b" + f"{arch} layer {i}".encode() * 4000) for i in range(6)]
+        layers_.append(put(b"{" + f"{arch} small layer that looks like JSON".encode()))
         layer_names[arch] = ["blobs/sha256/" + d[7:] for d in layers_]
         config = put(json.dumps({"os": "linux", "architecture": arch}).encode())
         body = {
@@ -120,47 +125,78 @@ def _saved_two_platforms() -> tuple[dict[str, bytes], str, dict[str, list[str]]]
             "config": {"digest": config, "size": 1},
             "layers": [{"digest": d, "size": len(blobs["blobs/sha256/" + d[7:]])} for d in layers_],
         }
-        manifests.append(
-            _desc(put(json.dumps(body).encode()), MANIFEST, {"os": "linux", "architecture": arch})
-        )
+        manifest = put(json.dumps(body).encode())
+        manifests.append(_desc(manifest, MANIFEST, {"os": "linux", "architecture": arch}))
+        meta += ["blobs/sha256/" + config[7:], "blobs/sha256/" + manifest[7:]]
     image = put(json.dumps({"mediaType": INDEX, "manifests": manifests}).encode())
-    blobs["index.json"] = json.dumps({"manifests": [_desc(image, INDEX)]}).encode()
-    blobs["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
-    return dict(sorted(blobs.items())), image, layer_names
+    meta.append("blobs/sha256/" + image[7:])
+    early = layer_names["amd64"][:3] + layer_names["arm64"][:3]
+    late = layer_names["amd64"][3:] + layer_names["arm64"][3:]
+    order = {"blobs/sha256/../../outside": b"\x1f\x8b not a blob of this image"}
+    order |= {n: blobs[n] for n in [*early, *meta, *late]}
+    order["index.json"] = json.dumps({"manifests": [_desc(image, INDEX)]}).encode()
+    order["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+    return order, image, layer_names
 
 
-def _fake_save(members: dict[str, bytes], passes: list[int]) -> Any:
-    def fake(image: str) -> Any:
-        passes.append(1)
-        for name, data in members.items():
+class _FakeEngine:
+    """`docker save` from the made-up members, counting its passes, and a disk of `capacity`
+    bytes whose free space is what the layout folder does not use yet."""
+
+    def __init__(self, members: dict[str, bytes], capacity: int = 1 << 40) -> None:
+        self.members, self.capacity, self.passes = members, capacity, 0
+
+    def save(self, image: str) -> Generator[tuple[str, IO[bytes], int], None, None]:
+        self.passes += 1
+        for name, data in self.members.items():
             yield name, io.BufferedReader(io.BytesIO(data)), len(data)
 
-    return fake
+    def free(self, folder: Path) -> int:
+        used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        return self.capacity - used
 
 
-@pytest.mark.parametrize("disk_short", [False, True])
+@pytest.mark.parametrize(
+    ("capacity", "reserve", "passes"),
+    # room for every early layer; room for two of them only (52 kB each): the rest is read again
+    [(1 << 40, 20_000, 1), (600_000, 450_000, 2)],
+    ids=["room", "disk-short"],
+)
 def test_one_platform_is_written_alone_in_one_pass_unless_the_disk_is_short(
-    disk_short: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    capacity: int, reserve: int, passes: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     members, image, names = _saved_two_platforms()
-    passes: list[int] = []
-    monkeypatch.setattr(layers, "_members", _fake_save(members, passes))
-    if disk_short:  # no layer is written before its manifest is read: those are read again
-        monkeypatch.setattr(layers, "_RESERVE", 1 << 62)
-    dest = tmp_path / "layout"
-    layers.write_platform(image, "linux/arm64", dest)
+    fake = _FakeEngine(members, capacity)
+    monkeypatch.setattr(layers, "_members", fake.save)
+    monkeypatch.setattr(layers, "_free", fake.free)
+    monkeypatch.setattr(layers, "_RESERVE", reserve)
+    copied: list[str] = []
+    real_copy = layers._copy
+
+    def copy(f: IO[bytes], path: Path) -> str:
+        copied.append(path.name)
+        return real_copy(f, path)
+
+    monkeypatch.setattr(layers, "_copy", copy)
+    dest = tmp_path / "out" / "layout"
+    config = layers.write_platform(image, "linux/arm64", dest)
     blobs = {p.name for p in (dest / "blobs" / "sha256").iterdir()}
-    assert {n.rsplit("/", 1)[1] for n in names["arm64"]} <= blobs
-    assert not {n.rsplit("/", 1)[1] for n in names["amd64"]} & blobs, "another platform's layer stayed"
-    assert len(blobs) == len(names["arm64"]) + 2  # its layers, its manifest and its config
-    first = [n for n in members if n in names["arm64"] or n in names["amd64"]]
-    early = any(members_before_manifest(members, image, n) for n in first)
-    assert early, "the made-up save never puts a layer before its manifest: it tests nothing"
-    assert len(passes) == (2 if disk_short else 1)
+    arm = {n.rsplit("/", 1)[1] for n in names["arm64"]}
+    amd = {n.rsplit("/", 1)[1] for n in names["amd64"]}
+    assert arm <= blobs and not amd & blobs, "a layer missing, or another platform's left"
+    assert len(blobs) == len(arm) + 2  # its layers, its manifest and its config
+    assert json.loads((dest / "blobs" / "sha256" / config[7:]).read_bytes())["architecture"] == "arm64"
+    assert fake.passes == passes
+    assert amd & set(copied), "no layer was written before its manifest: the case is not exercised"
+    assert not (tmp_path / "outside").exists() and "outside" not in copied
 
 
-def members_before_manifest(members: dict[str, bytes], image: str, layer: str) -> bool:
-    order = list(members)
-    index = json.loads(members["blobs/sha256/" + image[7:]])
-    manifest_names = ["blobs/sha256/" + d["digest"][7:] for d in index["manifests"]]
-    return order.index(layer) < max(order.index(m) for m in [*manifest_names, "blobs/sha256/" + image[7:]])
+def test_a_platform_the_image_lacks_is_named_and_nothing_stays_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members, image, _ = _saved_two_platforms()
+    monkeypatch.setattr(layers, "_members", _FakeEngine(members).save)
+    dest = tmp_path / "layout"
+    with pytest.raises(ToolError, match=r"holds no linux/s390x image \(it holds: linux/amd64, linux/arm64\)"):
+        layers.write_platform(image, "linux/s390x", dest)
+    assert list((dest / "blobs" / "sha256").iterdir()) == []
