@@ -14,10 +14,18 @@ def digest(ref: str) -> str | None:
 
 
 def labels(ref: str) -> dict[str, str]:
-    """The labels in the image config the registry serves for `ref` ({} when none)."""
+    """The labels in the image config the registry serves for `ref` ({} when none). For an
+    index of several platforms (buildx then answers one image per platform), the labels every
+    platform carries with the same value: the commit's, which the build gives each alike."""
     out = engine.imagetools(ref, "{{json .Image}}")
-    config = (json.loads(out) or {}).get("config") or {} if out else {}
-    return dict(config.get("Labels") or {})
+    found = json.loads(out) if out else None
+    if not isinstance(found, dict):
+        return {}
+    images = [found] if "config" in found else [v for v in found.values() if isinstance(v, dict)]
+    each = [dict((image.get("config") or {}).get("Labels") or {}) for image in images]
+    if not each:
+        return {}
+    return {k: v for k, v in each[0].items() if all(other.get(k) == v for other in each[1:])}
 
 
 def serves(ref: str, local_id: str) -> str | None:
