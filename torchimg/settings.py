@@ -91,7 +91,7 @@ class Settings:
         if not value:
             return f"{repository}-staging"
         staging = references.repository(value, source)
-        if staging == repository:
+        if references.canonical(staging) == references.canonical(repository):
             raise PipelineError(
                 f"{source} {staging!r} is the release repository itself: candidates would sit "
                 "beside releases",
@@ -99,9 +99,22 @@ class Settings:
             )
         return staging
 
-    def cache_repository(self, flag: str | None) -> str | None:
+    def cache_repository(self, flag: str | None, repository: str) -> str | None:
+        """BuildKit's registry cache: never the release or staging repository (its cache ref
+        `<variant>-<flavor>` is a released moving tag's name)."""
         value, source = resolve("cache_repository", flag, self.config.cache)
-        return references.repository(value, source) if value else None
+        if not value:
+            return None
+        cache = references.repository(value, source)
+        taken = {repository: "release", self.staging(None, repository): "staging"}
+        for repo, what in taken.items():
+            if references.canonical(cache) == references.canonical(repo):
+                raise PipelineError(
+                    f"{source} {cache!r} is the {what} repository: each build would write its cache "
+                    f"over the tag {cache}:<variant>-<flavor>",
+                    f"name a repository of its own for the cache, e.g. {repository}-cache",
+                )
+        return cache
 
     def builder(self, flag: str | None) -> str | None:
         return resolve("builder", flag, self.config.builder)[0]

@@ -39,3 +39,16 @@ def test_valid_images(ref: str) -> None:
 def test_invalid_images(ref: str) -> None:
     with pytest.raises(PipelineError, match="--base"):
         references.image(ref, "--base")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("pytorch", "docker.io/library/pytorch"),
+        ("org/x", "docker.io/org/x"),
+        ("127.0.0.1:5000/p", "localhost:5000/p"),
+    ],
+)
+def test_two_spellings_of_one_repository_are_one(a: str, b: str) -> None:
+    assert references.canonical(a) == references.canonical(b)
+    assert references.canonical(a) != references.canonical(b + "-staging")

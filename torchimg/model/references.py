@@ -66,3 +66,16 @@ def digest_of(value: str, what: str) -> str:
             f"pass REPOSITORY@sha256:<64 hex digits>, e.g. {what} localhost:5000/pytorch-staging@sha256:…",
         )
     return digest
+
+
+def canonical(repo: str) -> str:
+    """A repository as the registry sees it: Docker Hub's implicit host and `library/`, and
+    127.0.0.1 for localhost, spelled out; so two spellings of one repository compare equal."""
+    first, _, rest = repo.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        first, rest = "docker.io", repo
+    if first == "docker.io" and "/" not in rest:
+        rest = f"library/{rest}"
+    host, _, port = first.partition(":")
+    host = "localhost" if host == "127.0.0.1" else host
+    return f"{host}{':' + port if port else ''}/{rest}"

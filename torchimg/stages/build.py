@@ -104,13 +104,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options(args: argparse.Namespace, settings: Settings) -> Options:
+    repository = settings.repository(args.repository)
     return Options(
-        repository=settings.repository(args.repository),
+        repository=repository,
         base=settings.base(args.base),
         creds=settings.credentials(args.ca_bundle, args.netrc),
         cache=not args.no_cache,
         builder=settings.builder(args.builder),
-        cache_repository=settings.cache_repository(args.cache_repository),
+        cache_repository=settings.cache_repository(args.cache_repository, repository),
         compression=args.compression,
         attest=tuple(args.attest),
     )
