@@ -10,6 +10,7 @@ import argparse
 import json
 import signal
 import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -363,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a failure no adapter classified: still no traceback for the user
         if debugging():
-            raise
+            traceback.print_exc()  # the traceback asked for, and still the exit status of a tool failure
         log.error("%s failed: %s", args.command, unclassified(exc))
         return TOOL_FAILED
     return 0

@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def user_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         if debugging():
-            raise
+            traceback.print_exc()
         error = unclassified(exc)
         log.error("%s", error)
         raise SystemExit(error.exit_code) from None

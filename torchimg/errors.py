@@ -54,7 +54,7 @@ def worst(codes: list[int]) -> int:
 
 
 def debugging() -> bool:
-    """TORCHIMG_DEBUG=1 (or true, yes, on): an unclassified failure raises with its traceback."""
+    """TORCHIMG_DEBUG=1 (or true, yes, on): an unclassified failure shows its traceback."""
     return os.environ.get("TORCHIMG_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 

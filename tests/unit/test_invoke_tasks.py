@@ -40,3 +40,13 @@ def test_a_jupyter_port_that_is_not_a_tcp_port_is_refused(port: str) -> None:
     with pytest.raises(PipelineError, match="is not a TCP port"):
         devtools.host_port(port)
     assert devtools.host_port("8888") == 8888
+
+
+def test_a_traceback_asked_for_keeps_the_exit_status_of_a_tool_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TORCHIMG_DEBUG", "1")
+    with pytest.raises(SystemExit) as ended, devtools.user_errors():
+        raise KeyError("x")
+    assert ended.value.code == errors.TOOL_FAILED  # not 1, which says a gate refused
+    assert "Traceback" in capsys.readouterr().err

@@ -11,6 +11,7 @@
 result ends in one summary line and the exit status of the worst failure.
 """
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,7 @@ def each(stage: str, names: list[str], step: Callable[[int], object]) -> StageRe
                 result.failed.append((name, exc))
             except Exception as exc:  # unclassified: still a failed item, and the loop goes on
                 if debugging():
-                    raise
+                    traceback.print_exc()
                 error = unclassified(exc)
                 log.error("%s of %s: %s", stage, name, error)
                 result.failed.append((name, error))
