@@ -8,6 +8,7 @@ Every input is checked before the engine is touched.
 
 import argparse
 import json
+import os
 import signal
 import tempfile
 import traceback
@@ -212,6 +213,12 @@ def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
 
 def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
     platforms = found.config.variant(args.variant).platforms if args.variant is not None else ()
+    if args.native_only and args.job != "test":
+        raise PipelineError(
+            f"--native-only with --job {args.job}: only a test job leaves other platforms to "
+            "another runner; a build needs emulation for every platform it builds",
+            "add --job test (the arm64 GPU test job), or drop --native-only",
+        )
     if args.native_only or args.job == "scan":  # a scan reads the image; it never runs it
         platforms = ()
     scanner = args.trivy or args.job == "scan"
@@ -226,7 +233,7 @@ def _lint_config(args: argparse.Namespace, found: settings.Settings) -> None:
     try:
         trivy.binary()
     except PipelineError as exc:
-        if not args.if_available:
+        if not args.if_available or os.environ.get(trivy.TRIVY_ENV):  # named, and wrong: not "absent"
             raise
         log.warning("trivy config skipped: %s", exc)
         return

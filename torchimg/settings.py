@@ -50,7 +50,7 @@ def reports_dir(flag: Path | None) -> Path:
     runs: a path that cannot become a writable folder would fail only after a build had
     tagged its image, leaving an image without its record."""
     value, source = resolve("reports", str(flag) if flag else None)
-    folder = Path(value) if value else paths.ROOT / "reports"
+    folder = Path(value).absolute() if value else paths.ROOT / "reports"  # tools run from the root
     where = f"{source} {folder}" if source else f"the reports folder {folder}"
     fix = f"point {source or '$TORCHIMG_REPORTS'} at a folder this user can write"
     existing = folder

@@ -50,3 +50,14 @@ def test_a_traceback_asked_for_keeps_the_exit_status_of_a_tool_failure(
         raise KeyError("x")
     assert ended.value.code == errors.TOOL_FAILED  # not 1, which says a gate refused
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["abc", "1e9", "-5", "99999999999999"])
+def test_a_source_date_epoch_that_is_not_a_time_is_named(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchimg.adapters import gitinfo
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    with pytest.raises(PipelineError, match=r"\$SOURCE_DATE_EPOCH"):
+        gitinfo._source_date_epoch()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "")
+    assert gitinfo._source_date_epoch() == 0

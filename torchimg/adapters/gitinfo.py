@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torchimg import paths
 from torchimg.adapters import commands
-from torchimg.errors import ToolError
+from torchimg.errors import PipelineError, ToolError
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,20 @@ def current() -> GitInfo:
         if not source:
             source = _git("config", "--default", "", "--get", "remote.origin.url")
     except _NoGitError:
-        revision, epoch, dirty = "unknown", int(os.environ.get("SOURCE_DATE_EPOCH", "0")), True
+        revision, epoch, dirty = "unknown", _source_date_epoch(), True
     return GitInfo(revision, epoch, dirty, public_url(source) or "unknown")
+
+
+def _source_date_epoch() -> int:
+    """$SOURCE_DATE_EPOCH outside a checkout (0 when unset): whole seconds since 1970, up to
+    9999-12-31 (a date tags and labels can carry)."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "").strip() or "0"
+    if not (text.isascii() and text.isdigit()) or int(text) > 253402300799:
+        raise PipelineError(
+            f"$SOURCE_DATE_EPOCH {text!r} is not a time in whole seconds since 1970",
+            "set it to the commit's time (`git log -1 --format=%ct`), or unset it",
+        )
+    return int(text)
 
 
 def path_epoch(path: Path, fallback: int) -> int:

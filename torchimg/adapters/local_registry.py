@@ -7,6 +7,7 @@ used as they are, with `docker login`'s credentials.
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -70,7 +71,7 @@ def state_dir() -> Path:
     """Storage, config, log and pid of the program-run registry: $TORCHIMG_REGISTRY_DIR or
     the user's data folder, so its images outlive `inv clean` and a reboot."""
     if env := os.environ.get("TORCHIMG_REGISTRY_DIR"):
-        return Path(env)
+        return Path(env).absolute()  # `down` from another folder finds the same registry
     data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return data / "torchimg" / "registry"
 
@@ -196,7 +197,9 @@ class Local:
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: warn\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+            "storage:\n  filesystem:\n"
+            f"    rootdirectory: {json.dumps(str(storage))}\n"  # quoted: any folder name is YAML-safe
+            "  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
         )
         with self.log_file.open("ab") as log:

@@ -49,6 +49,13 @@ class Options:
         }
 
 
+def _db_age(text: str) -> int:
+    """Days a cached vulnerability DB may be old: 0 to 90 (a larger number turns the check off)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 90:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 0 to 90")
+    return int(text)
+
+
 def policy_arguments(p: argparse.ArgumentParser) -> None:
     """The gate's options: `scan` takes them, and `push` for the scan it runs itself."""
     p.add_argument(
@@ -65,7 +72,7 @@ def policy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
     p.add_argument(
         "--max-db-age-days",
-        type=int,
+        type=_db_age,
         default=7,
         help="when the DB cannot be updated, a cached one counts only if this recent (default 7)",
     )
@@ -85,7 +92,11 @@ def policy_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> Options:
         policy=scan_policy.Policy(vuln_min=args.severity, fixed_only=not args.include_unfixed),
         allowlist=args.allowlist,
         allow_no_vuln_db=allow_no_vuln_db,
-        scanner=trivy.TrivyOptions(args.cache_dir, args.db_repository, args.max_db_age_days),
+        scanner=trivy.TrivyOptions(
+            args.cache_dir.absolute() if args.cache_dir else None,  # trivy runs from the repository root
+            args.db_repository,
+            args.max_db_age_days,
+        ),
     )
     allowlist.load(opts.allowlist, datetime.date.today())  # bad input fails before any image
     return opts

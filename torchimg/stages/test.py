@@ -314,6 +314,8 @@ def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options, problems:
     """The gate against this GPU's own baseline (benchmarks/gpu/<full device name>.json)."""
     device = bench.get("device")
     if not gpu or bench.get("baseline") is None:  # a cpu image, or CUDA did not start (smoke says why)
+        if opts.update_baseline:  # asked for, and nothing can be stored: said, not passed over
+            return ["--update-baseline: nothing stored, this run timed no GPU (a baseline is per GPU)"]
         return []
     base = probe_results.baseline_path(bench.get("baseline"))
     if opts.update_baseline and problems:
@@ -336,7 +338,7 @@ def _against_baseline(bench: dict[str, Any], gpu: bool, opts: Options, problems:
     try:
         baseline = json.loads(base.read_text())
         compared, slower = probe_results.compare(bench, baseline, opts.threshold)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         return [f"bench baseline {base.name} is unreadable ({exc}): fix or delete it, or --update-baseline"]
     if compared == 0:
         return [f"bench: no row of this run matches a row of {base.name}: nothing was compared"]
