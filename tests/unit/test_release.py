@@ -221,6 +221,10 @@ def test_what_a_scan_cannot_change_is_judged_before_a_push_runs_one() -> None:
     assert untested(rec, REMOTE, local_target=True, platforms=both) is None
     refused = unmet(rec, REMOTE, local_target=True, platforms=both)
     assert refused is not None and "not scanned" in refused.what
+    dirty = _record(scan=None, inputs=_record().inputs.model_copy(
+        update={"git": record.GitInput(revision="c31bdfd", dirty=True)}))  # fmt: skip
+    refused = untested(dirty, REMOTE, local_target=True)  # a scan would not make it committed
+    assert refused is not None and "uncommitted changes" in refused.what
 
 
 def test_a_single_platform_scan_from_before_each_platform_was_read_still_counts() -> None:

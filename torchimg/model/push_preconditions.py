@@ -40,10 +40,17 @@ def untested(
     cuda: bool = False,
     platforms: tuple[str, ...] = ("linux/amd64",),
 ) -> RefusedError | None:
-    """The preconditions a scan cannot change (build, test, every platform tested): checked
-    before a push runs a scan it would refuse anyway."""
+    """The preconditions a scan cannot change (a clean working tree, build, test, every platform
+    tested): checked before a push runs a scan it would refuse anyway."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
+    git = rec.inputs.git
+    if git.dirty and not target.allow_dirty:
+        return RefusedError(
+            f"push refused: {what} was built from a working tree with uncommitted changes, so "
+            f"commit {git.revision[:7]} does not describe it",
+            "commit, rebuild and test; or pass --allow-dirty (the immutable tag then ends in -dirty)",
+        )
     if not rec.passed("build"):
         return RefusedError(f"push refused: {what} has no successful build", f"nox -s build {select}")
     if set(platforms) != set(rec.build.platforms):
@@ -74,7 +81,7 @@ def untested(
 def _unscanned(
     rec: record.Record, target: Target, local_target: bool, policy: dict[str, str] | None
 ) -> RefusedError | None:
-    """The scan's part of the preconditions, and the working tree's."""
+    """The scan's part of the preconditions."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if rec.scan is None or not rec.passed("scan"):
@@ -101,12 +108,5 @@ def _unscanned(
             f"a release to {target.repository} needs that",
             "scan where trivy's DB is reachable (or mirrored: --db-repository), or accept it "
             "with push --allow-no-vuln-db",
-        )
-    git = rec.inputs.git
-    if git.dirty and not target.allow_dirty:
-        return RefusedError(
-            f"push refused: {what} was built from a working tree with uncommitted changes, so "
-            f"commit {git.revision[:7]} does not describe it",
-            "commit, rebuild and test; or pass --allow-dirty (the immutable tag then ends in -dirty)",
         )
     return None
