@@ -4,10 +4,11 @@ what it passed, and which packages changed since the previous release of the sam
 import datetime
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torchimg import output, paths
 from torchimg.adapters import gitinfo, remote_registry
+from torchimg.errors import PipelineError
 from torchimg.model import labels, lockfile, record
 
 Manifest = dict[str, Any]
@@ -81,10 +82,15 @@ def bench_summary(test: record.Tested) -> dict[str, Any] | None:
     bench = test.bench
     if not bench:
         return None
+    rows = bench.get("results")
     return {
-        "device": bench["device"],
-        "unit": bench["unit"],
-        "best": [{k: r[k] for k in ("dtype", "m", "n", "k", "best")} for r in bench["results"]],
+        "device": bench.get("device"),
+        "unit": bench.get("unit"),
+        "best": [
+            {k: r.get(k) for k in ("dtype", "m", "n", "k", "best")}
+            for r in (rows if isinstance(rows, list) else [])
+            if isinstance(r, dict)
+        ],
     }
 
 
@@ -107,8 +113,8 @@ def manifest(
         "references": [f"{repository}:{t}@{digest}" for t in [immutable, *moving]],
         "git": rec.inputs.git.model_dump(),
         "base": {
-            "name": rec.labels[labels.BASE_NAME],
-            "digest": rec.labels[labels.BASE_DIGEST],
+            "name": rec.labels.get(labels.BASE_NAME),
+            "digest": rec.labels.get(labels.BASE_DIGEST),
             "pinned": rec.inputs.base.pinned,
         },
         "lockfiles": rec.inputs.lockfiles,
@@ -143,8 +149,23 @@ def write(manifest: Manifest, folder: Path) -> tuple[Path, Path]:
 
 
 def read(immutable_tag: str, folder: Path) -> Manifest | None:
+    """An earlier release manifest of this immutable tag (None: none here). A damaged one is
+    named before any moving tag moves, not found after."""
     p = folder / f"{immutable_tag}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        found = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        found = exc
+    if not isinstance(found, dict):
+        why = found if isinstance(found, Exception) else type(found).__name__
+        raise PipelineError(
+            f"{p} is not a release manifest ({why})",
+            "restore it from the release's artifacts, or remove it (the release's previous-release "
+            "note is then left out)",
+        )
+    return cast(Manifest, found)
 
 
 def diff_table(d: dict[str, Any]) -> str:

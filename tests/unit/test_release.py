@@ -3,10 +3,13 @@
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from tests.factories import a_record, has_row
 from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import releasenotes
 from torchimg.adapters import gitinfo, local_registry
+from torchimg.errors import PipelineError
 from torchimg.model import lockfile, record, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
 
@@ -234,3 +237,18 @@ def test_a_single_platform_scan_from_before_each_platform_was_read_still_counts(
     rec.scan.platforms = ["linux/arm64"]  # read another platform than the one built
     refused = unmet(rec, REMOTE, local_target=True)
     assert refused is not None and "did not read its image for linux/amd64" in refused.what
+
+
+def test_a_damaged_earlier_release_manifest_is_named_before_any_tag_moves(tmp_path: Path) -> None:
+    (tmp_path / "2.9.1-cu128-runtime-20261127-c31bdfd.json").write_text('{"trunc')
+    with pytest.raises(PipelineError, match=r"is not a release manifest") as exc:
+        releasenotes.recorded("2.9.1-cu128-runtime-20261127-c31bdfd", tmp_path)
+    assert exc.value.exit_code == 2
+    assert releasenotes.recorded("another-tag", tmp_path)["previous"] is None  # none here: a note
+
+
+def test_a_bench_without_its_usual_keys_still_makes_a_manifest() -> None:
+    rec = _record()
+    assert rec.test is not None
+    rec.test.bench = {"results": []}
+    assert releasenotes.bench_summary(rec.test) == {"device": None, "unit": None, "best": []}

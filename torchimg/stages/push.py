@@ -276,6 +276,10 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     moving = tags.moving(selection.config, image.variant, image.flavor) if opts.moving_tags else []
     if not opts.moving_tags:
         log.info("   --immutable-only: the moving tags stay where they are")
+    # the release manifest is made before any moving tag moves: what it reads fails here, if at all
+    manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
+    manifest["platforms"] = served
+    manifest.update(before)
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
     to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]
@@ -286,9 +290,6 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     if len(to_move) < len(moving):
         log.info("   already there: %s", ", ".join(n for n in moving if n not in to_move))
 
-    manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
-    manifest["platforms"] = served
-    manifest.update(before)
     json_path, md_path = releasenotes.write(manifest, releases)
     pushed = record.Pushed(
         ok=True,
