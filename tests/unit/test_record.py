@@ -95,6 +95,36 @@ def test_a_record_with_an_unknown_flavor_or_a_malformed_image_id_is_refused(
     assert store.every() == []  # hidden files (locks, temp files, an editor's) are never records
 
 
+@pytest.mark.parametrize(
+    ("section", "field", "value", "named"),
+    [
+        ("push", "digest", "latest", "push.digest"),
+        ("push", "repository", "Evil Repo", "push.repository"),
+        ("stage", "digest", "sha256:abc", "stage.digest"),
+        ("build_args", "SOURCE_DATE_EPOCH", "abc", "SOURCE_DATE_EPOCH"),
+    ],
+)
+def test_what_later_stages_act_on_is_checked_when_a_record_is_read(
+    store: record.Store, section: str, field: str, value: str, named: str
+) -> None:
+    """A digest CI would sign, a repository it would push to, the date tags carry."""
+    rec = a_record()
+    if section == "build_args":
+        rec.inputs.build_args[field] = value
+    else:
+        sections = {
+            "push": record.Pushed(ok=True, image_id=IMAGE, repository="localhost:5000/pytorch", digest=IMAGE,
+                                  references=[], manifest="m.json"),
+            "stage": record.Staged(ok=True, image_id=IMAGE, repository="localhost:5000/pytorch-staging",
+                                   digest=IMAGE, reference="localhost:5000/pytorch-staging:x"),
+        }  # fmt: skip
+        setattr(sections[section], field, value)
+        setattr(rec, section, sections[section])
+    path = store.write(rec)
+    with pytest.raises(PipelineError, match=named):
+        record.load(path)
+
+
 def test_a_record_without_tags_is_refused(store: record.Store, reports: Path) -> None:
     path = store.write(a_record())
     path.write_text(

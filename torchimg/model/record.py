@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchimg import paths
 from torchimg.errors import PipelineError
+from torchimg.model import references
 from torchimg.model.variants import FLAVORS
 
 SCHEMA_VERSION = 2
@@ -154,6 +155,24 @@ class Record(_Model):
 _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 
+def _malformed(rec: "Record") -> str:
+    """What the schema's types let through and later stages act on: the digests and
+    repositories pushed to (a digest CI signs), the build time tags are dated by."""
+    for name, section in (("stage", rec.stage), ("push", rec.push)):
+        if section is None:
+            continue
+        if not _IMAGE_ID.fullmatch(section.digest):
+            return f"{name}.digest {section.digest[:80]!r} is not sha256:<64 hex>"
+        try:
+            references.repository(section.repository, f"{name}.repository")
+        except PipelineError as exc:
+            return exc.what
+    epoch = rec.inputs.build_args.get("SOURCE_DATE_EPOCH", "")
+    if not (epoch.isascii() and epoch.isdigit()) or int(epoch) > 253402300799:
+        return f"inputs.build_args.SOURCE_DATE_EPOCH {epoch[:40]!r} is not a time in seconds"
+    return ""
+
+
 def _fix(variant: str, flavor: str, file: Path) -> str:
     return (
         f"rebuild the image (`nox -s build -- --variant {variant} --flavor {flavor}` writes a new "
@@ -198,6 +217,10 @@ def load(file: Path) -> Record:
             f"{where}: {first['msg']})",
             _fix(variant, flavor, file),
         ) from None
+    if problem := _malformed(rec):
+        raise PipelineError(
+            f"{paths.shown(file)} is not a valid record ({problem})", _fix(variant, flavor, file)
+        )
     if rec.flavor not in FLAVORS or not _IMAGE_ID.fullmatch(rec.image_id):
         raise PipelineError(
             f"{paths.shown(file)} is not a valid record (flavor {rec.flavor!r}, image ID "
