@@ -184,6 +184,7 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      "--native-only with --job build"),
     ("db-age-absurd", _nothing, ["scan", "--max-db-age-days", "99999999999999999999"], "from 0 to 90"),
     ("db-age-negative", _nothing, ["scan", "--max-db-age-days", "-1"], "from 0 to 90"),
+    ("build-report-without-lockfiles", _nothing, ["build-report", "--variant", "2.9.1-cu126"], "lockfile"),
     ("index-not-a-url", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://[::1:x/simple"\n'),
      ["matrix"], "is not a URL"),
     ("index-port-out-of-range",

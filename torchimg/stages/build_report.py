@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchimg import build_report_text, buildlog, devtools, image_sizes, paths
+from torchimg import build_report_text, buildlog, devtools, image_inputs, image_sizes, paths
 from torchimg.adapters import emulation, engine, local_registry
 from torchimg.errors import PipelineError, ToolError
 from torchimg.model import labels
@@ -87,6 +87,8 @@ def run(selection: Selection, opts: Options) -> StageResult:
             "give one --variant",
         )
     variant = chosen[0]
+    for flavor in variant.flavors:  # every input checked before an engine or registry is started
+        image_inputs.check(variant, flavor, opts.base)
 
     def report(_: int) -> None:
         if opts.platforms:
@@ -96,7 +98,7 @@ def run(selection: Selection, opts: Options) -> StageResult:
             try:
                 measure(selection.config, variant, opts.base, opts.creds, figures)
             except BaseException:  # what was measured is kept for the next try, never as the report
-                if figures:  # nothing measured: an earlier try's figures stay
+                if set(figures) - _HEADER_KEYS:  # nothing measured: an earlier try's figures stay
                     partial = selection.reports / "build-report.partial.json"
                     partial.parent.mkdir(parents=True, exist_ok=True)
                     partial.write_text(json.dumps(figures, indent=2) + "\n")
@@ -254,6 +256,10 @@ def _first_container(ref: str) -> dict[str, Any]:
     pulled = time.monotonic() - start
     engine.run(ref, ["python", "-c", "import torch"])
     return {"ref": ref, "pull_seconds": round(pulled, 1), "seconds": round(time.monotonic() - start, 1)}
+
+
+# What a report holds before anything is measured (the header, and the compressions compared).
+_HEADER_KEYS = {"variant", "base", "date", "engine", "compression", "other_compression"}
 
 
 def _header(variant: Variant, base_ref: str) -> dict[str, Any]:
