@@ -10,11 +10,13 @@ import argparse
 import json
 import os
 import signal
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from torchimg import devtools, output, runner_checks, settings, summary
 from torchimg.adapters import local_registry, trivy
@@ -270,8 +272,42 @@ def _reference(what: str, check: Callable[[str, str], str]) -> Callable[[str], s
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviations (`--forc` is not `--force-move`), and an option that takes one value
+    given twice with two values is refused (`--repository A --repository B` would quietly
+    mean B, A never checked)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        found, rest = super().parse_known_args(args, namespace)
+        given = list(sys.argv[1:] if args is None else args)
+        for action in self._actions:
+            if type(action) is argparse._StoreAction and action.option_strings:
+                values = _values_of(action.option_strings, given)
+                if len(set(values)) > 1:
+                    self.error(f"{action.option_strings[-1]} given {len(values)} times ({', '.join(values)})")
+        return found, rest
+
+
+def _values_of(names: Sequence[str], given: list[str]) -> list[str]:
+    """Each value given to one option (`--opt V` or `--opt=V`)."""
+    out = []
+    for i, token in enumerate(given):
+        name, eq, value = token.partition("=")
+        if token in names and i + 1 < len(given):
+            out.append(given[i + 1])
+        elif eq and name in names:
+            out.append(value)
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m torchimg", description=__doc__)
+    p = _Parser(prog="python -m torchimg", description=__doc__)
     p.add_argument(
         "--config",
         type=Path,
@@ -284,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="reports and records (default: reports/; $TORCHIMG_REPORTS)",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module in STAGES.items():
         sp = sub.add_parser(name, help=module.HELP)
         if module.SELECTS != "nothing":

@@ -192,9 +192,6 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      "is not a URL"),
     ("variants-nested-too-deep", _write("variants.toml", b"a = " + b"[" * 100_000), ["matrix"],
      "nested too deeply"),
-    ("config-is-a-folder", _nothing, ["--config", "{root}/requirements", "matrix"], "cannot be read"),
-    ("config-through-a-file", _nothing, ["--config", "{root}/variants.toml/x.toml", "matrix"],
-     "cannot be read"),
     ("lockfile-is-a-folder", _lock_folder, ["build"], "cannot be read as a lockfile"),
     ("allowlist-typo", _nothing, ["scan", "--allowlist", "{root}/scan-alowlist.toml"], "no such file"),
     ("ca-bundle-not-pem", _write("ca.pem", b"junk\n"), ["build", "--ca-bundle", "{root}/ca.pem"],
@@ -295,3 +292,27 @@ def test_an_image_whose_record_names_an_undeclared_variant_is_named_with_the_rec
     assert cli.main([*argv, f"localhost:5000/pytorch@{IMAGE}"]) == 2
     err = capsys.readouterr().err
     assert "variant '2.8.0-cu118', which variants.toml does not declare" in err and path.name in err, err
+
+
+@pytest.mark.parametrize("config", ["requirements", "variants.toml/x.toml", "."])
+def test_a_variants_file_that_cannot_be_read_is_named(
+    root: Path, config: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--config", str(root / config), "--reports", str(root / "reports"), "matrix"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read as the variants file" in err and "Traceback" not in err, err
+    assert not (root / "reports").exists()
+
+
+def test_an_option_given_twice_with_two_values_is_refused(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--repository A --repository B` would quietly mean B, with A never checked."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(
+            ["--config", str(root / "variants.toml"), "push", "--repository", "BAD", "--repository", "x/y"]
+        )
+    assert exc.value.code == 2 and "--repository given 2 times" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--config", str(root / "variants.toml"), "push", "--forc"])  # no abbreviations
+    assert "unrecognized arguments: --forc" in capsys.readouterr().err
