@@ -155,6 +155,12 @@ def _by_digest(args: argparse.Namespace, found: settings.Settings) -> Selection:
                     f"variant {rec.variant!r}, which variants.toml does not declare",
                     "use the variants.toml of the commit that built it, or declare the variant again",
                 )
+            if rec.flavor not in found.config.variants[rec.variant].flavors:
+                raise PipelineError(
+                    f"--image {wanted[digest]}: its record is of the {rec.flavor} flavor, which variant "
+                    f"{rec.variant} no longer declares in variants.toml",
+                    "use the variants.toml of the commit that built it, or declare the flavor again",
+                )
             chosen[digest] = Image(found.config.variant(rec.variant), rec.flavor)
     for digest, ref in wanted.items():
         if digest not in chosen:

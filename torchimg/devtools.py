@@ -86,6 +86,11 @@ def run_command(
     _check_flavor(flavor)
     config = variants.load(settings.config_file(None))
     variant = config.variant(variant_name or config.default)
+    if flavor not in variant.flavors:
+        raise PipelineError(
+            f"variant {variant.name} has no {flavor} flavor (it has {', '.join(variant.flavors)})",
+            f"pick a variant with it, e.g. --variant {config.default}",
+        )
     rec = _store().read(variant.name, flavor)
     if rec is None:
         raise PipelineError(

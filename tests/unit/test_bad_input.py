@@ -287,6 +287,11 @@ def test_an_image_whose_record_names_an_undeclared_variant_is_named_with_the_rec
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
     reports = root / "reports"
+    _variants('cuda = "cpu"\n', 'cuda = "cpu"\nflavors = ["runtime"]\n')(root)
+    record.Store(reports).write(a_record(variant="2.9.1-cpu", flavor="dev", image_id="sha256:" + "b" * 64))
+    argv = ["--config", str(root / "variants.toml"), "--reports", str(reports), "test", "--image"]
+    assert cli.main([*argv, f"localhost:5000/pytorch@sha256:{'b' * 64}"]) == 2  # 2.9.1-cpu has no dev
+    assert "the dev flavor, which variant 2.9.1-cpu no longer declares" in capsys.readouterr().err
     path = record.Store(reports).write(a_record(variant="2.8.0-cu118"))
     argv = ["--config", str(root / "variants.toml"), "--reports", str(reports), "test", "--image"]
     assert cli.main([*argv, f"localhost:5000/pytorch@{IMAGE}"]) == 2

@@ -92,6 +92,7 @@ def test_a_record_with_an_unknown_flavor_or_a_malformed_image_id_is_refused(
     assert [p for p in store.folder.iterdir() if p.name.startswith(".")]  # its lock file is hidden
     path.unlink()
     (store.folder / ".hidden.json").write_text("{}")
+    (store.folder / "notes.json").write_text('{"a": 1}')  # not a record's name: passed over
     assert store.every() == []  # hidden files (locks, temp files, an editor's) are never records
 
 

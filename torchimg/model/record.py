@@ -23,6 +23,7 @@ from torchimg import paths
 from torchimg.errors import PipelineError
 from torchimg.model import references
 from torchimg.model.variants import FLAVORS
+from torchimg.output import log
 
 SCHEMA_VERSION = 2
 STAGES = ("build", "stage", "test", "scan", "push")
@@ -286,8 +287,19 @@ class Store:
         return load(file) if file.exists() else None
 
     def every(self) -> list[Record]:
-        """Every record in the folder, in name order."""
-        return [load(p) for p in sorted(self.folder.glob("*.json")) if not p.name.startswith(".")]
+        """Every record in the folder, in name order: `<variant>-<flavor>.json` files. Anything
+        else there (a note, a backup) is passed over with a warning, not read as a record."""
+        found = []
+        for p in sorted(self.folder.glob("*.json")):
+            if p.name.startswith("."):
+                continue  # lock and temp files
+            if not p.stem.endswith(tuple(f"-{f}" for f in FLAVORS)):
+                log.warning(
+                    "%s is not a record's name (<variant>-<flavor>.json): passed over", paths.shown(p)
+                )
+                continue
+            found.append(load(p))
+        return found
 
     def write(self, rec: Record) -> Path:
         """Replace the record (a new build starts a new one)."""
