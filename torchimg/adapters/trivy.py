@@ -58,7 +58,11 @@ class TrivyOptions:
 def binary() -> Path:
     """The trivy binary: $TORCHIMG_TRIVY, else `trivy` on PATH."""
     path = os.environ.get(TRIVY_ENV) or shutil.which("trivy")
-    if not path or not Path(path).is_file():
+    try:
+        found = bool(path) and Path(str(path)).is_file()
+    except OSError:  # a name too long, a loop
+        found = False
+    if not path or not found:
         raise ToolError(
             f"trivy not found ({'$' + TRIVY_ENV + '=' + path if path else 'not on PATH'})",
             "install it the official way (https://trivy.dev/latest/getting-started/installation/: "

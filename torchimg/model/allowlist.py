@@ -49,7 +49,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise PipelineError(f"{path}: not valid TOML: {exc}", f"fix the syntax in {path.name}") from None
     except OSError as exc:
         raise PipelineError(
-            f"{path}: cannot be read ({exc.strerror})", "give the allowlist file's path"
+            f"allowlist {path}: cannot be read ({exc.strerror})", "give --allowlist a TOML file's path"
         ) from None
     except RecursionError:
         raise PipelineError(f"{path}: nested too deeply to be an allowlist", f"fix {path.name}") from None
@@ -106,7 +106,13 @@ def _entry(entry: Any, where: str, today: datetime.date, max_days: int) -> Allow
 def load(path: Path, today: datetime.date) -> list[Allow]:
     """Read the allowlist; a bad entry is an error naming it. The default file may be missing
     (nothing accepted); a path given that does not exist is a typo, not an empty list."""
-    if not path.exists():
+    try:
+        missing = not path.exists() and path.resolve() != path.resolve().parent  # '' is a folder
+    except OSError as exc:  # a name too long, a loop
+        raise PipelineError(
+            f"--allowlist {str(path)[:200]}: {exc.strerror}", "fix the path given as --allowlist"
+        ) from None
+    if missing:
         if path.resolve() == DEFAULT.resolve():
             return []
         raise PipelineError(f"allowlist {path}: no such file", "fix the path given as --allowlist")

@@ -33,8 +33,12 @@ class Credentials:
 
 def _existing(path: str, what: str) -> Path:
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise PipelineError(f"{what} {path} is not a readable file", f"fix the path given as {what}")
+    try:
+        found = p.is_file()
+    except OSError:  # a name too long, a loop
+        found = False
+    if not found:
+        raise PipelineError(f"{what} {path[:200]} is not a readable file", f"fix the path given as {what}")
     return p.resolve()
 
 
