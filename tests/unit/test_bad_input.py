@@ -189,6 +189,8 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("allowlist-empty", _nothing, ["scan", "--allowlist", ""], "give --allowlist a TOML file"),
     ("ca-bundle-name-too-long", _nothing, ["build", "--ca-bundle", "/tmp/" + "x" * 300],
      "is not a readable file"),
+    ("db-repository-empty", _nothing, ["scan", "--db-repository", ""], "--db-repository is empty"),
+    ("cache-dir-a-file", _nothing, ["scan", "--cache-dir", "{root}/variants.toml"], "is not a folder"),
     ("index-not-a-url", _variants(FIRST_VARIANT, FIRST_VARIANT + 'index = "https://[::1:x/simple"\n'),
      ["matrix"], "is not a URL"),
     ("index-port-out-of-range",

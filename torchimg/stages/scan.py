@@ -88,6 +88,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def policy_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> Options:
+    if args.db_repository is not None and not args.db_repository.strip():
+        raise PipelineError(
+            "--db-repository is empty", "name trivy's DB mirror (an OCI repository), or drop it"
+        )
+    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+        raise PipelineError(f"--cache-dir {args.cache_dir} is not a folder", "name trivy's cache folder")
     opts = Options(
         policy=scan_policy.Policy(vuln_min=args.severity, fixed_only=not args.include_unfixed),
         allowlist=args.allowlist,
