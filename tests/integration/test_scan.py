@@ -139,6 +139,38 @@ def test_a_truncated_report_is_a_failed_scan(
     assert saved is not None and saved.scan is not None and saved.scan.ok is False
 
 
+def test_a_scan_that_breaks_on_an_odd_report_never_leaves_an_earlier_pass_standing(
+    pipeline: Pipeline,
+    runtime_image: record.Record,
+    default_variant: variants.Variant,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A report of schema 2 that trivy's own SBOM conversion accepts, with a null result: an
+    error no adapter classifies; the record of this scan says failed, never the pass before it."""
+    fake = _wrapper(
+        tmp_path,
+        'out=""; prev=""\n'
+        'for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
+        '"$REAL" "$@"; code=$?\n'
+        'case " $* " in *" --list-all-pkgs "*)\n'
+        "  python3 -c \"import json,sys; d=json.load(open(sys.argv[1])); d['Results']=[None]; "
+        'json.dump(d, open(sys.argv[1], \'w\'))" "$out" ;;\n'
+        "esac\n"
+        "exit $code\n",
+    )
+    earlier = record.Scanned(ok=True, image_id=runtime_image.image_id, vulnerabilities="ran",
+                             vuln_db=record.VulnDb(available=True, how="fresh"))  # fmt: skip
+    pipeline.store.save_section(default_variant.name, "runtime", "scan", earlier)
+    monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))
+    with pytest.raises(Exception) as exc:  # noqa: B017  (which one is the point of the next lines)
+        scan.scan(*pipeline.at("runtime", default_variant), scan.Options(allow_no_vuln_db=True))
+    assert isinstance(exc.value, AttributeError), exc.value  # not one the adapters classify
+    saved = pipeline.store.read(default_variant.name, "runtime")
+    assert saved is not None and saved.scan is not None
+    assert saved.scan.ok is False and saved.scan.vulnerabilities == "scan failed", saved.scan
+
+
 def test_a_retag_between_test_and_scan_never_scans_the_other_image(
     pipeline: Pipeline, runtime_image: record.Record, default_variant: variants.Variant, base: str | None
 ) -> None:

@@ -128,25 +128,25 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
         trivy.remove_reports(out)  # none of an earlier scan (another platform set) may stay listed
         reports = analyse(rec.image_id, rec.build.platforms, out, opts.scanner, db)
         config = trivy.analyse_config(out)
-    except PipelineError as exc:
+        found = [
+            dataclasses.replace(f, platform=platform if len(reports) > 1 else "")
+            for platform, kinds in reports.items()
+            for report in kinds.values()
+            for f in scan_policy.findings(report)
+        ]
+        found += scan_policy.findings(config)
+    except Exception as exc:  # whatever stopped it, an earlier scan's verdict never stands for this one
         failed = record.Scanned(
             ok=False,
             image_id=rec.image_id,
             vulnerabilities="scan failed",
             vuln_db=db,
-            problems=[exc.what],
+            problems=[exc.what if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"],
             policy=policy,
         )
         store.save_section(image.variant.name, image.flavor, "scan", failed)
         raise
     vulnerabilities = "ran" if db.available else "not run: no vulnerability database"
-    found = [
-        dataclasses.replace(f, platform=platform if len(reports) > 1 else "")
-        for platform, kinds in reports.items()
-        for report in kinds.values()
-        for f in scan_policy.findings(report)
-    ]
-    found += scan_policy.findings(config)
     verdict = scan_policy.judge(found, entries, opts.policy, today)
     problems = [f"blocking: {f}" for f in verdict.blocking]
     problems += [
