@@ -108,6 +108,7 @@ def test_credentials_never_leave_the_origin_url() -> None:
     assert gitinfo.public_url("https://user:ghp_token@github.com/org/x.git") == "https://github.com/org/x"
     assert gitinfo.public_url("https://ghp_token@github.com/org/x") == "https://github.com/org/x"
     assert gitinfo.public_url("git@github.com:org/x.git") == "https://github.com/org/x"
+    assert gitinfo.public_url("https://u:t@[::1]:8080/org/x.git") == "https://[::1]:8080/org/x"
     assert gitinfo.public_url("ssh://git@host:2222/org/x") == "ssh://host:2222/org/x"
     assert gitinfo.public_url("http://u:p@host:8080/x?token=1#f") == "http://host:8080/x"
     assert gitinfo.public_url("https://u:p@host:bad/x") == "unknown"

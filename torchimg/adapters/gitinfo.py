@@ -68,7 +68,9 @@ def public_url(url: str) -> str:
             port = parts.port
         except ValueError:
             return "unknown"
-        netloc = (parts.hostname or "") + (f":{port}" if port else "")
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+        netloc = host + (f":{port}" if port else "")
         clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     elif "@" in url:
         m = _SCP_LIKE.fullmatch(url.rsplit("@", 1)[1])
