@@ -37,6 +37,16 @@ def _shellcheck(session: nox.Session) -> str:
     return found
 
 
+def _shell_scripts() -> list[str]:
+    """The repository's own shell scripts: those that start with a sh or bash shebang."""
+    candidates = [Path(".ci/run"), *Path("benchmarks").rglob("*.sh"), *Path("docker/image").iterdir()]
+    return sorted(
+        str(p)
+        for p in candidates
+        if p.is_file() and p.read_bytes().startswith((b"#!/bin/sh", b"#!/usr/bin/env bash", b"#!/bin/bash"))
+    )
+
+
 def _stage(session: nox.Session, stage: str) -> None:
     """Run a stage; a failure ends nox at once with the stage's own exit status (1 a gate
     refused, 2 bad input, 3 a tool failed), which nox itself would flatten to 1."""
@@ -111,12 +121,13 @@ def build_report(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict; hadolint and trivy config (where installed) over the Dockerfiles;
-    actionlint and zizmor over the workflows."""
+    shellcheck over the shell scripts; actionlint and zizmor over the workflows."""
     session.run(sys.executable, "-m", "ruff", "check", ".")
     session.run(sys.executable, "-m", "ruff", "format", "--check", ".")
     session.run(sys.executable, "-m", "mypy")
     session.run(_tool("hadolint"), "docker/Dockerfile", "docker/baseline/Dockerfile")
     session.run(sys.executable, "-m", "torchimg", "lint-config", "--if-available")
+    session.run(_shellcheck(session), *_shell_scripts())
     workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
     # shellcheck on every `run:` script, as on GitHub's runners (where it is on PATH).
     session.run(_tool("actionlint"), "-shellcheck", _shellcheck(session), *workflows)

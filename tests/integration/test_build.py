@@ -90,6 +90,51 @@ def test_torch_compile_runs_on_cpu(runtime_image: record.Record) -> None:
     assert py(runtime_image.image_id, code).endswith("compiled ok")
 
 
+_IDENTITY = (
+    "import getpass, os; home = os.path.expanduser('~'); "
+    "print(os.getuid(), getpass.getuser(), home, os.access(home, os.W_OK))"
+)
+
+
+def test_any_uid_gets_a_name_and_a_home_and_torch_compile_works(runtime_image: record.Record) -> None:
+    """Kubernetes (runAsUser) and OpenShift run an image as a UID it does not know: one with no
+    name (torch.compile's cache folder is named after it) and no writable home. The entrypoint
+    gives it both; the image's own user is left as it is."""
+    compiled = "import torch; f = torch.compile(lambda x: x.sin() * 2); print(f(torch.zeros(3)).tolist())"
+    out = engine.run(runtime_image.image_id, ["python", "-c", f"{_IDENTITY}\n{compiled}"], user="12345:12345")
+    assert out.split("\n")[:2] == ["12345 uid12345 /tmp/home-12345 True", "[0.0, 0.0, 0.0]"]
+    openshift = engine.run(runtime_image.image_id, ["python", "-c", _IDENTITY], user="1000660000:0")
+    assert openshift.strip() == "1000660000 uid1000660000 /tmp/home-1000660000 True"
+    mine = engine.run(runtime_image.image_id, ["python", "-c", _IDENTITY])
+    assert mine.strip() == "1000 pytorch /home/pytorch True"
+
+
+def test_sigterm_reaches_the_command(runtime_image: record.Record) -> None:
+    """`docker stop` and Kubernetes send SIGTERM to PID 1. Python as PID 1 ignores it (and is
+    killed after the grace period): tini is PID 1 and passes it on, so the command ends at once."""
+    stop_itself = "import os, signal, time; os.kill(1, signal.SIGTERM); time.sleep(60); print('ignored')"
+    with pytest.raises(PipelineError, match=r"exit 143"):
+        engine.run(runtime_image.image_id, ["python", "-c", stop_itself])
+    pid1 = engine.run(runtime_image.image_id, ["cat", "/proc/1/cmdline"]).split("\0")
+    assert pid1[0] == "/usr/bin/tini", pid1
+
+
+def test_the_doctor_fails_a_scratch_folder_where_compiled_code_cannot_run(
+    runtime_image: record.Record,
+) -> None:
+    """Docker mounts /dev/shm noexec, as `--tmpfs /tmp` is by default: torch.compile's cache
+    there cannot load the code it compiles. The doctor fails it, with the fix."""
+    check = "from torchimg_probe import results, readiness"
+    check += "; c = results.Report('doctor').run('scratch', readiness.check_scratch)"
+    script = f'PYTHONPATH=/opt/torchimg python -c "{check}; print(c.status, c.detail, c.fix)"'
+    out = engine.run(runtime_image.image_id, ["sh", "-c", script])
+    assert out.splitlines()[-1].startswith("pass user pytorch, HOME /home/pytorch writable"), out
+    noexec = {"TORCHINDUCTOR_CACHE_DIR": "/dev/shm/inductor"}
+    out = engine.run(runtime_image.image_id, ["sh", "-c", script], env=noexec)
+    assert out.splitlines()[-1].startswith("fail compiled code cannot be written and run"), out
+    assert "/dev/shm/inductor does not run programs (mounted noexec)" in out and "--tmpfs /tmp:exec" in out
+
+
 def test_no_ca_bundle_or_token_in_any_layer(runtime_image: record.Record, canaries: Canaries) -> None:
     needles = (canaries.ca_marker.encode(), canaries.netrc_password.encode())
     saved = layers.scan(runtime_image.image_id, needles)

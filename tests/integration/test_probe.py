@@ -138,6 +138,8 @@ def test_doctor_in_cpu_mode_runs_the_torchrun_path_with_gloo(
     assert all(r["busbw_gbs"] > 0 and r["busbw_gbs"] == r["algbw_gbs"] for r in reduce["data"]["results"])
     shm = status["/dev/shm size"]  # the pipeline set it (2 GiB): not the node's setting
     assert shm["status"] == "skip" and "set to 2g by the pipeline" in shm["detail"], shm
+    scratch = status["user, home and compile scratch"]
+    assert scratch["status"] == "pass" and scratch["data"]["user"] == "pytorch", scratch
     for name in (
         "MIG",
         "ECC and row remapping",

@@ -45,6 +45,17 @@ def test_driver_compatibility_refuses_a_version_it_cannot_read() -> None:
         verdicts.driver_compatibility("none", "12.8", False)
 
 
+def test_scratch_fails_where_torch_compile_would_stop_and_warns_for_a_read_only_home() -> None:
+    assert verdicts.scratch("pytorch", "/home/pytorch", True, {})[0] == "pass"
+    status, why, fix = verdicts.scratch(None, "/", False, {})
+    assert status == "fail" and "no user name" in why and "`args:`, not `command:`" in fix
+    noexec = {"torch.compile's cache": "/tmp does not run programs (mounted noexec)"}
+    status, why, fix = verdicts.scratch("u", "/h", True, noexec)
+    assert status == "fail" and "/tmp does not run programs" in why and "--tmpfs /tmp:exec" in fix
+    status, why, fix = verdicts.scratch("u", "/", False, {})
+    assert status == "warn" and "HOME (/) is not writable" in why and "set HOME" in fix
+
+
 def test_shm_warns_below_one_gib_with_the_fix() -> None:
     status, why = verdicts.shm(64 * 2**20)  # Docker's default
     assert status == "warn" and "64 MiB" in why and "--shm-size" in why

@@ -1,8 +1,9 @@
 """`torchimg-probe doctor`: is this node, with this image, ready for GPU work?
 
-Host readiness (driver and forward compatibility, /dev/shm, MIG, ECC, persistence, PCIe and
-copy bandwidth) and the multi-GPU path (torchrun, NCCL all_reduce bus bandwidth, P2P access).
-Each finding carries its fix; the exit status is 1 when a check failed. Warnings do not fail.
+Host readiness (driver and forward compatibility, /dev/shm, the user and scratch space
+torch.compile needs, MIG, ECC, persistence, PCIe and copy bandwidth) and the multi-GPU path
+(torchrun, NCCL all_reduce bus bandwidth, P2P access). Each finding carries its fix; the
+exit status is 1 when a check failed. Warnings do not fail.
 """
 
 from typing import Any
@@ -61,6 +62,7 @@ CHECKS = (
     ("all_reduce bandwidth (torchrun)", check_all_reduce),
     ("host driver new enough", readiness.check_driver),
     ("/dev/shm size", readiness.check_shm),
+    ("user, home and compile scratch", readiness.check_scratch),
     ("MIG", readiness.check_mig),
     ("ECC and row remapping", readiness.check_ecc),
     ("persistence and compute mode", readiness.check_modes),

@@ -1,17 +1,22 @@
-"""Is this host ready for GPU work? Driver, /dev/shm, MIG, ECC, persistence, PCIe link and
-copy bandwidth, each with the fix. NVML (nvidia-ml-py) reads the GPU's state; where the host
-or a MIG slice hides a value, the check says "not available" instead of guessing.
+"""Is this host ready for GPU work? Driver, /dev/shm, the container's user and scratch space,
+MIG, ECC, persistence, PCIe link and copy bandwidth, each with the fix. NVML (nvidia-ml-py)
+reads the GPU's state; where the host or a MIG slice hides a value, the check says "not
+available" instead of guessing.
 """
 
+import getpass
 import os
+import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchimg_probe import cuda_state, gpus, verdicts
-from torchimg_probe.results import CannotCheckError, ConcernError, expected
+from torchimg_probe.results import BrokenError, CannotCheckError, ConcernError, expected
 
 COPY_BYTES = 256 * 2**20
 
@@ -61,6 +66,56 @@ def check_shm() -> tuple[str, dict[str, Any]]:
             "docker run --shm-size=16g (or --ipc=host); Kubernetes: an emptyDir of medium Memory on /dev/shm",
         )
     return why, data
+
+
+def check_scratch() -> tuple[str, dict[str, Any]]:
+    """The user name, $HOME and the folders torch.compile (inductor) and Triton write their
+    compiled code to and load it from, as this container was started (any UID, read-only root,
+    a noexec tmpfs)."""
+    try:
+        user: str | None = getpass.getuser()
+    except (OSError, KeyError):
+        user = None
+    home = str(Path.home())
+    try:
+        temp = tempfile.gettempdir()
+    except OSError:  # none of /tmp, /var/tmp, /usr/tmp and the working folder is writable
+        temp = "/tmp"
+    folders = {
+        "torch.compile's cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR") or temp,
+        "Triton's cache": os.environ.get("TRITON_CACHE_DIR") or home,
+    }
+    unusable = {what: why for what, folder in folders.items() if (why := _cannot_run_code_in(folder))}
+    home_writable = os.access(home, os.W_OK)
+    status, why, fix = verdicts.scratch(user, home, home_writable, unusable)
+    data: dict[str, Any] = {"uid": os.getuid(), "user": user, "home": home, "home_writable": home_writable}
+    data |= {"folders": folders, "unusable": unusable}
+    if status == "fail":
+        raise BrokenError(why, data, fix)
+    if status == "warn":
+        raise ConcernError(why, data, fix)
+    return why, data
+
+
+def _cannot_run_code_in(folder: str) -> str:
+    """Why a program written to `folder` cannot be run, or ''."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".torchimg-exec-", delete=False) as f:
+            f.write("#!/bin/sh\nexit 0\n")
+    except OSError as exc:
+        return f"{folder} is not writable ({exc.strerror or exc})"
+    program = Path(f.name)
+    try:
+        program.chmod(0o700)
+        subprocess.run([program], check=True, capture_output=True, timeout=30)
+    except PermissionError:
+        return f"{folder} does not run programs (mounted noexec)"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{folder}: a program written there did not run ({exc})"
+    finally:
+        program.unlink(missing_ok=True)
+    return ""
 
 
 @contextmanager

@@ -43,6 +43,11 @@ class ConcernError(Exception):
         self.data, self.fix = data or {}, fix
 
 
+class BrokenError(ConcernError):
+    """Raised by a check that ran and found what breaks the image here (torch.compile cannot
+    run its code): a failure, with the fix."""
+
+
 Outcome = tuple[str, dict[str, Any]] | str | None
 
 
@@ -54,7 +59,7 @@ class Report:
 
     def run(self, name: str, fn: Callable[[], Outcome]) -> Check:
         """Run one check; an exception is a failure with its message, CannotCheckError a skip,
-        ConcernError a warning."""
+        ConcernError a warning, BrokenError a failure with its fix."""
         start = time.perf_counter()
         try:
             out = fn()
@@ -63,7 +68,8 @@ class Report:
         except CannotCheckError as exc:
             check = Check(name, "skip", str(exc))
         except ConcernError as exc:
-            check = Check(name, "warn", str(exc), data=exc.data, fix=exc.fix)
+            status = "fail" if isinstance(exc, BrokenError) else "warn"
+            check = Check(name, status, str(exc), data=exc.data, fix=exc.fix)
         except Exception as exc:  # a failing check must not stop the others
             last = traceback.format_exception_only(type(exc), exc)[-1].strip()
             check = Check(name, "fail", last[:2000])

@@ -75,6 +75,42 @@ def shm(size_bytes: int) -> tuple[str, str]:
     )
 
 
+def scratch(
+    user: str | None, home: str, home_writable: bool, unusable: dict[str, str]
+) -> tuple[str, str, str]:
+    """('pass' | 'warn' | 'fail', why, fix): can this UID compile? torch.compile names its
+    cache folder after the user and loads the code it compiles from there, Triton from under
+    $HOME: no user name, or a folder where compiled code cannot be written or run (a noexec
+    tmpfs), stops the first compile. A home it cannot write stops torch.hub, Hugging Face and
+    Jupyter: a warning."""
+    entrypoint = "start the container through the image's entrypoint"
+    entrypoint += " (Kubernetes: the command as `args:`, not `command:`)"
+    if user is None:
+        return (
+            "fail",
+            "this UID has no user name: torch.compile stops at its first call",
+            f"{entrypoint}, or set USER",
+        )
+    if unusable:
+        where = "; ".join(f"{what}: {why}" for what, why in sorted(unusable.items()))
+        return (
+            "fail",
+            f"compiled code cannot be written and run ({where}): torch.compile stops",
+            (
+                "a writable temporary folder that runs programs: docker run --tmpfs /tmp:exec (a tmpfs is "
+                "noexec by default); Kubernetes: an emptyDir on /tmp; or TORCHINDUCTOR_CACHE_DIR and "
+                "TRITON_CACHE_DIR on such a folder"
+            ),
+        )
+    if not home_writable:
+        return (
+            "warn",
+            f"HOME ({home}) is not writable: torch.hub, Hugging Face and Jupyter cannot save there",
+            (f"{entrypoint}: it gives any UID a home; or set HOME to a writable folder"),
+        )
+    return "pass", f"user {user}, HOME {home} writable, compiled code can be written and run", ""
+
+
 def copy_bandwidth(measured_gbs: float, link_gbs: float | None) -> tuple[str, str]:
     """Pinned host-to-device copy speed against what the PCIe link should carry."""
     if not math.isfinite(measured_gbs) or measured_gbs <= 0:
