@@ -45,15 +45,33 @@ def test_driver_compatibility_refuses_a_version_it_cannot_read() -> None:
         verdicts.driver_compatibility("none", "12.8", False)
 
 
-def test_scratch_fails_where_torch_compile_would_stop_and_warns_for_a_read_only_home() -> None:
-    assert verdicts.scratch("pytorch", "/home/pytorch", True, {})[0] == "pass"
-    status, why, fix = verdicts.scratch(None, "/", False, {})
+def _scratch(**given: object) -> tuple[str, str, str]:
+    healthy: dict[str, object] = {
+        "user": "pytorch",
+        "needs_user": True,
+        "compile_problem": "",
+        "triton_problem": "",
+        "home": "/home/pytorch",
+        "home_writable": True,
+    }
+    return verdicts.scratch(**(healthy | given))  # type: ignore[arg-type]
+
+
+def test_scratch_fails_where_torch_compile_would_stop() -> None:
+    assert _scratch()[0] == "pass"
+    status, why, fix = _scratch(user=None)
     assert status == "fail" and "no user name" in why and "`args:`, not `command:`" in fix
-    noexec = {"torch.compile's cache": "/tmp does not run programs (mounted noexec)"}
-    status, why, fix = verdicts.scratch("u", "/h", True, noexec)
+    assert _scratch(user=None, needs_user=False)[0] == "pass"  # TORCHINDUCTOR_CACHE_DIR is set
+    status, why, fix = _scratch(compile_problem="/tmp does not run programs (mounted noexec)")
     assert status == "fail" and "/tmp does not run programs" in why and "--tmpfs /tmp:exec" in fix
-    status, why, fix = verdicts.scratch("u", "/", False, {})
+
+
+def test_scratch_warns_for_triton_and_a_home_that_cannot_be_written() -> None:
+    status, why, fix = _scratch(triton_problem="/.triton/cache (to be made in /) is not writable")
+    assert status == "warn" and "triton.jit" in why and "TRITON_CACHE_DIR" in fix
+    status, why, fix = _scratch(home="/", home_writable=False)
     assert status == "warn" and "HOME (/) is not writable" in why and "set HOME" in fix
+    assert "HOME (none)" in _scratch(home=None, home_writable=False)[1]
 
 
 def test_shm_warns_below_one_gib_with_the_fix() -> None:

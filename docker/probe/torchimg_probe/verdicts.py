@@ -76,38 +76,43 @@ def shm(size_bytes: int) -> tuple[str, str]:
 
 
 def scratch(
-    user: str | None, home: str, home_writable: bool, unusable: dict[str, str]
+    *,
+    user: str | None,
+    needs_user: bool,
+    compile_problem: str,
+    triton_problem: str,
+    home: str | None,
+    home_writable: bool,
 ) -> tuple[str, str, str]:
-    """('pass' | 'warn' | 'fail', why, fix): can this UID compile? torch.compile names its
-    cache folder after the user and loads the code it compiles from there, Triton from under
-    $HOME: no user name, or a folder where compiled code cannot be written or run (a noexec
-    tmpfs), stops the first compile. A home it cannot write stops torch.hub, Hugging Face and
-    Jupyter: a warning."""
+    """('pass' | 'warn' | 'fail', why, fix): can this UID compile? torch.compile names its cache
+    folder after the user (unless TORCHINDUCTOR_CACHE_DIR names one) and loads the code it
+    compiles from there: no user name, or a folder where code cannot be written or run (a
+    noexec tmpfs), stops the first compile. Triton's own cache (kernels written with
+    triton.jit) and a home that cannot be written (torch.hub, Hugging Face, Jupyter): warnings."""
     entrypoint = "start the container through the image's entrypoint"
     entrypoint += " (Kubernetes: the command as `args:`, not `command:`)"
-    if user is None:
+    if needs_user and user is None:
+        why = "this UID has no user name: torch.compile stops at its first call"
+        return "fail", why, f"{entrypoint}, or set USER (or TORCHINDUCTOR_CACHE_DIR)"
+    if compile_problem:
+        why = f"torch.compile's cache: {compile_problem}: torch.compile stops at its first call"
         return (
             "fail",
-            "this UID has no user name: torch.compile stops at its first call",
-            f"{entrypoint}, or set USER",
-        )
-    if unusable:
-        where = "; ".join(f"{what}: {why}" for what, why in sorted(unusable.items()))
-        return (
-            "fail",
-            f"compiled code cannot be written and run ({where}): torch.compile stops",
+            why,
             (
-                "a writable temporary folder that runs programs: docker run --tmpfs /tmp:exec (a tmpfs is "
-                "noexec by default); Kubernetes: an emptyDir on /tmp; or TORCHINDUCTOR_CACHE_DIR and "
-                "TRITON_CACHE_DIR on such a folder"
+                "a writable temporary folder that runs programs: docker run --tmpfs /tmp:exec (a tmpfs "
+                "is noexec by default); Kubernetes: an emptyDir on /tmp; or TORCHINDUCTOR_CACHE_DIR "
+                "on such a folder"
             ),
         )
+    if triton_problem:
+        why = f"Triton's cache: {triton_problem}: kernels written with triton.jit cannot be compiled"
+        return "warn", why, f"{entrypoint}: it gives any UID a home; or TRITON_CACHE_DIR on a writable folder"
     if not home_writable:
-        return (
-            "warn",
-            f"HOME ({home}) is not writable: torch.hub, Hugging Face and Jupyter cannot save there",
-            (f"{entrypoint}: it gives any UID a home; or set HOME to a writable folder"),
+        why = (
+            f"HOME ({home or 'none'}) is not writable: torch.hub, Hugging Face and Jupyter cannot save there"
         )
+        return "warn", why, f"{entrypoint}: it gives any UID a home; or set HOME to a writable folder"
     return "pass", f"user {user}, HOME {home} writable, compiled code can be written and run", ""
 
 
