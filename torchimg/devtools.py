@@ -50,9 +50,10 @@ def _gpu_flags() -> list[str]:
 
 
 def _user_flags(work: Path, created: bool) -> list[str]:
-    """Run as the host user, so files written to ./workspace belong to them (HOME in /tmp).
-    Root on the host keeps the image's non-root user (Jupyter refuses root) and gives it the
-    workspace folder when this call created it."""
+    """Run as the host user, so files written to ./workspace belong to them (HOME in /tmp),
+    in group 0, which may write the image's venv (`%pip install`). Root on the host keeps the
+    image's non-root user (Jupyter refuses root) and gives it the workspace folder when this
+    call created it."""
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
         if created:
@@ -60,7 +61,7 @@ def _user_flags(work: Path, created: bool) -> list[str]:
         elif work.stat().st_uid != IMAGE_UID:
             log.warning("%s is not owned by uid %d: the container may not write there", work, IMAGE_UID)
         return []
-    return [] if uid == IMAGE_UID else ["--user", f"{uid}:{gid}", "-e", "HOME=/tmp"]
+    return [] if uid == IMAGE_UID else ["--user", f"{uid}:{gid}", "--group-add", "0", "-e", "HOME=/tmp"]
 
 
 def _check_flavor(flavor: str) -> None:

@@ -53,6 +53,11 @@ def test_runs_as_a_non_root_user_in_workspace(runtime_image: record.Record) -> N
     uid, cwd, writable = out.split()
     assert uid != "0"
     assert (cwd, writable) == ("/workspace", "writable")
+    owners = engine.run(
+        runtime_image.image_id, ["stat", "-c", "%n %U:%g %a", "/opt", "/opt/venv", "/workspace"]
+    )
+    # the venv and the work folder: the image's user's, group 0 alike (OpenShift); /opt: root's
+    assert owners.splitlines() == ["/opt root:0 755", "/opt/venv pytorch:0 775", "/workspace pytorch:0 775"]
 
 
 def _wheel(folder: Path) -> str:
@@ -157,8 +162,8 @@ def test_the_doctor_fails_a_scratch_folder_where_compiled_code_cannot_run(
 ) -> None:
     """Docker mounts /dev/shm noexec, as `--tmpfs /tmp` is by default: torch.compile's cache
     there cannot load the code it compiles. The doctor fails it, with the fix."""
-    check = "from torchimg_probe import results, readiness"
-    check += "; c = results.Report('doctor').run('scratch', readiness.check_scratch)"
+    check = "from torchimg_probe import results, scratch"
+    check += "; c = results.Report('doctor').run('scratch', scratch.check)"
     script = f'PYTHONPATH=/opt/torchimg python -c "{check}; print(c.status, c.detail, c.fix)"'
     out = engine.run(runtime_image.image_id, ["sh", "-c", script])
     assert out.splitlines()[-1].startswith("pass user pytorch, HOME /home/pytorch writable"), out
@@ -196,6 +201,11 @@ def test_dev_flavor_adds_jupyter_on_top_of_runtime(
     assert len(dev_layers) > len(runtime_layers)
     out = py(dev_image.image_id, "import jupyterlab, pandas, sklearn, seaborn, tqdm; print('ok')")
     assert out == "ok"
+    settings = "/opt/venv/share/jupyter/lab/settings"
+    owners = engine.run(
+        dev_image.image_id, ["stat", "-c", "%U:%g %a", settings, f"{settings}/overrides.json"]
+    )
+    assert owners.split() == ["pytorch:0", "775", "pytorch:0", "664"]  # the user may add extensions' settings
     assert "8888/tcp" in engine.exposed_ports(dev_image.image_id)
     with pytest.raises(PipelineError, match="refusing to start Jupyter without authentication"):
         engine.run(dev_image.image_id, [], env={"JUPYTER_TOKEN": ""})

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from torchimg_probe import collectives, cuda_state, gpus, readiness
+from torchimg_probe import collectives, cuda_state, gpus, readiness, scratch
 from torchimg_probe.results import CannotCheckError, ConcernError, Report
 
 
@@ -62,7 +62,7 @@ CHECKS = (
     ("all_reduce bandwidth (torchrun)", check_all_reduce),
     ("host driver new enough", readiness.check_driver),
     ("/dev/shm size", readiness.check_shm),
-    ("user, home and compile scratch", readiness.check_scratch),
+    ("user, home and compile scratch", scratch.check),
     ("MIG", readiness.check_mig),
     ("ECC and row remapping", readiness.check_ecc),
     ("persistence and compute mode", readiness.check_modes),

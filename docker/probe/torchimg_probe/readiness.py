@@ -1,24 +1,18 @@
-"""Is this host ready for GPU work? Driver, /dev/shm, the container's user and scratch space,
-MIG, ECC, persistence, PCIe link and copy bandwidth, each with the fix. NVML (nvidia-ml-py)
+"""Is this host ready for GPU work? Driver, /dev/shm, MIG, ECC, persistence, PCIe link and
+copy bandwidth, each with the fix. NVML (nvidia-ml-py)
 reads the GPU's state; where the host or a MIG slice hides a value, the check says "not
 available" instead of guessing.
 """
 
-import getpass
 import os
-import pwd
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 from torchimg_probe import cuda_state, gpus, verdicts
-from torchimg_probe.results import BrokenError, CannotCheckError, ConcernError, expected
+from torchimg_probe.results import CannotCheckError, ConcernError, expected
 
 COPY_BYTES = 256 * 2**20
 
@@ -68,92 +62,6 @@ def check_shm() -> tuple[str, dict[str, Any]]:
             "docker run --shm-size=16g (or --ipc=host); Kubernetes: an emptyDir of medium Memory on /dev/shm",
         )
     return why, data
-
-
-def check_scratch() -> tuple[str, dict[str, Any]]:
-    """The user name, $HOME and the folders torch.compile and Triton write their compiled code
-    to and load it from, as this container was started (any UID, read-only root, a noexec
-    tmpfs). Nothing is created: a folder not there yet is judged by the one it would be made in."""
-    try:
-        user: str | None = getpass.getuser()
-    except (OSError, KeyError):
-        user = None
-    home = _home()
-    # inductor's own rule: $TORCHINDUCTOR_CACHE_DIR, else the temporary folder's
-    # torchinductor_<user> (which needs a user name). It also gives Triton a cache under it.
-    inductor = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or None
-    needs_user = inductor is None
-    if inductor is None and user is not None:
-        try:
-            inductor = default_cache_dir()
-        except OSError:  # no writable temporary folder at all
-            inductor = "/tmp"
-    # Triton's own rule, for kernels written with triton.jit: $TRITON_CACHE_DIR, else
-    # ${TRITON_HOME:-$HOME}/.triton/cache
-    triton_home = os.environ.get("TRITON_HOME") or home
-    triton = os.environ.get("TRITON_CACHE_DIR") or (
-        str(Path(triton_home) / ".triton" / "cache") if triton_home else None
-    )
-    compile_problem = _cannot_run_code_in(inductor) if inductor else ""
-    triton_problem = _cannot_run_code_in(triton) if triton else "no $HOME, $TRITON_HOME or $TRITON_CACHE_DIR"
-    home_writable = home is not None and os.access(home, os.W_OK)
-    status, why, fix = verdicts.scratch(
-        user=user,
-        needs_user=needs_user,
-        compile_problem=compile_problem,
-        triton_problem=triton_problem,
-        home=home,
-        home_writable=home_writable,
-    )
-    data: dict[str, Any] = {"uid": os.getuid(), "user": user, "home": home, "home_writable": home_writable}
-    data |= {"compile_cache": inductor, "triton_cache": triton}
-    data |= {"compile_problem": compile_problem, "triton_problem": triton_problem}
-    if status == "fail":
-        raise BrokenError(why, data, fix)
-    if status == "warn":
-        raise ConcernError(why, data, fix)
-    return why, data
-
-
-def _home() -> str | None:
-    """$HOME, else the passwd entry's; None for a UID without either (Path.home() raises)."""
-    if home := os.environ.get("HOME"):
-        return home
-    try:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    except KeyError:
-        return None
-
-
-def _cannot_run_code_in(folder: str) -> str:
-    """Why a program written to `folder` (or, when it is not there yet, to the folder it would
-    be made in) cannot be run; '' when it can. The test program is always removed."""
-    path = Path(folder)
-    if not path.is_absolute():
-        return f"{folder} is not an absolute path"
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    where = folder if existing == path else f"{folder} (to be made in {existing})"
-    if not existing.is_dir():
-        return f"{where}: {existing} is not a folder"
-    try:
-        handle, name = tempfile.mkstemp(dir=existing, prefix=".torchimg-exec-")
-    except OSError as exc:
-        return f"{where} is not writable ({exc.strerror or exc})"
-    program = Path(name)
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write("#!/bin/sh\nexit 0\n")
-        program.chmod(0o700)
-        subprocess.run([str(program)], check=True, capture_output=True, timeout=30)
-    except PermissionError:
-        return f"{where} does not run programs (mounted noexec)"
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{where}: a program written there did not run ({exc})"
-    finally:
-        program.unlink(missing_ok=True)
-    return ""
 
 
 @contextmanager
