@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import TEST_REPOSITORY, Canaries, Pipeline, remove_images
-from torchimg import image_inputs, layers
+from tests.integration.conftest import TEST_REPOSITORY, Canaries, Pipeline, build_small, remove_images
+from torchimg import image_inputs, layers, paths
 from torchimg.adapters import engine, gitinfo
 from torchimg.errors import PipelineError
 from torchimg.model import lockfile, record, variants
@@ -58,6 +58,26 @@ def test_runs_as_a_non_root_user_in_workspace(runtime_image: record.Record) -> N
     )
     # the venv and the work folder: the image's user's, group 0 alike (OpenShift); /opt: root's
     assert owners.splitlines() == ["/opt root:0 755", "/opt/venv pytorch:0 775", "/workspace pytorch:0 775"]
+
+
+def test_the_images_user_takes_uid_1000_from_a_base_that_holds_it(base: str | None, tmp_path: Path) -> None:
+    """Ubuntu 24.04 (and so NVIDIA's CUDA bases) has `ubuntu` as uid and gid 1000: it gives way
+    to `pytorch`, the uid the image declares (docker/image/add-user)."""
+    shutil.copy(paths.ROOT / "docker" / "image" / "add-user", tmp_path / "add-user")
+    image = build_small(
+        tmp_path,
+        f"FROM {base or variants.load().bases['debian-trixie'].image}\n"
+        "RUN useradd --uid 1000 --user-group --create-home ubuntu\n"
+        "RUN --mount=type=bind,source=add-user,target=/tmp/add-user sh /tmp/add-user\n",
+        "torchimg-test/add-user:1",
+    )
+    try:
+        out = engine.run(
+            image, ["sh", "-c", "getent passwd 1000; getent group 1000; id -u ubuntu || echo gone"]
+        )
+        assert out.splitlines() == ["pytorch:x:1000:1000::/home/pytorch:/bin/bash", "pytorch:x:1000:", "gone"]
+    finally:
+        remove_images(image)
 
 
 def _wheel(folder: Path) -> str:

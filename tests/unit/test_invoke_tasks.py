@@ -1,6 +1,9 @@
 """The invoke tasks' edges: a command's own exit status passes through, anything unclassified
 ends in one line with exit 3, and their inputs are checked before anything runs."""
 
+import os
+from pathlib import Path
+
 import invoke
 import pytest
 from invoke.context import Context
@@ -61,3 +64,22 @@ def test_a_source_date_epoch_that_is_not_a_time_is_named(value: str, monkeypatch
         gitinfo._source_date_epoch()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "")
     assert gitinfo._source_date_epoch() == 0
+
+
+def test_a_host_user_runs_in_group_0_which_may_write_the_images_venv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`inv shell` / `inv jupyter` as a host user other than root or 1000: their uid, group 0
+    added (the venv's group: `%pip install` works), HOME in /tmp."""
+    monkeypatch.setattr(os, "getuid", lambda: 4321)
+    monkeypatch.setattr(os, "getgid", lambda: 4321)
+    assert devtools._user_flags(tmp_path, created=False) == [
+        "--user",
+        "4321:4321",
+        "--group-add",
+        "0",
+        "-e",
+        "HOME=/tmp",
+    ]
+    monkeypatch.setattr(os, "getuid", lambda: devtools.IMAGE_UID)
+    assert devtools._user_flags(tmp_path, created=False) == []  # the image's own user

@@ -3,6 +3,8 @@ folders torch.compile and Triton would use without creating them, never passes a
 compiled code cannot be written, and never crashes on an odd environment."""
 
 import getpass
+import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -68,5 +70,43 @@ def test_a_home_that_cannot_be_written_warns(tmp_path: Path, monkeypatch: pytest
     cache = str(tmp_path / "inductor")
     status, detail, _ = _run(monkeypatch, HOME="/nonexistent-home", TORCHINDUCTOR_CACHE_DIR=cache)
     assert status == "warn" and "HOME (/nonexistent-home) is not writable" in detail
+    (tmp_path / "file").write_text("")
     status, detail, _ = _run(monkeypatch, HOME=str(tmp_path / "file"), TORCHINDUCTOR_CACHE_DIR=cache)
-    assert status == "warn", detail  # a file, not a folder
+    assert status == "warn" and "is not writable" in detail, detail  # a file, not a folder
+
+
+@pytest.mark.parametrize(("cuda", "status"), [(True, "fail"), (False, "warn")])
+def test_triton_cache_fails_where_torch_compile_uses_triton_and_warns_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuda: bool, status: str
+) -> None:
+    """With triton installed, a Triton cache that cannot be written stops torch.compile on the
+    GPU (Triton builds its launchers there); on a CPU build only triton.jit kernels."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "triton" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(scratch, "_torch_has_cuda", lambda: cuda)
+    cache = str(tmp_path / "inductor")
+    assert (
+        _run(monkeypatch, HOME=str(tmp_path), TORCHINDUCTOR_CACHE_DIR=cache, TRITON_CACHE_DIR=None)[0]
+        == "pass"
+    )
+    found, detail, data = _run(monkeypatch, TRITON_CACHE_DIR="", TRITON_HOME=None)
+    assert (found, data["triton_problem"]) == (status, "set but empty"), detail
+    (tmp_path / "file").write_text("")  # ${TRITON_HOME:-$HOME}/.triton/cache under a file
+    found, detail, _ = _run(monkeypatch, TRITON_CACHE_DIR=None, TRITON_HOME=str(tmp_path / "file"))
+    assert found == status and "Triton's cache" in detail and "is not a folder" in detail, detail
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root enters any folder: the unreachable case needs another user"
+)
+def test_a_folder_that_cannot_be_reached_is_named_not_raised(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0)
+    try:
+        assert "cannot be reached" in scratch._cannot_run_code_in(str(locked / "a" / "b"))
+    finally:
+        locked.chmod(0o700)

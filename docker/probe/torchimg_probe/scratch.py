@@ -41,12 +41,17 @@ def check() -> tuple[str, dict[str, Any]]:
     if triton is None and triton_home:
         triton = str(Path(triton_home, ".triton", "cache"))
     has_triton = importlib.util.find_spec("triton") is not None
-    compile_problem = _cannot_run_code_in(inductor) if inductor is not None else ""
+    compile_problem = ""
+    if inductor is not None and (problem := _cannot_run_code_in(inductor)):
+        compile_problem = f"torch.compile's cache: {problem}"
     triton_problem = ""
     if has_triton:
         triton_problem = _cannot_run_code_in(triton) if triton is not None else "no $HOME or $TRITON_HOME"
-    if triton_set is not None and triton_problem:  # torch.compile's own Triton kernels go there
-        compile_problem = compile_problem or f"TRITON_CACHE_DIR: {triton_problem}"
+    # On the GPU torch.compile compiles through Triton, which builds its launchers in its own
+    # cache (a home that cannot be written: "Permission denied: '/.triton'"); on the CPU it
+    # does not use Triton.
+    if triton_problem and _torch_has_cuda():
+        compile_problem = compile_problem or f"Triton's cache: {triton_problem}"
     home_writable = home is not None and _is_dir(Path(home)) and os.access(home, os.W_OK)
     status, why, fix = verdicts.scratch(
         user=user,
@@ -64,6 +69,14 @@ def check() -> tuple[str, dict[str, Any]]:
     if status == "warn":
         raise ConcernError(why, data, fix)
     return why, data
+
+
+def _torch_has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.version.cuda)
 
 
 def _default_compile_cache(user: str) -> str:

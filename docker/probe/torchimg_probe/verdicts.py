@@ -86,25 +86,27 @@ def scratch(
 ) -> tuple[str, str, str]:
     """('pass' | 'warn' | 'fail', why, fix): can this UID compile? torch.compile names its cache
     folder after the user (unless TORCHINDUCTOR_CACHE_DIR names one) and loads the code it
-    compiles from there: no user name, or a folder where code cannot be written or run (a
-    noexec tmpfs), stops the first compile. Triton's own cache (kernels written with
-    triton.jit) and a home that cannot be written (torch.hub, Hugging Face, Jupyter): warnings."""
+    compiles from there, and on the GPU Triton builds its launchers in its own cache: no user
+    name, or such a folder where code cannot be written or run (a noexec tmpfs), stops the
+    first compile (`compile_problem`). Triton's cache alone, where torch.compile does not use
+    Triton (a CPU build), and a home that cannot be written (torch.hub, Hugging Face, Jupyter):
+    warnings."""
     entrypoint = "start the container through the image's entrypoint"
     entrypoint += " (Kubernetes: the command as `args:`, not `command:`)"
     if needs_user and user is None:
         why = "this UID has no user name: torch.compile stops at its first call"
         return "fail", why, f"{entrypoint}, or set USER (or TORCHINDUCTOR_CACHE_DIR)"
     if compile_problem:
-        why = f"torch.compile's cache: {compile_problem}: torch.compile stops at its first call"
-        return (
-            "fail",
-            why,
-            (
-                "a writable temporary folder that runs programs: docker run --tmpfs /tmp:exec (a tmpfs "
-                "is noexec by default); Kubernetes: an emptyDir on /tmp; or TORCHINDUCTOR_CACHE_DIR "
-                "on such a folder"
-            ),
+        why = f"{compile_problem}: torch.compile stops at its first call"
+        if compile_problem.startswith("Triton's cache"):
+            home_fix = f"{entrypoint}: it gives any UID a home; or TRITON_CACHE_DIR on a writable folder"
+            return "fail", why, home_fix
+        scratch_fix = (
+            "a writable temporary folder that runs programs: docker run --tmpfs /tmp:exec (a tmpfs "
+            "is noexec by default); Kubernetes: an emptyDir on /tmp; or TORCHINDUCTOR_CACHE_DIR "
+            "on such a folder"
         )
+        return "fail", why, scratch_fix
     if triton_problem:
         why = f"Triton's cache: {triton_problem}: kernels written with triton.jit cannot be compiled"
         return "warn", why, f"{entrypoint}: it gives any UID a home; or TRITON_CACHE_DIR on a writable folder"
