@@ -278,7 +278,7 @@ def write_platform(image: str, platform: str, dest: Path) -> str:
     try:
         run.read()
         desc, manifest = run.manifest()
-        layers = {_blob_name(d["digest"]): int(d["size"]) for d in manifest["layers"]}
+        layers = _layer_sizes(manifest)
         config = str(manifest["config"]["digest"])
         _json_blob(run.small, config)
         run.keep_only(set(layers))
@@ -362,7 +362,7 @@ class _Pass:
             self.keep_only(set())
             self.wanted = set()
             return
-        wanted = {_blob_name(d["digest"]): int(d["size"]) for d in manifest["layers"]}
+        wanted = _layer_sizes(manifest)
         self.keep_only(set(wanted))
         self.check_room(sum(size for name, size in wanted.items() if name not in self.written))
         self.wanted = set(wanted)
@@ -395,6 +395,11 @@ class _Pass:
                 f"scan; {free / 1e9:.1f} GB are free",
                 "free disk there (`inv clean`), or point TORCHIMG_REPORTS at a disk with room",
             )
+
+
+def _layer_sizes(manifest: dict[str, Any]) -> dict[str, int]:
+    """A manifest's layers: blob path in the layout -> size."""
+    return {_blob_name(d["digest"]): int(d["size"]) for d in manifest["layers"]}
 
 
 def _copy(f: IO[bytes], path: Path) -> str:

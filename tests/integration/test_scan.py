@@ -115,6 +115,19 @@ def test_a_trivy_crash_after_its_db_line_is_a_failed_scan_no_flag_waives(
     assert refused is not None and "failed its scan gate" in refused.what
 
 
+def _report_edited(tmp_path: Path, edit: str) -> Path:
+    """A trivy that runs the real one, then runs `edit` (shell, `$out`: the report) on the
+    report of the scan that lists all packages."""
+    return _wrapper(
+        tmp_path,
+        'out=""; prev=""\n'
+        'for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
+        '"$REAL" "$@"; code=$?\n'
+        f'case " $* " in *" --list-all-pkgs "*)\n  {edit} ;;\nesac\n'
+        "exit $code\n",
+    )
+
+
 def test_a_truncated_report_is_a_failed_scan(
     pipeline: Pipeline,
     runtime_image: record.Record,
@@ -122,16 +135,7 @@ def test_a_truncated_report_is_a_failed_scan(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake = _wrapper(
-        tmp_path,
-        'out=""; prev=""\n'
-        'for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
-        '"$REAL" "$@"; code=$?\n'
-        'case " $* " in *" --list-all-pkgs "*)\n'
-        '  head -c 200 "$out" > "$out.part"; mv "$out.part" "$out" ;;\n'
-        "esac\n"
-        "exit $code\n",
-    )
+    fake = _report_edited(tmp_path, 'head -c 200 "$out" > "$out.part"; mv "$out.part" "$out"')
     monkeypatch.setenv("TORCHIMG_TRIVY", str(fake))
     with pytest.raises(ToolError, match=r"image\.json is empty, truncated or not JSON"):
         scan.scan(*pipeline.at("runtime", default_variant), scan.Options(allow_no_vuln_db=True))
@@ -148,16 +152,10 @@ def test_a_scan_that_breaks_on_an_odd_report_never_leaves_an_earlier_pass_standi
 ) -> None:
     """A report of schema 2 that trivy's own SBOM conversion accepts, with a null result: an
     error no adapter classifies; the record of this scan says failed, never the pass before it."""
-    fake = _wrapper(
+    fake = _report_edited(
         tmp_path,
-        'out=""; prev=""\n'
-        'for a in "$@"; do [ "$prev" = "-o" ] && out="$a"; prev="$a"; done\n'
-        '"$REAL" "$@"; code=$?\n'
-        'case " $* " in *" --list-all-pkgs "*)\n'
-        "  python3 -c \"import json,sys; d=json.load(open(sys.argv[1])); d['Results']=[None]; "
-        'json.dump(d, open(sys.argv[1], \'w\'))" "$out" ;;\n'
-        "esac\n"
-        "exit $code\n",
+        "python3 -c \"import json,sys; d=json.load(open(sys.argv[1])); d['Results']=[None]; "
+        'json.dump(d, open(sys.argv[1], \'w\'))" "$out"',
     )
     earlier = record.Scanned(ok=True, image_id=runtime_image.image_id, vulnerabilities="ran",
                              vuln_db=record.VulnDb(available=True, how="fresh"))  # fmt: skip

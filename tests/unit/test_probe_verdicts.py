@@ -51,6 +51,7 @@ def _scratch(**given: object) -> tuple[str, str, str]:
         "needs_user": True,
         "compile_problem": "",
         "triton_problem": "",
+        "triton_for_compile": False,
         "home": "/home/pytorch",
         "home_writable": True,
     }

@@ -158,7 +158,8 @@ _IMAGE_ID = re.compile(r"sha256:[0-9a-f]{64}")
 
 def _malformed(rec: "Record") -> str:
     """What the schema's types let through and later stages act on: the digests and
-    repositories pushed to (a digest CI signs), the build time tags are dated by."""
+    repositories pushed to (a digest CI signs), the build time tags are dated by, the flavor
+    and the image ID."""
     for name, section in (("stage", rec.stage), ("push", rec.push)):
         if section is None:
             continue
@@ -171,6 +172,11 @@ def _malformed(rec: "Record") -> str:
     epoch = rec.inputs.build_args.get("SOURCE_DATE_EPOCH", "")
     if not (epoch.isascii() and epoch.isdigit()) or int(epoch) > 253402300799:
         return f"inputs.build_args.SOURCE_DATE_EPOCH {epoch[:40]!r} is not a time in seconds"
+    if rec.flavor not in FLAVORS or not _IMAGE_ID.fullmatch(rec.image_id):
+        return (
+            f"flavor {rec.flavor!r}, image ID {rec.image_id[:80]!r}: a flavor is one of "
+            f"{', '.join(FLAVORS)}, an image ID sha256:<64 hex>"
+        )
     return ""
 
 
@@ -221,12 +227,6 @@ def load(file: Path) -> Record:
     if problem := _malformed(rec):
         raise PipelineError(
             f"{paths.shown(file)} is not a valid record ({problem})", _fix(variant, flavor, file)
-        )
-    if rec.flavor not in FLAVORS or not _IMAGE_ID.fullmatch(rec.image_id):
-        raise PipelineError(
-            f"{paths.shown(file)} is not a valid record (flavor {rec.flavor!r}, image ID "
-            f"{rec.image_id[:80]!r}: a flavor is one of {', '.join(FLAVORS)}, an image ID sha256:<64 hex>)",
-            _fix(variant, flavor, file),
         )
     if (rec.variant, rec.flavor) != (variant, flavor):
         raise PipelineError(

@@ -50,20 +50,21 @@ def check() -> tuple[str, dict[str, Any]]:
     # On the GPU torch.compile compiles through Triton, which builds its launchers in its own
     # cache (a home that cannot be written: "Permission denied: '/.triton'"); on the CPU it
     # does not use Triton.
-    if triton_problem and _torch_has_cuda():
-        compile_problem = compile_problem or f"Triton's cache: {triton_problem}"
+    triton_for_compile = has_triton and _torch_has_cuda()
     home_writable = home is not None and _is_dir(Path(home)) and os.access(home, os.W_OK)
     status, why, fix = verdicts.scratch(
         user=user,
         needs_user=needs_user,
         compile_problem=compile_problem,
         triton_problem=triton_problem,
+        triton_for_compile=triton_for_compile,
         home=home,
         home_writable=home_writable,
     )
     data: dict[str, Any] = {"uid": os.getuid(), "user": user, "home": home, "home_writable": home_writable}
     data |= {"compile_cache": inductor, "triton_cache": triton if has_triton else None}
     data |= {"compile_problem": compile_problem, "triton_problem": triton_problem}
+    data["triton_for_compile"] = triton_for_compile
     if status == "fail":
         raise BrokenError(why, data, fix)
     if status == "warn":

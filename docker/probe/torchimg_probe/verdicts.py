@@ -81,6 +81,7 @@ def scratch(
     needs_user: bool,
     compile_problem: str,
     triton_problem: str,
+    triton_for_compile: bool,
     home: str | None,
     home_writable: bool,
 ) -> tuple[str, str, str]:
@@ -88,9 +89,9 @@ def scratch(
     folder after the user (unless TORCHINDUCTOR_CACHE_DIR names one) and loads the code it
     compiles from there, and on the GPU Triton builds its launchers in its own cache: no user
     name, or such a folder where code cannot be written or run (a noexec tmpfs), stops the
-    first compile (`compile_problem`). Triton's cache alone, where torch.compile does not use
-    Triton (a CPU build), and a home that cannot be written (torch.hub, Hugging Face, Jupyter):
-    warnings."""
+    first compile (`compile_problem`; `triton_problem` with `triton_for_compile`). Triton's
+    cache alone, where torch.compile does not use Triton (a CPU build), and a home that cannot
+    be written (torch.hub, Hugging Face, Jupyter): warnings."""
     entrypoint = "start the container through the image's entrypoint"
     entrypoint += " (Kubernetes: the command as `args:`, not `command:`)"
     if needs_user and user is None:
@@ -98,9 +99,6 @@ def scratch(
         return "fail", why, f"{entrypoint}, or set USER (or TORCHINDUCTOR_CACHE_DIR)"
     if compile_problem:
         why = f"{compile_problem}: torch.compile stops at its first call"
-        if compile_problem.startswith("Triton's cache"):
-            home_fix = f"{entrypoint}: it gives any UID a home; or TRITON_CACHE_DIR on a writable folder"
-            return "fail", why, home_fix
         scratch_fix = (
             "a writable temporary folder that runs programs: docker run --tmpfs /tmp:exec (a tmpfs "
             "is noexec by default); Kubernetes: an emptyDir on /tmp; or TORCHINDUCTOR_CACHE_DIR "
@@ -108,8 +106,15 @@ def scratch(
         )
         return "fail", why, scratch_fix
     if triton_problem:
+        triton_fix = f"{entrypoint}: it gives any UID a home; or TRITON_CACHE_DIR on a writable folder"
+        if triton_for_compile:
+            return (
+                "fail",
+                f"Triton's cache: {triton_problem}: torch.compile stops at its first call",
+                triton_fix,
+            )
         why = f"Triton's cache: {triton_problem}: kernels written with triton.jit cannot be compiled"
-        return "warn", why, f"{entrypoint}: it gives any UID a home; or TRITON_CACHE_DIR on a writable folder"
+        return "warn", why, triton_fix
     if not home_writable:
         why = (
             f"HOME ({home or 'none'}) is not writable: torch.hub, Hugging Face and Jupyter cannot save there"
