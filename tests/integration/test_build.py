@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import shutil
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -175,6 +177,45 @@ def test_sigterm_reaches_the_command(runtime_image: record.Record) -> None:
         engine.run(runtime_image.image_id, ["python", "-c", stop_itself])
     pid1 = engine.run(runtime_image.image_id, ["cat", "/proc/1/cmdline"]).split("\0")
     assert pid1[0] == "/usr/bin/tini", pid1
+
+
+def test_a_running_container_can_be_looked_into(runtime_image: record.Record) -> None:
+    """ps, top and free are the first tools of anyone debugging a container (a stuck DataLoader
+    worker, memory); `ps -p 1 -o comm=` is also how docker-stacks' tests find tini."""
+    out = engine.run(runtime_image.image_id, ["sh", "-c", "ps -p 1 -o comm=; top -bn1 | head -1; free -m"])
+    comm, top, *free = out.splitlines()
+    assert comm.strip() == "tini", out
+    assert top.startswith("top - "), out
+    assert free[0].split()[:2] == ["total", "used"], out
+
+
+def test_healthy_within_seconds_of_the_start(runtime_image: record.Record) -> None:
+    """`docker compose up --wait` and `depends_on: service_healthy` wait for `healthy`: the first
+    check runs 2 s after the start (--start-interval), not after the 60 s interval."""
+    name = engine.new_container_name("torchimg-health")
+    docker = shutil.which("docker") or "docker"
+    started = subprocess.run(
+        [docker, "run", "-d", "--name", name, runtime_image.image_id, "sleep", "120"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        status = ""
+        for _ in range(40):  # the 60 s interval alone would take longer than these 40 s
+            status = subprocess.run(
+                [docker, "inspect", "-f", "{{.State.Health.Status}}", name],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            if status != "starting":
+                break
+            time.sleep(1)
+        assert status == "healthy"
+    finally:
+        engine.remove_container(name)
 
 
 def test_the_doctor_fails_a_scratch_folder_where_compiled_code_cannot_run(
