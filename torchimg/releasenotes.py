@@ -186,7 +186,7 @@ def _diff_lines(m: Manifest) -> list[str]:
     if d is None:
         return [head + (m.get("package_diff_note") or "package lists unavailable")]
     table = diff_table(d)
-    return [head, "", table] if table else [head + "no package changed version."]
+    return [head, "", table] if table else [head + "no Python package changed version."]
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -264,6 +264,10 @@ def markdown(m: Manifest) -> str:
         "## Package changes",
         "",
         *_diff_lines(m),
+        "",
+        "The Python packages are compared as locked. The Debian packages (the base's, and what the"
+        " Dockerfile installs with apt at the archive's current versions) are listed per platform"
+        " in the scan's SBOM (`sbom.cdx.json`).",
         "",
     ]
     return "\n".join(lines)

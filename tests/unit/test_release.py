@@ -93,6 +93,11 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
     assert has_row(text, "numpy", "2.3.4", "2.3.5")
     assert "(on a GPU)" in text
     assert "findings: 3 vulnerability (linux/amd64: 3 vulnerability; linux/arm64: 1 vulnerability);" in text
+    # the diff is the lockfiles': it must not read as if the apt-installed packages were compared
+    m["package_diff"] = {"added": {}, "removed": {}, "changed": {}}
+    text = releasenotes.markdown(m)
+    assert "no Python package changed version." in text and "no package changed" not in text
+    assert "Debian packages" in text and "sbom.cdx.json" in text
 
 
 def test_moving_tags_never_move_back_in_time() -> None:
