@@ -316,13 +316,11 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m torchimg", description=__doc__)
     p.add_argument(
         "--config",
-        type=Path,
         metavar="PATH",
         help="the variants file (default: variants.toml; $TORCHIMG_CONFIG)",
     )
     p.add_argument(
         "--reports",
-        type=Path,
         metavar="DIR",
         help="reports and records (default: reports/; $TORCHIMG_REPORTS)",
     )

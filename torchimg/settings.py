@@ -32,24 +32,31 @@ _FLAGS = {
 
 
 def resolve(name: str, flag: str | None, configured: str | None = None) -> tuple[str | None, str]:
-    """(value, where it came from): the flag, else $ENV (empty counts as unset), else variants.toml."""
-    if flag:
+    """(value, where it came from): the flag, else $ENV, else variants.toml. An empty or blank
+    variable counts as unset (CI fills unset ones with ''); an empty flag is refused: given as
+    `--repository "$TARGET"` with TARGET unset, it must not fall back to somewhere else."""
+    if flag is not None:
+        if not flag.strip():
+            raise PipelineError(
+                f"{_FLAGS[name]} is empty",
+                f"give {_FLAGS[name]} a value, or leave it out to use ${ENV[name]} or the default",
+            )
         return flag, _FLAGS[name]
-    if env := os.environ.get(ENV[name]):
+    if (env := os.environ.get(ENV[name], "")).strip():
         return env, f"${ENV[name]}"
     return (configured, f"variants.toml {name}") if configured else (None, "")
 
 
-def config_file(flag: Path | None) -> Path:
-    value, _ = resolve("config", str(flag) if flag else None)
+def config_file(flag: str | None) -> Path:
+    value, _ = resolve("config", flag)
     return Path(value) if value else paths.VARIANTS_FILE
 
 
-def reports_dir(flag: Path | None) -> Path:
+def reports_dir(flag: str | None) -> Path:
     """Reports and per-image records (tests give a temp folder). Checked before any stage
     runs: a path that cannot become a writable folder would fail only after a build had
     tagged its image, leaving an image without its record."""
-    value, source = resolve("reports", str(flag) if flag else None)
+    value, source = resolve("reports", flag)
     folder = Path(value).absolute() if value else paths.ROOT / "reports"  # tools run from the root
     where = f"{source} {folder}" if source else f"the reports folder {folder}"
     fix = f"point {source or '$TORCHIMG_REPORTS'} at a folder this user can write"

@@ -3,6 +3,7 @@ the real trivy made to fail in the ways that once let the gate pass."""
 
 import datetime
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -258,11 +259,37 @@ def test_each_platform_of_an_index_is_scanned_and_a_secret_in_one_only_blocks(tm
         remove_images(tag)
 
 
-def test_missing_trivy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCHIMG_TRIVY", "/nonexistent/trivy")
+def test_missing_trivy_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A $TORCHIMG_TRIVY naming no program is a setting to fix (exit 2); no trivy, a tool missing."""
+    for named in ("/nonexistent/trivy", "/etc/passwd", str(tmp_path)):
+        monkeypatch.setenv("TORCHIMG_TRIVY", named)
+        with pytest.raises(PipelineError, match="is not an executable file") as bad:
+            trivy.binary()
+        assert bad.value.exit_code == 2 and "point $TORCHIMG_TRIVY" in str(bad.value)
+    monkeypatch.setenv("TORCHIMG_TRIVY", "")
+    monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolError, match="trivy not found") as exc:
         trivy.binary()
-    assert "install it the official way" in str(exc.value)
+    assert "install it the official way" in str(exc.value) and exc.value.exit_code == TOOL_FAILED
+
+
+def test_no_trivy_leaves_the_records_last_scan_as_it_was(
+    pipeline: Pipeline,
+    runtime_image: record.Record,
+    default_variant: variants.Variant,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Without trivy nothing was scanned: an earlier verdict is neither replaced nor touched."""
+    before = pipeline.store.path(default_variant.name, "runtime").read_bytes()
+    docker = shutil.which("docker")
+    assert docker is not None
+    (tmp_path / "docker").symlink_to(docker)  # a PATH with the engine's client and no trivy
+    monkeypatch.setenv("TORCHIMG_TRIVY", "")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolError, match="trivy not found"):
+        scan.scan(*pipeline.at("runtime", default_variant), scan.Options())
+    assert pipeline.store.path(default_variant.name, "runtime").read_bytes() == before
 
 
 def test_lint_config_passes_on_a_report_only_never_on_an_exit_status(

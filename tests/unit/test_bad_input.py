@@ -5,6 +5,7 @@ reached the engine before its input was checked, it would end with exit 3 ("the 
 Engine does not answer") instead.
 """
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,23 @@ def _nothing(root: Path) -> None:
     pass
 
 
+def _loop(name: str) -> Edit:
+    def edit(root: Path) -> None:
+        (root / name).symlink_to(root / name)
+
+    return edit
+
+
+def _fifo(name: str) -> Edit:
+    """A named pipe: reading it would wait for a writer forever."""
+
+    def edit(root: Path) -> None:
+        (root / name).unlink(missing_ok=True)
+        os.mkfifo(root / name)
+
+    return edit
+
+
 def _append(text: str) -> Edit:
     def edit(root: Path) -> None:
         with (root / "variants.toml").open("a") as f:
@@ -107,6 +125,12 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      "--repository"),
     ("cache-repository", _nothing, ["build", "--cache-repository", "cache@sha256:12"], "--cache-repository"),
     ("base-reference", _nothing, ["build", "--base", "UPPER/debian:trixie"], "--base"),
+    # an empty flag ("$TARGET" unset) never falls back to the environment or variants.toml
+    ("repository-empty", _nothing, ["push", "--repository", ""], "--repository is empty"),
+    ("staging-blank", _nothing, ["stage", "--staging", "  "], "--staging is empty"),
+    ("base-empty", _nothing, ["build", "--base", ""], "--base is empty"),
+    ("builder-empty", _nothing, ["build", "--builder", ""], "--builder is empty"),
+    ("cache-repository-empty", _nothing, ["build", "--cache-repository", ""], "--cache-repository is empty"),
     ("threshold-negative", _nothing, ["test", "--threshold=-1"], "--threshold"),
     ("threshold-above-one", _nothing, ["test", "--threshold", "5"], "--threshold"),
     ("threshold-nan", _nothing, ["test", "--threshold", "nan"], "--threshold"),
@@ -202,6 +226,13 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("allowlist-typo", _nothing, ["scan", "--allowlist", "{root}/scan-alowlist.toml"], "no such file"),
     ("ca-bundle-not-pem", _write("ca.pem", b"junk\n"), ["build", "--ca-bundle", "{root}/ca.pem"],
      "is not a CA bundle"),
+    ("allowlist-symlink-loop", _loop("allow.toml"), ["scan", "--allowlist", "{root}/allow.toml"],
+     "--allowlist"),
+    ("allowlist-fifo", _fifo("allow.toml"), ["scan", "--allowlist", "{root}/allow.toml"],
+     "not a regular file"),
+    ("variants-fifo", _fifo("variants.toml"), ["matrix"], "not a regular file"),
+    ("variants-too-large", _write("variants.toml", b"# " + b"x" * 2**20 + b"\n"), ["matrix"],
+     "larger than 1 MiB"),
 ]  # fmt: skip
 
 
@@ -255,7 +286,7 @@ def test_an_empty_environment_variable_counts_as_unset(
 ) -> None:
     """CI exports unset repository variables as empty strings: they must mean the default."""
     monkeypatch.setenv("TORCHIMG_REPOSITORY", "")
-    monkeypatch.setenv("TORCHIMG_CACHE", "")
+    monkeypatch.setenv("TORCHIMG_CACHE", " ")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
     assert cli.main(["--config", str(root / "variants.toml"), "--reports", str(root / "r"), "build"]) == 3
     assert "the Docker Engine does not answer" in capsys.readouterr().err
@@ -327,3 +358,34 @@ def test_an_option_given_twice_with_two_values_is_refused(
     with pytest.raises(SystemExit):
         cli.main(["--config", str(root / "variants.toml"), "push", "--forc"])  # no abbreviations
     assert "unrecognized arguments: --forc" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--reports", "--config"])
+def test_an_empty_global_path_is_refused_not_read_as_the_current_folder(
+    root: Path, flag: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    monkeypatch.chdir(root)
+    other = "--config" if flag == "--reports" else "--reports"
+    value = str(root / ("variants.toml" if other == "--config" else "reports"))
+    assert cli.main([other, value, flag, "", "summary"]) == 2
+    assert f"{flag} is empty" in capsys.readouterr().err
+    assert not (root / "records").exists()
+
+
+def test_a_device_as_the_variants_file_is_refused_not_read_forever(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["--config", "/dev/zero", "matrix"]) == 2
+    assert "/dev/zero: cannot be read as the variants file (not a regular file)" in capsys.readouterr().err
+
+
+def test_a_named_pipe_among_the_records_is_named_not_waited_on(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = root / "reports" / "records"
+    records.mkdir(parents=True)
+    os.mkfifo(records / f"{VARIANT}-runtime.json")
+    argv = ["--config", str(root / "variants.toml"), "--reports", str(root / "reports"), "summary"]
+    assert cli.main(argv) == 2
+    assert "not a regular file" in capsys.readouterr().err

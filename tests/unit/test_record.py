@@ -103,6 +103,7 @@ def test_a_record_with_an_unknown_flavor_or_a_malformed_image_id_is_refused(
         ("push", "repository", "Evil Repo", "push.repository"),
         ("stage", "digest", "sha256:abc", "stage.digest"),
         ("build_args", "SOURCE_DATE_EPOCH", "abc", "SOURCE_DATE_EPOCH"),
+        ("build_args", "SOURCE_DATE_EPOCH", "9" * 5000, "SOURCE_DATE_EPOCH"),  # past int()'s digit limit
     ],
 )
 def test_what_later_stages_act_on_is_checked_when_a_record_is_read(

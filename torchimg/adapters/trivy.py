@@ -56,15 +56,22 @@ class TrivyOptions:
 
 
 def binary() -> Path:
-    """The trivy binary: $TORCHIMG_TRIVY, else `trivy` on PATH."""
-    path = os.environ.get(TRIVY_ENV) or shutil.which("trivy")
+    """The trivy binary: $TORCHIMG_TRIVY, else `trivy` on PATH. A $TORCHIMG_TRIVY that names no
+    program is a setting to correct (exit 2); no trivy at all is a tool missing (exit 3)."""
+    named = os.environ.get(TRIVY_ENV, "").strip()
+    path = named or shutil.which("trivy")
     try:
-        found = bool(path) and Path(str(path)).is_file()
+        found = bool(path) and Path(str(path)).is_file() and os.access(str(path), os.X_OK)
     except OSError:  # a name too long, a loop
         found = False
+    if named and not found:
+        raise PipelineError(
+            f"${TRIVY_ENV}={named!r} is not an executable file",
+            "point $TORCHIMG_TRIVY at trivy's binary, or unset it to use the trivy on PATH",
+        )
     if not path or not found:
         raise ToolError(
-            f"trivy not found ({'$' + TRIVY_ENV + '=' + path if path else 'not on PATH'})",
+            "trivy not found (not on PATH)",
             "install it the official way (https://trivy.dev/latest/getting-started/installation/: "
             "apt, rpm, brew or the release binary), or point $TORCHIMG_TRIVY at its binary",
         )

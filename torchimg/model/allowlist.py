@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchimg import paths
+from torchimg import paths, userfiles
 from torchimg.errors import PipelineError
 
 KINDS = ("vulnerability", "secret", "misconfiguration")
@@ -42,7 +42,7 @@ class Allow:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
+        return tomllib.loads(userfiles.read(path, 2**20).decode("utf-8"))
     except UnicodeDecodeError:
         raise PipelineError(f"{path}: not UTF-8 text", f"save {path.name} as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
@@ -108,9 +108,10 @@ def load(path: Path, today: datetime.date) -> list[Allow]:
     (nothing accepted); a path given that does not exist is a typo, not an empty list."""
     try:
         missing = not path.exists() and path.resolve() != path.resolve().parent  # '' is a folder
-    except OSError as exc:  # a name too long, a loop
+    except (OSError, RuntimeError) as exc:  # a name too long; a loop (RuntimeError before Python 3.13)
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise PipelineError(
-            f"--allowlist {str(path)[:200]}: {exc.strerror}", "fix the path given as --allowlist"
+            f"--allowlist {str(path)[:200]}: {why}", "fix the path given as --allowlist"
         ) from None
     if missing:
         if path.resolve() == DEFAULT.resolve():

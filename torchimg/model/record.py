@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from torchimg import paths
+from torchimg import paths, userfiles
 from torchimg.errors import PipelineError
 from torchimg.model import references
 from torchimg.model.variants import FLAVORS
@@ -170,7 +170,7 @@ def _malformed(rec: "Record") -> str:
         except PipelineError as exc:
             return exc.what
     epoch = rec.inputs.build_args.get("SOURCE_DATE_EPOCH", "")
-    if not (epoch.isascii() and epoch.isdigit()) or int(epoch) > 253402300799:
+    if not (epoch.isascii() and epoch.isdigit() and len(epoch) <= 12) or int(epoch) > 253402300799:
         return f"inputs.build_args.SOURCE_DATE_EPOCH {epoch[:40]!r} is not a time in seconds"
     if rec.flavor not in FLAVORS or not _IMAGE_ID.fullmatch(rec.image_id):
         return (
@@ -191,7 +191,7 @@ def load(file: Path) -> Record:
     """Parse one record file; anything else than a record of this schema is a clear error."""
     variant, _, flavor = file.stem.rpartition("-")
     try:
-        data = json.loads(file.read_bytes())
+        data = json.loads(userfiles.read(file, 64 * 2**20))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PipelineError(
             f"{paths.shown(file)} is not a readable record (empty, truncated or not JSON: {exc})",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchimg import paths
+from torchimg import paths, userfiles
 from torchimg.errors import PipelineError
 from torchimg.model import references, torch_builds
 
@@ -260,7 +260,7 @@ def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
 def load(src: Path = paths.VARIANTS_FILE) -> Config:
     """Read and validate variants.toml; every problem is a PipelineError naming the entry."""
     try:
-        data = tomllib.loads(src.read_bytes().decode("utf-8"))
+        data = tomllib.loads(userfiles.read(src, 2**20).decode("utf-8"))
     except FileNotFoundError:
         raise PipelineError(
             f"{src}: no such file",

@@ -113,6 +113,7 @@ def options(args: argparse.Namespace, settings: Settings) -> Options:
 
 
 def run(selection: Selection, opts: Options) -> StageResult:
+    trivy.binary()  # no trivy: said once, after the input checks and before any image is pulled
     return each_image("scan", selection, lambda image: scan(selection, image, opts))
 
 
@@ -123,6 +124,7 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
     out = selection.folder(image)
     store, policy = selection.store, opts.policy_fingerprint()
     db = record.VulnDb(available=False, how="not decided: the scan failed before")
+    trivy.binary()  # a missing trivy is no scan: the record's last one stays as it was
     try:
         db = trivy.vuln_db(opts.scanner)
         trivy.remove_reports(out)  # none of an earlier scan (another platform set) may stay listed
