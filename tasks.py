@@ -7,6 +7,8 @@ from invoke.tasks import task
 from torchimg import devtools, paths
 from torchimg.adapters import local_registry
 
+devtools.bad_task_arguments_exit_2()
+
 
 @task(name="registry", help={"action": "up, down or status", "address": "host:port (default localhost:5000)"})
 def registry_(c: Context, action: str, address: str = local_registry.LOCAL) -> None:

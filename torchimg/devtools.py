@@ -9,8 +9,10 @@ import shutil
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import invoke
+from invoke.program import Program
 
 from torchimg import output, paths, probe_results, settings, summary
 from torchimg.adapters import engine, local_registry
@@ -42,6 +44,28 @@ def user_errors() -> Iterator[None]:
         error = unclassified(exc)
         log.error("%s", error)
         raise SystemExit(error.exit_code) from None
+
+
+def bad_task_arguments_exit_2() -> None:
+    """invoke ends a command line it cannot parse (an unknown task or option, a missing or
+    malformed value) with status 1, which here says "a gate refused": make it 2, bad input, as
+    for every other command of the project. Called when tasks.py is loaded, which invoke does
+    before it parses the tasks' arguments (its own options, before that, keep invoke's 1)."""
+    for step in ("parse_tasks", "parse_cleanup"):
+        original = getattr(Program, step)
+        if getattr(original, "exit_2", False):
+            continue
+
+        def parsed(self: Program, original: Any = original) -> None:
+            try:
+                original(self)
+            except invoke.exceptions.ParseError as exc:
+                raise invoke.exceptions.Exit(
+                    f"{exc} (inv --list shows the tasks, inv --help TASK their options)", code=2
+                ) from None
+
+        parsed.exit_2 = True  # type: ignore[attr-defined]
+        setattr(Program, step, parsed)
 
 
 def _gpu_flags() -> list[str]:

@@ -83,3 +83,28 @@ def test_a_host_user_runs_in_group_0_which_may_write_the_images_venv(
     ]
     monkeypatch.setattr(os, "getuid", lambda: devtools.IMAGE_UID)
     assert devtools._user_flags(tmp_path, created=False) == []  # the image's own user
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["clean", "--bogus"], "No idea what '--bogus' is!"),
+        (["nosuchtask"], "No idea what 'nosuchtask' is!"),
+        (["registry"], "did not receive required positional arguments: 'action'"),
+        (["shell", "--run"], "needed value and was not given one"),
+    ],
+)
+def test_a_task_command_line_invoke_cannot_parse_is_bad_input(
+    argv: list[str], says: str, tmp_path: Path
+) -> None:
+    """invoke's own answer would be 1, which here means a gate refused."""
+    import subprocess
+    import sys
+
+    inv = Path(sys.executable).parent / "inv"
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-such-docker.sock"}
+    done = subprocess.run(
+        [str(inv), *argv], cwd=Path(devtools.__file__).parents[1], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "inv --list" in done.stderr and "Traceback" not in done.stderr
