@@ -77,6 +77,20 @@ def reports_dir(flag: str | None) -> Path:
         problem = f"cannot be reached ({exc.strerror or exc})"
     if problem:
         raise PipelineError(f"{where}: {existing} {problem}", fix)
+    records = folder / "records"  # where every stage writes: a build must not tag, then fail here
+    try:
+        if records.is_symlink() or records.exists():
+            problem = (
+                "is not a folder (or a link to none)"
+                if not records.is_dir()
+                else "is not writable by this user"
+                if not os.access(records, os.W_OK | os.X_OK)
+                else ""
+            )
+    except OSError as exc:
+        problem = f"cannot be reached ({exc.strerror or exc})"
+    if problem:
+        raise PipelineError(f"{where}: {records} {problem}", f"remove or repair {records}")
     return folder
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from torchimg import output
 from torchimg.adapters import engine
+from torchimg.errors import ToolError
 from torchimg.model import record
 
 _STAGES = record.STAGES
@@ -32,14 +33,27 @@ def best_matmul(bench: dict[str, Any]) -> str:
     return f"{max(values)} {bench.get('unit', '')} ({bench.get('device', '?')})" if values else "-"
 
 
+def _current(tag: str, image_id: str, engine_answers: list[bool]) -> bool | None:
+    """Whether the tag still names the recorded image; None when the engine does not answer
+    (CI writes this table after a failure too, the engine's possibly among them)."""
+    if not engine_answers[0]:
+        return None
+    try:
+        return engine.image_id(tag) == image_id
+    except ToolError:
+        engine_answers[0] = False
+        return None
+
+
 def rows(store: record.Store) -> list[dict[str, Any]]:
     out = []
+    engine_answers = [True]
     for rec in store.every():
         out.append(
             {
                 "image": rec.tags[0],
                 "id": rec.image_id[7:19],
-                "current": engine.image_id(rec.tags[0]) == rec.image_id,
+                "current": _current(rec.tags[0], rec.image_id, engine_answers),
                 **{s: state(rec, s) for s in _STAGES},
                 **(
                     {"test": f"ok, {len(rec.test.warnings)} warning(s)"}
@@ -62,7 +76,7 @@ def table(store: record.Store, markdown: bool = False) -> str:
     cells = [
         [
             f"`{r['image']}`" if markdown else r["image"],
-            r["id"] + ("" if r["current"] else " (tag moved)"),
+            r["id"] + {True: "", False: " (tag moved)", None: " (engine not reached)"}[r["current"]],
             *(r[s] for s in _STAGES),
             r["bench"],
             r["vulnerabilities"],

@@ -389,3 +389,56 @@ def test_a_named_pipe_among_the_records_is_named_not_waited_on(
     argv = ["--config", str(root / "variants.toml"), "--reports", str(root / "reports"), "summary"]
     assert cli.main(argv) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_a_records_folder_that_is_a_loop_is_refused_before_any_stage(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Else `summary` said "no image built yet", and a build tagged its image, then failed to
+    write the record."""
+    records = root / "reports" / "records"
+    records.parent.mkdir()
+    records.symlink_to(records)
+    argv = ["--config", str(root / "variants.toml"), "--reports", str(root / "reports"), "summary"]
+    assert cli.main(argv) == 2
+    assert f"{records} is not a folder" in capsys.readouterr().err
+
+
+def test_a_file_where_an_images_reports_folder_goes_is_named(root: Path) -> None:
+    from torchimg.errors import PipelineError
+    from torchimg.model import variants
+    from torchimg.stages import Image, Selection
+
+    config = variants.load(root / "variants.toml")
+    image = Image(config.variant(VARIANT), "runtime")
+    (root / "reports").mkdir()
+    (root / "reports" / f"{VARIANT}-runtime").write_text("")
+    with pytest.raises(PipelineError, match="cannot make the reports folder") as exc:
+        Selection(config, (image,), root / "reports").folder(image)
+    assert exc.value.exit_code == 2
+
+
+def test_the_summary_is_written_when_the_engine_does_not_answer(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CI writes it after a failure too: the records say how far each image got."""
+    from tests.factories import a_record
+    from torchimg.model import record
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    record.Store(root / "reports").write(a_record())
+    argv = ["--config", str(root / "variants.toml"), "--reports", str(root / "reports"), "summary"]
+    assert cli.main(argv) == 0
+    assert "(engine not reached)" in capsys.readouterr().out
+
+
+def test_a_pull_with_no_engine_says_the_engine_not_the_registry(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchimg.adapters import engine
+    from torchimg.errors import ToolError
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    with pytest.raises(ToolError, match="the Docker Engine does not answer") as exc:
+        engine.pull("localhost:5000/pytorch@sha256:" + "a" * 64)
+    assert "docker login" not in str(exc.value)

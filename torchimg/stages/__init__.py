@@ -61,7 +61,13 @@ class Selection:
     def folder(self, image: Image) -> Path:
         """reports/<variant>-<flavor>/: the stage outputs of one image."""
         out = self.reports / f"{image.variant.name}-{image.flavor}"
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file of that name, a broken link, no permission
+            raise PipelineError(
+                f"cannot make the reports folder {out} ({exc.strerror or exc})",
+                f"remove or rename what is at {out}, or choose another --reports / $TORCHIMG_REPORTS",
+            ) from None
         return out
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import cast
 
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
-from torchimg.adapters.engine.images import image_id, tag, untag
+from torchimg.adapters.engine.images import image_id, preflight, tag, untag
 from torchimg.errors import ToolError
 
 _NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest")
@@ -71,6 +71,7 @@ def pull(ref: str, platform: str | None = None) -> str:
             line = chunk.decode(errors="replace")
             print(line, end="" if line.endswith("\n") else "\n", file=sys.stderr, flush=True)
     except DockerException as exc:
+        preflight(buildx=False)  # the engine itself not answering is said as such, with its fix
         raise ToolError(
             f"cannot pull {ref} ({first_line(exc)})",
             "check that the registry answers and that `docker login` has credentials for it",
