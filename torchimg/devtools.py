@@ -268,6 +268,11 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
     reports = settings.reports_dir(None)
     if image:
         references.image(image, "--image")
+        if variant_name or flavor != "runtime":
+            raise PipelineError(
+                "--image names the image itself: --variant and --flavor would be ignored",
+                "give either --image REF or --variant/--flavor",
+            )
     else:
         config = variants.load(settings.config_file(None))
         variant = config.variant(variant_name or config.default)

@@ -108,3 +108,15 @@ def test_a_task_command_line_invoke_cannot_parse_is_bad_input(
     )
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and "inv --list" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("variant", "flavor"), [("nope", "runtime"), ("", "dev")])
+def test_doctor_refuses_a_variant_or_flavor_beside_an_image(
+    variant: str, flavor: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """--image names the image: a --variant or --flavor beside it would be silently ignored."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
+    monkeypatch.setenv("TORCHIMG_REPORTS", str(tmp_path / "reports"))
+    with pytest.raises(PipelineError, match="--image names the image itself") as exc:
+        devtools.doctor(variant, flavor, "localhost:5000/pytorch:2.9.1-cu128-runtime")
+    assert exc.value.exit_code == 2
