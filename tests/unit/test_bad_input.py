@@ -125,6 +125,13 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      "--repository"),
     ("cache-repository", _nothing, ["build", "--cache-repository", "cache@sha256:12"], "--cache-repository"),
     ("base-reference", _nothing, ["build", "--base", "UPPER/debian:trixie"], "--base"),
+    ("base-port-out-of-range", _nothing, ["build", "--base", "localhost:99999/debian:trixie"], "--base"),
+    ("repository-port-zero", _nothing, ["push", "--repository", "localhost:0/pytorch"], "--repository"),
+    ("base-key-with-a-pipe",
+     _variants("[bases.debian-trixie]", '[bases."a|b"]\nimage = "x"\n\n[bases.debian-trixie]'),
+     ["matrix"], "is not a plain name"),
+    ("base-python-absurd", _variants('python = "3.13"', 'python = "3.99999999999999999999"'), ["matrix"],
+     "is not a minor version"),
     # an empty flag ("$TARGET" unset) never falls back to the environment or variants.toml
     ("repository-empty", _nothing, ["push", "--repository", ""], "--repository is empty"),
     ("staging-blank", _nothing, ["stage", "--staging", "  "], "--staging is empty"),

@@ -11,7 +11,8 @@ DIGEST = "sha256:" + "d7e12182" * 8
 @pytest.mark.parametrize(
     "ref",
     ["pytorch", "localhost:5000/pytorch", "ghcr.io/org/team/pytorch", "127.0.0.1:5000/a_b/c-d.e",
-     "[::1]:5000/pytorch", "registry.example.com:443/ml/pytorch"],
+     "[::1]:5000/pytorch", "registry.example.com:443/ml/pytorch", "[::1]/pytorch", "localhost:65535/pytorch",
+     "localhost:1/pytorch"],
 )  # fmt: skip
 def test_valid_repositories(ref: str) -> None:
     assert references.repository(ref, "--repository") == ref
@@ -20,7 +21,8 @@ def test_valid_repositories(ref: str) -> None:
 @pytest.mark.parametrize(
     "ref",
     ["Localhost:5000/PyTorch", "localhost:abc/pytorch", "localhost:5000/a..b", "pytorch:latest",
-     f"pytorch@{DIGEST}", "UPPER/pytorch", "", "a/", "/a", "a b", "-a/b", "a" * 256],
+     f"pytorch@{DIGEST}", "UPPER/pytorch", "", "a/", "/a", "a b", "-a/b", "a" * 256,
+     "localhost:0/pytorch", "localhost:65536/pytorch", "[::1]:99999/pytorch", "host.example:0000000005000/x"],
 )  # fmt: skip
 def test_invalid_repositories(ref: str) -> None:
     with pytest.raises(PipelineError, match="--repository"):

@@ -37,6 +37,9 @@ def _valid_name(name: str) -> bool:
     is `localhost`; otherwise it is a path component, which must be lowercase."""
     first, _, rest = name.partition("/")
     is_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    port = re.search(r":([0-9]+)$", first) if is_host and not first.endswith("]") else None
+    if port and not (len(port[1]) <= 5 and 1 <= int(port[1]) <= 65535):
+        return False  # not a TCP port: Docker would refuse it only when it tries to connect
     return len(name) <= _MAX_NAME and (is_host or name == name.lower())
 
 

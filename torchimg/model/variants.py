@@ -140,6 +140,12 @@ def _table(value: Any, where: str) -> dict[str, Any]:
 
 def _base(key: str, value: Any, src: Path) -> Base:
     where = f"{src.name} [bases.{key}]"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", key):
+        raise PipelineError(
+            f"{src.name}: base name {key[:80]!r} is not a plain name (it appears in tables, the "
+            "refresh's pull request and its branch name)",
+            "use letters, digits, '.', '_' and '-', e.g. [bases.debian-trixie]",
+        )
     table = _table(value, where)
     _no_unknown(table, {"image", "python"}, where)
     image = _field(table, "image", where)
@@ -151,7 +157,7 @@ def _base(key: str, value: Any, src: Path) -> Base:
         )
     references.image(image, f"{where} image")
     python = _field(table, "python", where)
-    if not re.fullmatch(r"3\.[0-9]+", python):
+    if not re.fullmatch(r"3\.[0-9]{1,2}", python):
         raise PipelineError(f"{where}: python {python!r} is not a minor version", 'e.g. python = "3.13"')
     return Base(key=key, image=image, python=python)
 
