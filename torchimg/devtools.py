@@ -147,7 +147,7 @@ def _repositories() -> set[str]:
     for repo in list(repos):
         repos.add(f"{repo}-staging")
     repos.update(r for r in (config.staging, os.environ.get("TORCHIMG_STAGING")) if r)
-    for rec in _store().every(pass_over_bad=True):
+    for rec in _store().every():
         repos.update(tag.rsplit(":", 1)[0] for tag in rec.tags)
         if rec.stage is not None:
             repos.add(rec.stage.repository)
@@ -174,7 +174,7 @@ def remove_recorded_images() -> list[str]:
     digest pulled by `--staged`. A CI job on an engine other jobs share removes its own images,
     never an image another job is about to stage or test."""
     removed = []
-    for rec in _store().every(pass_over_bad=True):
+    for rec in _store().every():
         staged = rec.staged()
         for ref in [*rec.tags, *([staged.by_digest] if staged else [])]:
             if engine.image_id(ref) is not None:

@@ -286,10 +286,9 @@ class Store:
         file = self.path(variant, flavor)
         return load(file) if file.exists() else None
 
-    def every(self, pass_over_bad: bool = False) -> list[Record]:
+    def every(self) -> list[Record]:
         """Every record in the folder, in name order: `<variant>-<flavor>.json` files. Anything
-        else there (a note, a backup) is passed over with a warning, not read as a record.
-        `pass_over_bad`: a damaged record too (cleaning up must not stop at what it removes)."""
+        else there (a note, a backup) is passed over with a warning, not read as a record."""
         found = []
         for p in sorted(self.folder.glob("*.json")):
             if p.name.startswith("."):
@@ -299,12 +298,7 @@ class Store:
                     "%s is not a record's name (<variant>-<flavor>.json): passed over", paths.shown(p)
                 )
                 continue
-            try:
-                found.append(load(p))
-            except PipelineError as exc:
-                if not pass_over_bad:
-                    raise
-                log.warning("%s: passed over", exc.what)
+            found.append(load(p))
         return found
 
     def write(self, rec: Record) -> Path:
