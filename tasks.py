@@ -40,11 +40,11 @@ def jupyter(c: Context, variant: str = "", port: str = "8888") -> None:
 @task(
     help={
         "variant": "variant (default: the default one)",
-        "flavor": "runtime or dev",
-        "image": "any image of this pipeline by reference instead (pulled when not here)",
+        "flavor": "runtime (default) or dev",
+        "image": "any image of this pipeline by reference, not with --variant/--flavor (pulled if not here)",
     }
 )
-def doctor(c: Context, variant: str = "", flavor: str = "runtime", image: str = "") -> None:
+def doctor(c: Context, variant: str = "", flavor: str = "", image: str = "") -> None:
     """Is this node ready for GPU work? Driver, /dev/shm, MIG, ECC, PCIe, NCCL; exit 1 on a failure."""
     with devtools.user_errors():
         unhealthy, report = devtools.doctor(variant, flavor, image)

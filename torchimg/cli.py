@@ -8,7 +8,6 @@ Every input is checked before the engine is touched.
 
 import argparse
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from typing import Any
 
 from torchimg import devtools, output, runner_checks, settings, summary
 from torchimg.adapters import local_registry, trivy
-from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError, debugging, unclassified
+from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError, ToolError, debugging, unclassified
 from torchimg.model import references, scan_policy, tags, variants
 from torchimg.model.record import Store
 from torchimg.output import log
@@ -240,8 +239,8 @@ def _summary(args: argparse.Namespace, found: settings.Settings) -> None:
 def _lint_config(args: argparse.Namespace, found: settings.Settings) -> None:
     try:
         trivy.binary()
-    except PipelineError as exc:
-        if not args.if_available or os.environ.get(trivy.TRIVY_ENV):  # named, and wrong: not "absent"
+    except ToolError as exc:  # absent (a $TORCHIMG_TRIVY naming no program is bad input: raised)
+        if not args.if_available:
             raise
         log.warning("trivy config skipped: %s", exc)
         return

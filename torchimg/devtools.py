@@ -59,7 +59,7 @@ def bad_task_arguments_exit_2() -> None:
         def parsed(self: Program, original: Any = original) -> None:
             try:
                 original(self)
-            except invoke.exceptions.ParseError as exc:
+            except (invoke.exceptions.ParseError, ValueError) as exc:  # ValueError: a number flag's value
                 raise invoke.exceptions.Exit(
                     f"{exc} (inv --list shows the tasks, inv --help TASK their options)", code=2
                 ) from None
@@ -264,11 +264,12 @@ def doctor(variant_name: str, flavor: str, image: str) -> tuple[list[str], Path]
     Returns (what is not healthy, the JSON report); nothing listed means healthy."""
     from torchimg.stages import test  # the probe's runner and its result checks: one place
 
+    given, flavor = flavor, flavor or "runtime"
     _check_flavor(flavor)  # every input is checked before the engine is asked anything
     reports = settings.reports_dir(None)
     if image:
         references.image(image, "--image")
-        if variant_name or flavor != "runtime":
+        if variant_name or given:
             raise PipelineError(
                 "--image names the image itself: --variant and --flavor would be ignored",
                 "give either --image REF or --variant/--flavor",

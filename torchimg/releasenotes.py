@@ -267,7 +267,8 @@ def markdown(m: Manifest) -> str:
         "",
         "The Python packages are compared as locked. The Debian packages (the base's, and what the"
         " Dockerfile installs with apt at the archive's current versions) are listed per platform"
-        " in the scan's SBOM (`sbom.cdx.json`).",
+        " in the scan's SBOM (`sbom.cdx.json` among the scan reports) and, for an image built with"
+        " `--attest sbom`, in its SBOM attestation.",
         "",
     ]
     return "\n".join(lines)

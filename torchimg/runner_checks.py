@@ -42,6 +42,13 @@ def check(
         if not ok:
             problems.append(f"{what}: {fix}")
 
+    if buildx:
+        try:
+            engine.require_dockerfile_support()
+            verdict(True, f"Docker Engine {engine.server_version()} (builds docker/Dockerfile)", "")
+        except PipelineError as exc:
+            verdict(False, "a Docker Engine that builds docker/Dockerfile", f"{exc.what}; {exc.fix}")
+
     verdict(
         engine.containerd_store(),
         "the containerd image store",

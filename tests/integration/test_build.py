@@ -194,14 +194,14 @@ def test_healthy_within_seconds_of_the_start(runtime_image: record.Record) -> No
     check runs 2 s after the start (--start-interval), not after the 60 s interval."""
     name = engine.new_container_name("torchimg-health")
     docker = shutil.which("docker") or "docker"
-    started = subprocess.run(
-        [docker, "run", "-d", "--name", name, runtime_image.image_id, "sleep", "120"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert started.returncode == 0, started.stderr
     try:
+        started = subprocess.run(
+            [docker, "run", "-d", "--name", name, runtime_image.image_id, "sleep", "120"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert started.returncode == 0, started.stderr
         status = ""
         for _ in range(40):  # the 60 s interval alone would take longer than these 40 s
             status = subprocess.run(

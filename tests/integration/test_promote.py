@@ -99,7 +99,7 @@ def test_the_workflow_commands_in_order(
     code, _, err = run("preflight", "--min-free-gb", "1", selects=False)
     assert code == 0, err
     assert "ok       the containerd image store" in err
-    assert "ok       docker buildx" in err
+    assert "ok       docker buildx" in err and "(builds docker/Dockerfile)" in err
     # a GPU test node pulls and runs with the plain engine: it is not asked for buildx
     code, _, err = run("preflight", "--job", "test", "--min-free-gb", "1", selects=False)
     assert code == 0, err

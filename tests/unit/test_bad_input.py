@@ -136,6 +136,9 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
     ("repository-empty", _nothing, ["push", "--repository", ""], "--repository is empty"),
     ("staging-blank", _nothing, ["stage", "--staging", "  "], "--staging is empty"),
     ("base-empty", _nothing, ["build", "--base", ""], "--base is empty"),
+    ("ca-bundle-empty", _nothing, ["build", "--ca-bundle", ""], "--ca-bundle is empty"),
+    ("netrc-empty", _nothing, ["lock", "--netrc", " "], "--netrc is empty"),
+    ("cache-dir-empty", _nothing, ["scan", "--cache-dir", ""], "--cache-dir is empty"),
     ("builder-empty", _nothing, ["build", "--builder", ""], "--builder is empty"),
     ("cache-repository-empty", _nothing, ["build", "--cache-repository", ""], "--cache-repository is empty"),
     ("threshold-negative", _nothing, ["test", "--threshold=-1"], "--threshold"),
@@ -449,3 +452,36 @@ def test_a_pull_with_no_engine_says_the_engine_not_the_registry(
     with pytest.raises(ToolError, match="the Docker Engine does not answer") as exc:
         engine.pull("localhost:5000/pytorch@sha256:" + "a" * 64)
     assert "docker login" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"), [("24.0.7", True), ("23.0.1", True), ("25.0.0", False), ("29.1.2", False)]
+)
+def test_an_engine_whose_buildkit_cannot_read_the_dockerfile_is_named(
+    version: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engines before 25 refuse the whole Dockerfile ("Unknown flag: start-interval")."""
+    from torchimg.adapters.engine import images
+    from torchimg.errors import ToolError
+
+    monkeypatch.setattr(
+        images, "server_version", lambda: version
+    )  # an engine of that version cannot run here
+    if refused:
+        with pytest.raises(ToolError, match=f"Docker Engine {version} is older than 25"):
+            images.require_dockerfile_support()
+    else:
+        images.require_dockerfile_support()
+
+
+def test_lint_config_skips_an_absent_trivy_only_when_asked_and_never_a_wrong_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no trivy on it
+    monkeypatch.setenv("TORCHIMG_TRIVY", " ")  # blank: unset
+    assert cli.main(["lint-config", "--if-available"]) == 0
+    assert "trivy config skipped: trivy not found" in capsys.readouterr().err
+    assert cli.main(["lint-config"]) == 3
+    monkeypatch.setenv("TORCHIMG_TRIVY", "/etc/passwd")  # named, and no program: never "absent"
+    assert cli.main(["lint-config", "--if-available"]) == 2
+    assert "is not an executable file" in capsys.readouterr().err

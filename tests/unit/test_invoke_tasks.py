@@ -55,7 +55,7 @@ def test_a_traceback_asked_for_keeps_the_exit_status_of_a_tool_failure(
     assert "Traceback" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("value", ["abc", "1e9", "-5", "99999999999999"])
+@pytest.mark.parametrize("value", ["abc", "1e9", "-5", "99999999999999", "9" * 5000])
 def test_a_source_date_epoch_that_is_not_a_time_is_named(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from torchimg.adapters import gitinfo
 
@@ -92,6 +92,8 @@ def test_a_host_user_runs_in_group_0_which_may_write_the_images_venv(
         (["nosuchtask"], "No idea what 'nosuchtask' is!"),
         (["registry"], "did not receive required positional arguments: 'action'"),
         (["shell", "--run"], "needed value and was not given one"),
+        (["--nosuch"], "No idea what '--nosuch' is!"),
+        (["doctor", "--list-depth", "abc"], "invalid literal for int()"),
     ],
 )
 def test_a_task_command_line_invoke_cannot_parse_is_bad_input(

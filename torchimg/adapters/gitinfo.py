@@ -9,6 +9,7 @@ from pathlib import Path
 from torchimg import paths
 from torchimg.adapters import commands
 from torchimg.errors import PipelineError, ToolError
+from torchimg.model import record
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,13 @@ def _source_date_epoch() -> int:
     """$SOURCE_DATE_EPOCH outside a checkout (0 when unset): whole seconds since 1970, up to
     9999-12-31 (a date tags and labels can carry)."""
     text = os.environ.get("SOURCE_DATE_EPOCH", "").strip() or "0"
-    if not (text.isascii() and text.isdigit()) or int(text) > 253402300799:
+    epoch = record.epoch_seconds(text)
+    if epoch is None:
         raise PipelineError(
-            f"$SOURCE_DATE_EPOCH {text!r} is not a time in whole seconds since 1970",
+            f"$SOURCE_DATE_EPOCH {text[:40]!r} is not a time in whole seconds since 1970",
             "set it to the commit's time (`git log -1 --format=%ct`), or unset it",
         )
-    return int(text)
+    return epoch
 
 
 def path_epoch(path: Path, fallback: int) -> int:

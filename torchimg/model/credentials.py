@@ -57,7 +57,11 @@ def _ca_bundle(path: str, what: str) -> Path:
 
 
 def resolve(ca_bundle: str | None, netrc: str | None) -> Credentials:
-    """Explicit options first, then the environment (see CA_ENV and TORCHIMG_NETRC)."""
+    """Explicit options first, then the environment (see CA_ENV and TORCHIMG_NETRC). An empty
+    option is refused, not read as "use the environment"; an empty variable counts as unset."""
+    for flag, value in (("--ca-bundle", ca_bundle), ("--netrc", netrc)):
+        if value is not None and not value.strip():
+            raise PipelineError(f"{flag} is empty", f"give {flag} a file's path, or leave it out")
     ca = None
     if ca_bundle:
         ca = _ca_bundle(ca_bundle, "--ca-bundle")

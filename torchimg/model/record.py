@@ -29,6 +29,14 @@ SCHEMA_VERSION = 2
 STAGES = ("build", "stage", "test", "scan", "push")
 
 
+def epoch_seconds(text: str) -> int | None:
+    """A SOURCE_DATE_EPOCH: whole seconds since 1970 up to 9999-12-31 (a date tags and labels
+    can carry); None for anything else, a 5000-digit number included (int() refuses those)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 12) or int(text) > 253402300799:
+        return None
+    return int(text)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -170,7 +178,7 @@ def _malformed(rec: "Record") -> str:
         except PipelineError as exc:
             return exc.what
     epoch = rec.inputs.build_args.get("SOURCE_DATE_EPOCH", "")
-    if not (epoch.isascii() and epoch.isdigit() and len(epoch) <= 12) or int(epoch) > 253402300799:
+    if epoch_seconds(epoch) is None:
         return f"inputs.build_args.SOURCE_DATE_EPOCH {epoch[:40]!r} is not a time in seconds"
     if rec.flavor not in FLAVORS or not _IMAGE_ID.fullmatch(rec.image_id):
         return (

@@ -138,6 +138,7 @@ def compile_variant(
         )
     base_ref = base or variant.base.image
     engine.preflight()
+    engine.require_dockerfile_support()
     engine.require_base(base_ref)
     tag = f"torchimg-locker:{variant.name}"
     engine.build(

@@ -68,7 +68,7 @@ def policy_arguments(p: argparse.ArgumentParser) -> None:
         default=allowlist.DEFAULT,
         help="accepted findings, each with a reason and an expiry (default: scan-allowlist.toml)",
     )
-    p.add_argument("--cache-dir", type=Path, help="trivy cache dir (e.g. a pre-filled one for offline use)")
+    p.add_argument("--cache-dir", help="trivy cache dir (e.g. a pre-filled one for offline use)")
     p.add_argument("--db-repository", help="trivy DB mirror (OCI repository)")
     p.add_argument(
         "--max-db-age-days",
@@ -92,14 +92,17 @@ def policy_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> Options:
         raise PipelineError(
             "--db-repository is empty", "name trivy's DB mirror (an OCI repository), or drop it"
         )
-    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
-        raise PipelineError(f"--cache-dir {args.cache_dir} is not a folder", "name trivy's cache folder")
+    if args.cache_dir is not None and not args.cache_dir.strip():
+        raise PipelineError("--cache-dir is empty", "name trivy's cache folder, or drop it")
+    cache_dir = Path(args.cache_dir) if args.cache_dir is not None else None
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise PipelineError(f"--cache-dir {cache_dir} is not a folder", "name trivy's cache folder")
     opts = Options(
         policy=scan_policy.Policy(vuln_min=args.severity, fixed_only=not args.include_unfixed),
         allowlist=args.allowlist,
         allow_no_vuln_db=allow_no_vuln_db,
         scanner=trivy.TrivyOptions(
-            args.cache_dir.absolute() if args.cache_dir else None,  # trivy runs from the repository root
+            cache_dir.absolute() if cache_dir else None,  # trivy runs from the repository root
             args.db_repository,
             args.max_db_age_days,
         ),

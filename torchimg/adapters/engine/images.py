@@ -63,6 +63,24 @@ def data_roots() -> list[str]:
     return roots
 
 
+# The Dockerfile's HEALTHCHECK --start-interval needs BuildKit 0.12, first in Engine 25: an older
+# engine's builder refuses the whole Dockerfile ("Unknown flag: start-interval").
+MIN_ENGINE_MAJOR = 25
+
+
+def require_dockerfile_support() -> None:
+    """The engine's own BuildKit reads docker/Dockerfile (a named builder brings its own)."""
+    version = server_version()
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) < MIN_ENGINE_MAJOR:
+        raise ToolError(
+            f"Docker Engine {version} is older than {MIN_ENGINE_MAJOR}: its BuildKit cannot read "
+            "docker/Dockerfile (HEALTHCHECK --start-interval needs BuildKit 0.12)",
+            f"upgrade Docker Engine to {MIN_ENGINE_MAJOR} or newer, or build with --builder on a "
+            "BuildKit 0.12+ builder",
+        )
+
+
 def server_version() -> str:
     try:
         server = docker.version().server
@@ -79,6 +97,8 @@ def image_id(ref: str) -> str | None:
         return None
     except DockerException as exc:
         raise failed(f"looking up {ref}", exc) from None
+    except (FileNotFoundError, ClientNotFoundError):
+        raise ToolError("no `docker` client on PATH", "install Docker Engine and its CLI") from None
 
 
 def layer_ids(ref: str) -> list[str]:

@@ -46,6 +46,7 @@ def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
             lines.append(chunk.decode(errors="replace"))
             print(lines[-1], end="" if lines[-1].endswith("\n") else "\n", file=sys.stderr, flush=True)
     except DockerException as exc:
+        preflight(buildx=False)  # the engine itself not answering is said as such, with its fix
         raise ToolError(
             f"push of {ref} failed ({first_line(exc)})",
             "check that the registry answers (`inv registry status`) and `docker login` for it; "
@@ -89,6 +90,7 @@ def copy(source: str, target: str) -> None:
         create = [*docker.docker_cmd, "buildx", "imagetools", "create", "--progress=plain"]
         run_cli([*create, "--tag", target, source])
     except DockerException as exc:
+        preflight(buildx=False)
         raise ToolError(
             f"cannot copy {source} to {target} ({first_line(exc)})",
             "check that the registry answers and that `docker login` has credentials for it; "
