@@ -176,3 +176,37 @@ def test_the_summary_shows_the_best_matmul_of_the_rows_that_ran() -> None:
     assert summary.best_matmul({"results": [{"best": None}]}) == "-"
     assert summary.best_matmul({"results": "junk"}) == "-"
     assert summary.best_matmul({}) == "-"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["smoke", "--json", "/nonexistent/smoke.json"],
+            "--json /nonexistent/smoke.json: no folder /nonexistent",
+        ),
+        (["bench", "--json", "/"], "--json /: is a folder"),
+        (["doctor"], "torch is not importable"),  # this host has no torch
+    ],
+)
+def test_the_probe_refuses_what_it_could_not_finish_before_it_starts(argv: list[str], says: str) -> None:
+    """A results file it could not write would be found only after minutes of checks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = Path(__file__).parents[2] / "docker" / "probe"
+    if (
+        says.startswith("torch")
+        and subprocess.run([sys.executable, "-c", "import torch"], check=False).returncode == 0
+    ):
+        pytest.skip("this Python has torch")
+    done = subprocess.run(
+        [sys.executable, "-m", "torchimg_probe", *argv],
+        env={"PYTHONPATH": str(probe), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr

@@ -5,7 +5,9 @@ Exit status: 0 every check passed (warnings included), 1 a check failed.
 """
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +26,32 @@ def main() -> int:
         help="smoke: under CPU emulation (skips max-autotune and extra compiles)",
     )
     args = p.parse_args()
+    if args.json is not None and (why := _cannot_write(args.json)):
+        p.error(f"--json {args.json}: {why}")  # said now, not after minutes of checks
+    if importlib.util.find_spec("torch") is None:
+        p.error(f"torch is not importable by {sys.executable} (pip install torch, or run it in the image)")
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("torchimg-probe: interrupted", file=sys.stderr)
+        return 130
+
+
+def _cannot_write(path: Path) -> str:
+    """Why the results could not be written there ('' when they can)."""
+    if path.is_dir():
+        return "is a folder: name a file"
+    folder = path.parent if str(path.parent) else Path()
+    if not folder.is_dir():
+        return f"no folder {folder}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is not writable"
+    if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return ""
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.what == "bench":
         from torchimg_probe import bench, cuda_state
 
