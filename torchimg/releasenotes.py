@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from torchimg import output, paths
+from torchimg import output, paths, userfiles
 from torchimg.adapters import gitinfo, remote_registry
 from torchimg.errors import PipelineError
 from torchimg.model import labels, lockfile, record
@@ -75,7 +75,47 @@ def recorded(immutable_tag: str, folder: Path) -> dict[str, object]:
             "package_diff_note": "the release manifest of this image's first release is not here: "
             "no previous release named",
         }
-    return {k: earlier.get(k) for k in ("previous", "package_diff", "package_diff_note")}
+    return {k: earlier.get(k) for k in (*_DIFF_KEYS, "os_package_diff", "os_package_diff_note")}
+
+
+_DIFF_KEYS = ("previous", "package_diff", "package_diff_note")
+
+
+def _manifest_of(digest: str, folder: Path) -> Manifest | None:
+    """A release manifest in this folder that released `digest` (None: none here)."""
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found = json.loads(userfiles.read(p, 64 * 2**20))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            continue  # not a manifest this can read: another one may be the one
+        if isinstance(found, dict) and found.get("digest") == digest:
+            return cast(Manifest, found)
+    return None
+
+
+def os_changes(m: Manifest, folder: Path) -> dict[str, object]:
+    """The OS packages (apt's, unpinned) that changed since the previous release, per platform,
+    from that release's manifest when it is in this folder (pushed from here before)."""
+    prev = m.get("previous")
+    if prev is None:
+        return {"os_package_diff": None}
+    now: dict[str, dict[str, str]] = m.get("os_packages") or {}
+    earlier = _manifest_of(str(prev.get("digest")), folder)
+    before = earlier.get("os_packages") if earlier else None
+    why = (
+        "this image's scan listed no OS packages (scanned by an older pipeline: `nox -s scan` again)"
+        if not now
+        else "the previous release's manifest is not in "
+        f"{paths.shown(folder)}/ (released from another machine or clone)"
+        if earlier is None
+        else "the previous release's manifest lists no OS packages"
+        if not isinstance(before, dict) or not before
+        else ""
+    )
+    if why:
+        return {"os_package_diff": None, "os_package_diff_note": why}
+    assert isinstance(before, dict)
+    return {"os_package_diff": {p: diff(before.get(p) or {}, pkgs) for p, pkgs in now.items()}}
 
 
 def bench_summary(test: record.Tested) -> dict[str, Any] | None:
@@ -135,6 +175,7 @@ def manifest(
             "platforms": rec.scan.platforms,
         },
         "packages": packages(lock_paths),
+        "os_packages": rec.scan.os_packages,
     }
 
 
@@ -189,6 +230,26 @@ def _diff_lines(m: Manifest) -> list[str]:
     return [head, "", table] if table else [head + "no Python package changed version."]
 
 
+def _os_diff_lines(m: Manifest) -> list[str]:
+    """OS packages: apt installs the archive's current versions, so they can change between two
+    releases of one commit's lockfiles; said per platform."""
+    if m.get("previous") is None:
+        return []
+    d = m.get("os_package_diff")
+    if d is None:
+        return [f"OS packages: not compared: {m.get('os_package_diff_note') or 'no list'}."]
+    lines: list[str] = []
+    for platform, changes in sorted(d.items()):
+        table = diff_table(changes)
+        where = f" ({platform})" if len(d) > 1 else ""
+        lines += (
+            [f"OS packages{where}:", "", table, ""]
+            if table
+            else [f"OS packages{where}: none changed version."]
+        )
+    return lines
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items())
 
@@ -238,6 +299,11 @@ def markdown(m: Manifest) -> str:
         + ("" if m["base"]["pinned"] else " (not the variant's pinned base: overridden at build time)"),
         *(f"- lockfile `{p}` sha256 `{h}`" for p, h in sorted(m["lockfiles"].items())),
         f"- {len(m['packages'])} Python packages (list in the JSON manifest)",
+        *(
+            f"- {len(pkgs)} OS packages{f' on {p}' if len(m['os_packages']) > 1 else ''}: the base's and "
+            "apt's (list in the JSON manifest)"
+            for p, pkgs in sorted((m.get("os_packages") or {}).items())
+        ),
         "",
         "## Gates passed",
         "",
@@ -265,10 +331,7 @@ def markdown(m: Manifest) -> str:
         "",
         *_diff_lines(m),
         "",
-        "The Python packages are compared as locked. The Debian packages (the base's, and what the"
-        " Dockerfile installs with apt at the archive's current versions) are listed per platform"
-        " in the scan's SBOM (`sbom.cdx.json` among the scan reports) and, for an image built with"
-        " `--attest sbom`, in its SBOM attestation.",
+        *_os_diff_lines(m),
         "",
     ]
     return "\n".join(lines)

@@ -101,6 +101,10 @@ def test_push_reads_the_digest_back_then_moves_tags(
     assert m["base"]["digest"] == releasable.labels["org.opencontainers.image.base.digest"]
     assert m["smoke"]["fail"] == 0 and m["smoke"]["pass"] > 0
     assert m["packages"]["torch"] == "2.9.1"
+    # what apt put in, which no lockfile pins, listed from the scan of this very image
+    installed = m["os_packages"][releasable.build.platforms[0]]
+    assert {"python3", "g++", "tini", "procps", "ca-certificates"} <= set(installed)
+    assert installed["tini"].startswith("0.19")
     assert m["scan"]["counts"]["secret"] == 0
     saved = pipeline.store.read(default_variant.name, "runtime")
     assert saved is not None and saved.push is not None and saved.push.digest == m["digest"]

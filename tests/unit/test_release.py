@@ -1,6 +1,7 @@
 """Release naming and notes: tags, registry hosts, the package diff, the Markdown manifest."""
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import releasenotes
 from torchimg.adapters import gitinfo, local_registry
 from torchimg.errors import PipelineError
-from torchimg.model import lockfile, record, tags, variants
+from torchimg.model import lockfile, record, scan_policy, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
 
 CONFIG = variants.load(FIXTURE)
@@ -93,11 +94,70 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
     assert has_row(text, "numpy", "2.3.4", "2.3.5")
     assert "(on a GPU)" in text
     assert "findings: 3 vulnerability (linux/amd64: 3 vulnerability; linux/arm64: 1 vulnerability);" in text
-    # the diff is the lockfiles': it must not read as if the apt-installed packages were compared
+    # the lock diff is the Python packages'; apt's, which no lockfile pins, are said apart
     m["package_diff"] = {"added": {}, "removed": {}, "changed": {}}
+    m["os_packages"] = {"linux/amd64": {"openssl": "3.5.10-1~deb13u1", "tini": "0.19.0-3"}}
+    m["os_package_diff"] = {
+        "linux/amd64": {
+            "added": {},
+            "removed": {},
+            "changed": {"openssl": ["3.5.9-1~deb13u1", "3.5.10-1~deb13u1"]},
+        }
+    }
     text = releasenotes.markdown(m)
     assert "no Python package changed version." in text and "no package changed" not in text
-    assert "Debian packages" in text and "sbom.cdx.json" in text
+    assert "- 2 OS packages: the base's and apt's" in text
+    assert has_row(text, "openssl", "3.5.9-1~deb13u1", "3.5.10-1~deb13u1")
+    m["os_package_diff"], m["os_package_diff_note"] = None, "the previous release's manifest is not here"
+    assert "OS packages: not compared: the previous release's manifest is not here." in releasenotes.markdown(
+        m
+    )
+
+
+def test_os_packages_are_compared_with_the_previous_releases_manifest_when_it_is_here(tmp_path: Path) -> None:
+    earlier = {
+        "digest": "sha256:" + "d" * 64,
+        "os_packages": {"linux/amd64": {"openssl": "3.5.9-1", "gone": "1"}},
+    }
+    (tmp_path / "2.9.1-cu128-runtime-20261101-0000000.json").write_text(json.dumps(earlier))
+    (tmp_path / "broken.json").write_text("{")  # passed over: another file may be the one
+    m: releasenotes.Manifest = {
+        "previous": {"digest": "sha256:" + "d" * 64},
+        "os_packages": {"linux/amd64": {"openssl": "3.5.10-1", "new": "2"}},
+    }
+    assert releasenotes.os_changes(m, tmp_path) == {
+        "os_package_diff": {
+            "linux/amd64": {
+                "added": {"new": "2"},
+                "removed": {"gone": "1"},
+                "changed": {"openssl": ["3.5.9-1", "3.5.10-1"]},
+            }
+        }
+    }
+    elsewhere = releasenotes.os_changes({**m, "previous": {"digest": "sha256:" + "e" * 64}}, tmp_path)
+    assert elsewhere["os_package_diff"] is None and "is not in" in str(elsewhere["os_package_diff_note"])
+    unlisted = releasenotes.os_changes({**m, "os_packages": {}}, tmp_path)
+    assert "listed no OS packages" in str(unlisted["os_package_diff_note"])
+    assert releasenotes.os_changes({**m, "previous": None}, tmp_path) == {"os_package_diff": None}
+
+
+def test_os_packages_are_read_as_dpkg_spells_their_versions() -> None:
+    report = {
+        "Results": [
+            {"Class": "os-pkgs", "Packages": [
+                {"Name": "openssl", "Version": "3.5.9", "Release": "1~deb13u1"},
+                {"Name": "perl-base", "Version": "5.40.1", "Release": "6", "Epoch": 1},
+                {"Name": "base-files", "Version": "13.8+deb13u8"},
+                {"Name": None, "Version": "1"},
+            ]},
+            {"Class": "lang-pkgs", "Packages": [{"Name": "torch", "Version": "2.9.1"}]},
+        ]
+    }  # fmt: skip
+    assert scan_policy.os_packages(report) == {
+        "base-files": "13.8+deb13u8",
+        "openssl": "3.5.9-1~deb13u1",
+        "perl-base": "1:5.40.1-6",
+    }
 
 
 def test_moving_tags_never_move_back_in_time() -> None:

@@ -105,6 +105,8 @@ class Scanned(Section):
     platforms: list[str] = []  # the platforms trivy read ([] in scans before it read each one)
     platforms_not_read: list[str] = []  # written by scans that read the engine's platform only
     policy: dict[str, str] = {}
+    # platform -> the distribution's packages (name -> version): apt's, which no lockfile pins
+    os_packages: dict[str, dict[str, str]] = {}
 
 
 class Pushed(Section):

@@ -119,6 +119,23 @@ def licenses(report: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+def os_packages(report: dict[str, Any]) -> dict[str, str]:
+    """The distribution's packages trivy found (it lists all of them: --list-all-pkgs), name ->
+    version as dpkg spells it ([epoch:]version[-release]). Not gated: what the release notes
+    list, since apt installs the archive's current versions, which a lockfile does not pin."""
+    found: dict[str, str] = {}
+    for result in report.get("Results") or []:
+        if result.get("Class") != "os-pkgs":
+            continue
+        for pkg in result.get("Packages") or []:
+            name, version = pkg.get("Name"), pkg.get("Version")
+            if not isinstance(name, str) or not isinstance(version, str):
+                continue
+            epoch, release = pkg.get("Epoch"), pkg.get("Release")
+            found[name] = f"{f'{epoch}:' if epoch else ''}{version}{f'-{release}' if release else ''}"
+    return dict(sorted(found.items()))
+
+
 def _at_least(severity: str, minimum: str) -> bool:
     return SEVERITIES.index(severity if severity in SEVERITIES else "UNKNOWN") >= SEVERITIES.index(minimum)
 

@@ -280,6 +280,8 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     manifest = releasenotes.manifest(rec, repository, digest, immutable, moving, existing is not None)
     manifest["platforms"] = served
     manifest.update(before)
+    if "os_package_diff" not in before:  # a version tag's release keeps what its first one recorded
+        manifest.update(releasenotes.os_changes(manifest, releases))
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
     to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]

@@ -168,6 +168,7 @@ def scan(selection: Selection, image: Image, opts: Options) -> record.Record:
         counts=scan_policy.counts(found),
         counts_by_platform={p: scan_policy.counts(found, p) for p in reports} if len(reports) > 1 else {},
         licenses=scan_policy.licenses(next(iter(reports.values()))["image"]),
+        os_packages={p: scan_policy.os_packages(kinds["image"]) for p, kinds in reports.items()},
         problems=problems,
         accepted=[f"{f} (allowlist: {a.reason}, until {a.expires})" for f, a in verdict.accepted],
         stale_allowlist=[a.id for a in verdict.stale],
