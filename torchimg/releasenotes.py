@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
 from torchimg import output, paths, userfiles
 from torchimg.adapters import gitinfo, remote_registry
 from torchimg.errors import PipelineError
@@ -65,8 +68,8 @@ def previous(
 
 
 def recorded(immutable_tag: str, folder: Path) -> dict[str, object]:
-    """The previous release and package diff that this image's first release recorded (what the
-    moving tag named then); a note where that manifest is not here."""
+    """The previous release and package diffs that this image's first release recorded (what
+    the moving tag named then); a note where that manifest is not here or says less."""
     earlier = read(immutable_tag, folder)
     if earlier is None:
         return {
@@ -74,48 +77,100 @@ def recorded(immutable_tag: str, folder: Path) -> dict[str, object]:
             "package_diff": None,
             "package_diff_note": "the release manifest of this image's first release is not here: "
             "no previous release named",
+            "os_package_diff": None,
         }
-    return {k: earlier.get(k) for k in (*_DIFF_KEYS, "os_package_diff", "os_package_diff_note")}
+    where = paths.shown(folder / f"{immutable_tag}.json")
+    out: dict[str, object] = {k: earlier.get(k) for k in _DIFF_KEYS}
+    if not (_valid(_PREVIOUS, out["previous"]) and _valid(_DIFF, out["package_diff"])):
+        out.update(previous=None, package_diff=None, package_diff_note=f"{where}: malformed previous release")
+    if earlier.get("previous") is None:
+        out["os_package_diff"] = None
+    elif "os_package_diff" not in earlier:
+        out.update(os_package_diff=None, os_package_diff_note=f"{where} predates OS package lists")
+    elif not _valid(_OS_DIFF, earlier["os_package_diff"]):
+        out.update(os_package_diff=None, os_package_diff_note=f"{where}: malformed OS package diff")
+    else:
+        out.update({k: earlier.get(k) for k in ("os_package_diff", "os_package_diff_note")})
+    return out
 
 
 _DIFF_KEYS = ("previous", "package_diff", "package_diff_note")
 
 
-def _manifest_of(digest: str, folder: Path) -> Manifest | None:
-    """A release manifest in this folder that released `digest` (None: none here)."""
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+class _Diff(TypedDict):
+    added: dict[str, str]
+    removed: dict[str, str]
+    changed: dict[str, list[str]]
+
+
+_PREVIOUS: TypeAdapter[dict[str, str] | None] = TypeAdapter(dict[str, str] | None)
+_DIFF: TypeAdapter[_Diff | None] = TypeAdapter(_Diff | None)
+_OS_DIFF: TypeAdapter[dict[str, _Diff] | None] = TypeAdapter(dict[str, _Diff] | None)
+_OS_LIST: TypeAdapter[dict[str, dict[str, str]]] = TypeAdapter(dict[str, dict[str, str]])
+
+
+def _valid(adapter: TypeAdapter[Any], value: object) -> bool:
+    """Whether a value read back from an earlier manifest has the shape written there."""
+    try:
+        adapter.validate_python(value, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def _os_packages_released(
+    m: Manifest, digest: str, folder: Path
+) -> tuple[dict[str, dict[str, str]] | None, str]:
+    """The OS package lists a manifest of this line in `folder` recorded for `digest`, newest
+    first; (None, why) when there is none to compare with."""
+    unreadable: list[str] = []
+    lacking = ""
+    for p in (
+        sorted(folder.glob(f"{m['variant']}-{m['flavor']}-*.json"), reverse=True) if folder.is_dir() else []
+    ):
         try:
             found = json.loads(userfiles.read(p, 64 * 2**20))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-            continue  # not a manifest this can read: another one may be the one
-        if isinstance(found, dict) and found.get("digest") == digest:
-            return cast(Manifest, found)
-    return None
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            unreadable.append(f"{p.name} ({exc})"[:200])
+            continue
+        if not isinstance(found, dict) or found.get("digest") != digest:
+            continue
+        listed = found.get("os_packages")
+        if listed and _valid(_OS_LIST, listed):
+            return cast(dict[str, dict[str, str]], listed), ""
+        lacking = lacking or (
+            f"the previous release's manifest ({p.name}) "
+            + ("has a malformed OS package list" if listed else "lists no OS packages")
+        )  # an older manifest of the same image may still have one
+    why = lacking or (
+        f"the previous release's manifest is not in {paths.shown(folder)}/ (released from another "
+        "machine or clone)"
+    )
+    return None, why + (f"; unreadable there: {', '.join(unreadable[:3])}" if unreadable else "")
 
 
 def os_changes(m: Manifest, folder: Path) -> dict[str, object]:
-    """The OS packages (apt's, unpinned) that changed since the previous release, per platform,
-    from that release's manifest when it is in this folder (pushed from here before)."""
+    """The OS packages (apt's, unpinned) that changed since the previous release, for each
+    platform both releases list, from that release's manifest when it is in this folder (pushed
+    from here before). A platform only one of them has is said, not compared."""
     prev = m.get("previous")
     if prev is None:
         return {"os_package_diff": None}
     now: dict[str, dict[str, str]] = m.get("os_packages") or {}
-    earlier = _manifest_of(str(prev.get("digest")), folder)
-    before = earlier.get("os_packages") if earlier else None
-    why = (
-        "this image's scan listed no OS packages (scanned by an older pipeline: `nox -s scan` again)"
-        if not now
-        else "the previous release's manifest is not in "
-        f"{paths.shown(folder)}/ (released from another machine or clone)"
-        if earlier is None
-        else "the previous release's manifest lists no OS packages"
-        if not isinstance(before, dict) or not before
-        else ""
-    )
-    if why:
+    if not now:
+        why = "this image's scan listed no OS packages (scanned by an older pipeline: `nox -s scan` again)"
         return {"os_package_diff": None, "os_package_diff_note": why}
-    assert isinstance(before, dict)
-    return {"os_package_diff": {p: diff(before.get(p) or {}, pkgs) for p, pkgs in now.items()}}
+    before, why = _os_packages_released(m, str(prev.get("digest")), folder)
+    if before is None:
+        return {"os_package_diff": None, "os_package_diff_note": why}
+    out: dict[str, object] = {
+        "os_package_diff": {p: diff(before[p], now[p]) for p in sorted(now) if p in before}
+    }
+    apart = [f"{p}: not in the previous release" for p in sorted(now) if p not in before]
+    apart += [f"{p}: in the previous release only" for p in sorted(before) if p not in now]
+    if apart:
+        out["os_package_diff_note"] = "; ".join(apart)
+    return out
 
 
 def bench_summary(test: record.Tested) -> dict[str, Any] | None:
@@ -179,13 +234,14 @@ def manifest(
     }
 
 
-def write(manifest: Manifest, folder: Path) -> tuple[Path, Path]:
-    """reports/releases/<immutable tag>.{json,md}."""
+def write(manifest: Manifest, text: str, folder: Path) -> tuple[Path, Path]:
+    """reports/releases/<immutable tag>.{json,md}; `text` is markdown(manifest), made before
+    any moving tag moved, so what it reads fails then, if at all."""
     folder.mkdir(parents=True, exist_ok=True)
     tag = manifest["immutable_tag"]
     json_path, md_path = folder / f"{tag}.json", folder / f"{tag}.md"
     json_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    md_path.write_text(markdown(manifest))
+    md_path.write_text(text)
     return json_path, md_path
 
 
@@ -223,7 +279,8 @@ def _diff_lines(m: Manifest) -> list[str]:
     if prev is None:
         first = "First release of this line: no previous release to compare with."
         return [m.get("package_diff_note") or first]
-    head = f"Against the previous release `{prev['digest']}` (commit `{prev.get('revision', '?')[:12]}`): "
+    digest, revision = prev.get("digest", "?"), prev.get("revision", "?")[:12]
+    head = f"Against the previous release `{digest}` (commit `{revision}`): "
     if d is None:
         return [head + (m.get("package_diff_note") or "package lists unavailable")]
     table = diff_table(d)
@@ -232,22 +289,22 @@ def _diff_lines(m: Manifest) -> list[str]:
 
 def _os_diff_lines(m: Manifest) -> list[str]:
     """OS packages: apt installs the archive's current versions, so they can change between two
-    releases of one commit's lockfiles; said per platform."""
+    releases of one commit's lockfiles; said per platform, and what was not compared, why."""
     if m.get("previous") is None:
         return []
-    d = m.get("os_package_diff")
+    d, note = m.get("os_package_diff"), m.get("os_package_diff_note")
     if d is None:
-        return [f"OS packages: not compared: {m.get('os_package_diff_note') or 'no list'}."]
+        return [f"OS packages: not compared: {note or 'no list'}."]
     lines: list[str] = []
     for platform, changes in sorted(d.items()):
         table = diff_table(changes)
-        where = f" ({platform})" if len(d) > 1 else ""
+        where = f" ({platform})" if len(d) > 1 or note else ""
         lines += (
             [f"OS packages{where}:", "", table, ""]
             if table
             else [f"OS packages{where}: none changed version."]
         )
-    return lines
+    return lines + ([f"OS packages not compared: {note}."] if note else [])
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -186,6 +186,7 @@ def test_the_summary_shows_the_best_matmul_of_the_rows_that_ran() -> None:
             "--json /nonexistent/smoke.json: no folder /nonexistent",
         ),
         (["bench", "--json", "/"], "--json /: is a folder"),
+        (["smoke", "--json", "/etc/passwd/smoke.json"], "/etc/passwd is not a folder"),
         (["doctor"], "torch is not importable"),  # this host has no torch
     ],
 )

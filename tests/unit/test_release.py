@@ -61,7 +61,34 @@ def test_package_diff_names_added_removed_and_changed() -> None:
 
 
 def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
-    m: releasenotes.Manifest = {
+    m = _base_manifest()
+    text = releasenotes.markdown(m)
+    assert has_row(text, "`localhost:5000/pytorch:latest`", f"`sha256:{'a' * 64}`")
+    assert has_row(text, "numpy", "2.3.4", "2.3.5")
+    assert "(on a GPU)" in text
+    assert "findings: 3 vulnerability (linux/amd64: 3 vulnerability; linux/arm64: 1 vulnerability);" in text
+    # the lock diff is the Python packages'; apt's, which no lockfile pins, are said apart
+    m["package_diff"] = {"added": {}, "removed": {}, "changed": {}}
+    m["os_packages"] = {"linux/amd64": {"openssl": "3.5.10-1~deb13u1", "tini": "0.19.0-3"}}
+    m["os_package_diff"] = {
+        "linux/amd64": {
+            "added": {},
+            "removed": {},
+            "changed": {"openssl": ["3.5.9-1~deb13u1", "3.5.10-1~deb13u1"]},
+        }
+    }
+    text = releasenotes.markdown(m)
+    assert "no Python package changed version." in text and "no package changed" not in text
+    assert "- 2 OS packages: the base's and apt's" in text
+    assert has_row(text, "openssl", "3.5.9-1~deb13u1", "3.5.10-1~deb13u1")
+    m["os_package_diff"], m["os_package_diff_note"] = None, "the previous release's manifest is not here"
+    assert "OS packages: not compared: the previous release's manifest is not here." in releasenotes.markdown(
+        m
+    )
+
+
+def _base_manifest() -> releasenotes.Manifest:
+    return {
         "immutable_tag": "2.9.1-cu128-runtime-20261127-c31bdfd",
         "moving_tags": ["2.9.1-cu128-runtime", "latest"],
         "repository": "localhost:5000/pytorch",
@@ -88,75 +115,6 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
         },
         "previous": {"digest": "sha256:" + "d" * 64, "revision": "0" * 40},
         "package_diff": {"added": {}, "removed": {}, "changed": {"numpy": ["2.3.4", "2.3.5"]}},
-    }
-    text = releasenotes.markdown(m)
-    assert has_row(text, "`localhost:5000/pytorch:latest`", f"`sha256:{'a' * 64}`")
-    assert has_row(text, "numpy", "2.3.4", "2.3.5")
-    assert "(on a GPU)" in text
-    assert "findings: 3 vulnerability (linux/amd64: 3 vulnerability; linux/arm64: 1 vulnerability);" in text
-    # the lock diff is the Python packages'; apt's, which no lockfile pins, are said apart
-    m["package_diff"] = {"added": {}, "removed": {}, "changed": {}}
-    m["os_packages"] = {"linux/amd64": {"openssl": "3.5.10-1~deb13u1", "tini": "0.19.0-3"}}
-    m["os_package_diff"] = {
-        "linux/amd64": {
-            "added": {},
-            "removed": {},
-            "changed": {"openssl": ["3.5.9-1~deb13u1", "3.5.10-1~deb13u1"]},
-        }
-    }
-    text = releasenotes.markdown(m)
-    assert "no Python package changed version." in text and "no package changed" not in text
-    assert "- 2 OS packages: the base's and apt's" in text
-    assert has_row(text, "openssl", "3.5.9-1~deb13u1", "3.5.10-1~deb13u1")
-    m["os_package_diff"], m["os_package_diff_note"] = None, "the previous release's manifest is not here"
-    assert "OS packages: not compared: the previous release's manifest is not here." in releasenotes.markdown(
-        m
-    )
-
-
-def test_os_packages_are_compared_with_the_previous_releases_manifest_when_it_is_here(tmp_path: Path) -> None:
-    earlier = {
-        "digest": "sha256:" + "d" * 64,
-        "os_packages": {"linux/amd64": {"openssl": "3.5.9-1", "gone": "1"}},
-    }
-    (tmp_path / "2.9.1-cu128-runtime-20261101-0000000.json").write_text(json.dumps(earlier))
-    (tmp_path / "broken.json").write_text("{")  # passed over: another file may be the one
-    m: releasenotes.Manifest = {
-        "previous": {"digest": "sha256:" + "d" * 64},
-        "os_packages": {"linux/amd64": {"openssl": "3.5.10-1", "new": "2"}},
-    }
-    assert releasenotes.os_changes(m, tmp_path) == {
-        "os_package_diff": {
-            "linux/amd64": {
-                "added": {"new": "2"},
-                "removed": {"gone": "1"},
-                "changed": {"openssl": ["3.5.9-1", "3.5.10-1"]},
-            }
-        }
-    }
-    elsewhere = releasenotes.os_changes({**m, "previous": {"digest": "sha256:" + "e" * 64}}, tmp_path)
-    assert elsewhere["os_package_diff"] is None and "is not in" in str(elsewhere["os_package_diff_note"])
-    unlisted = releasenotes.os_changes({**m, "os_packages": {}}, tmp_path)
-    assert "listed no OS packages" in str(unlisted["os_package_diff_note"])
-    assert releasenotes.os_changes({**m, "previous": None}, tmp_path) == {"os_package_diff": None}
-
-
-def test_os_packages_are_read_as_dpkg_spells_their_versions() -> None:
-    report = {
-        "Results": [
-            {"Class": "os-pkgs", "Packages": [
-                {"Name": "openssl", "Version": "3.5.9", "Release": "1~deb13u1"},
-                {"Name": "perl-base", "Version": "5.40.1", "Release": "6", "Epoch": 1},
-                {"Name": "base-files", "Version": "13.8+deb13u8"},
-                {"Name": None, "Version": "1"},
-            ]},
-            {"Class": "lang-pkgs", "Packages": [{"Name": "torch", "Version": "2.9.1"}]},
-        ]
-    }  # fmt: skip
-    assert scan_policy.os_packages(report) == {
-        "base-files": "13.8+deb13u8",
-        "openssl": "3.5.9-1~deb13u1",
-        "perl-base": "1:5.40.1-6",
     }
 
 
@@ -318,3 +276,113 @@ def test_a_bench_without_its_usual_keys_still_makes_a_manifest() -> None:
     assert rec.test is not None
     rec.test.bench = {"results": []}
     assert releasenotes.bench_summary(rec.test) == {"device": None, "unit": None, "best": []}
+
+
+def _released(folder: Path, name: str, content: object) -> None:
+    (folder / f"2.9.1-cu128-runtime-{name}.json").write_text(json.dumps(content))
+
+
+PREVIOUS = "sha256:" + "d" * 64
+
+
+def _now(**changes: object) -> releasenotes.Manifest:
+    m: releasenotes.Manifest = {
+        "variant": "2.9.1-cu128",
+        "flavor": "runtime",
+        "previous": {"digest": PREVIOUS},
+        "os_packages": {"linux/amd64": {"openssl": "3.5.10-1", "new": "2"}},
+    }
+    m.update(changes)
+    return m
+
+
+def test_os_packages_are_compared_with_the_previous_releases_manifest_when_it_is_here(tmp_path: Path) -> None:
+    earlier = {"linux/amd64": {"openssl": "3.5.9-1", "gone": "1"}}
+    _released(tmp_path, "20261101-0000000", {"digest": PREVIOUS, "os_packages": earlier})
+    # newer manifests of the same image without a usable list, and a broken file, are passed over
+    _released(tmp_path, "20261102-1111111", {"digest": PREVIOUS, "os_packages": {"linux/amd64": ["x"]}})
+    _released(tmp_path, "20261103-2222222", {"digest": PREVIOUS})
+    (tmp_path / "2.9.1-cu128-runtime-20261104-3333333.json").write_text("{")
+    changes = {
+        "added": {"new": "2"},
+        "removed": {"gone": "1"},
+        "changed": {"openssl": ["3.5.9-1", "3.5.10-1"]},
+    }
+    found = releasenotes.os_changes(_now(), tmp_path)
+    assert found == {"os_package_diff": {"linux/amd64": changes}}
+    text = releasenotes.markdown({**_base_manifest(), **_now(), **found})
+    assert has_row(text, "openssl", "3.5.9-1", "3.5.10-1") and "not compared" not in text
+
+
+def test_os_packages_not_compared_say_why(tmp_path: Path) -> None:
+    elsewhere = releasenotes.os_changes(_now(previous={"digest": "sha256:" + "e" * 64}), tmp_path)
+    assert elsewhere["os_package_diff"] is None and "is not in" in str(elsewhere["os_package_diff_note"])
+    unlisted = releasenotes.os_changes(_now(os_packages={}), tmp_path)
+    assert "listed no OS packages" in str(unlisted["os_package_diff_note"])
+    assert releasenotes.os_changes(_now(previous=None), tmp_path) == {"os_package_diff": None}
+    _released(tmp_path, "20261101-0000000", {"digest": PREVIOUS, "os_packages": {"linux/amd64": {"a": 1}}})
+    malformed = releasenotes.os_changes(_now(), tmp_path)
+    assert "has a malformed OS package list" in str(malformed["os_package_diff_note"])
+    text = releasenotes.markdown({**_base_manifest(), **_now(), **malformed})
+    assert "OS packages: not compared: the previous release's manifest" in text
+
+
+def test_a_platform_only_one_release_has_is_named_not_compared(tmp_path: Path) -> None:
+    """Else a new platform's whole OS would read as 'added', a dropped one vanish unsaid."""
+    both = {"linux/amd64": {"a": "1"}, "linux/s390x": {"a": "1"}}
+    _released(tmp_path, "20261101-0000000", {"digest": PREVIOUS, "os_packages": both})
+    now = _now(os_packages={"linux/amd64": {"a": "1"}, "linux/arm64": {"a": "1"}})
+    found = releasenotes.os_changes(now, tmp_path)
+    assert found["os_package_diff"] == {"linux/amd64": {"added": {}, "removed": {}, "changed": {}}}
+    assert found["os_package_diff_note"] == (
+        "linux/arm64: not in the previous release; linux/s390x: in the previous release only"
+    )
+    text = releasenotes.markdown({**_base_manifest(), **now, **found})
+    assert "OS packages (linux/amd64): none changed version." in text
+    assert "OS packages not compared: linux/arm64: not in the previous release;" in text
+
+
+@pytest.mark.parametrize(
+    ("earlier", "note"),
+    [
+        ({}, "predates OS package lists"),
+        ({"os_package_diff": ["x"]}, "malformed OS package diff"),
+        ({"os_package_diff": {"linux/amd64": None}}, "malformed OS package diff"),
+    ],
+)
+def test_a_version_tags_release_keeps_its_first_releases_diffs_only_when_they_read_back(
+    tmp_path: Path, earlier: dict[str, object], note: str
+) -> None:
+    """A damaged earlier manifest must not break the notes after the moving tags moved."""
+    tag = "2.9.1-cu128-runtime-20261101-0000000"
+    first = {
+        "digest": PREVIOUS,
+        "previous": {"digest": "sha256:" + "c" * 64},
+        "package_diff": None,
+        **earlier,
+    }
+    (tmp_path / f"{tag}.json").write_text(json.dumps(first))
+    kept = releasenotes.recorded(tag, tmp_path)
+    assert kept["os_package_diff"] is None and note in str(kept["os_package_diff_note"])
+    releasenotes.markdown({**_base_manifest(), **kept})
+    (tmp_path / f"{tag}.json").write_text(json.dumps({"previous": {"digest": 5}, "package_diff": "x"}))
+    assert "malformed previous release" in str(releasenotes.recorded(tag, tmp_path)["package_diff_note"])
+
+
+def test_os_packages_are_read_as_dpkg_spells_their_versions() -> None:
+    report = {
+        "Results": [
+            {"Class": "os-pkgs", "Packages": [
+                {"Name": "openssl", "Version": "3.5.9", "Release": "1~deb13u1"},
+                {"Name": "perl-base", "Version": "5.40.1", "Release": "6", "Epoch": 1},
+                {"Name": "base-files", "Version": "13.8+deb13u8"},
+                {"Name": None, "Version": "1"},
+            ]},
+            {"Class": "lang-pkgs", "Packages": [{"Name": "torch", "Version": "2.9.1"}]},
+        ]
+    }  # fmt: skip
+    assert scan_policy.os_packages(report) == {
+        "base-files": "13.8+deb13u8",
+        "openssl": "3.5.9-1~deb13u1",
+        "perl-base": "1:5.40.1-6",
+    }

@@ -282,6 +282,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     manifest.update(before)
     if "os_package_diff" not in before:  # a version tag's release keeps what its first one recorded
         manifest.update(releasenotes.os_changes(manifest, releases))
+    notes = releasenotes.markdown(manifest)
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
     to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]
@@ -292,7 +293,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     if len(to_move) < len(moving):
         log.info("   already there: %s", ", ".join(n for n in moving if n not in to_move))
 
-    json_path, md_path = releasenotes.write(manifest, releases)
+    json_path, md_path = releasenotes.write(manifest, notes, releases)
     pushed = record.Pushed(
         ok=True,
         image_id=rec.image_id,

@@ -1,7 +1,9 @@
 """`torchimg-probe smoke|bench|doctor [--json PATH]`: run in the image by `nox -s test` and
 `inv doctor`, or directly with a host's torch (`python -m torchimg_probe ...`).
 
-Exit status: 0 every check passed (warnings included), 1 a check failed.
+Exit status: 0 every check passed (warnings included), 1 a check failed, 2 bad usage (an
+--json that cannot be written, no torch), 3 the results could not be written after all, 130
+interrupted.
 """
 
 import argparse
@@ -41,9 +43,9 @@ def _cannot_write(path: Path) -> str:
     """Why the results could not be written there ('' when they can)."""
     if path.is_dir():
         return "is a folder: name a file"
-    folder = path.parent if str(path.parent) else Path()
+    folder = path.parent
     if not folder.is_dir():
-        return f"no folder {folder}"
+        return f"{folder} is not a folder" if folder.exists() else f"no folder {folder}"
     if path.exists() and not os.access(path, os.W_OK):
         return "is not writable"
     if not path.exists() and not os.access(folder, os.W_OK | os.X_OK):
@@ -81,7 +83,12 @@ def _run(args: argparse.Namespace) -> int:
         text, ok = report.to_json(), report.ok
         print(report.summary(), flush=True)
     if args.json:
-        args.json.write_text(text + "\n")
+        try:
+            args.json.write_text(text + "\n")
+        except OSError as exc:  # a full disk, a link to nowhere: said, after all that work
+            print(f"torchimg-probe: cannot write {args.json}: {exc.strerror or exc}", file=sys.stderr)
+            print(text)
+            return 3
     elif args.what == "bench":
         print(text)
     return 0 if ok else 1
