@@ -53,8 +53,6 @@ def bad_task_arguments_exit_2() -> None:
     before it parses the tasks' arguments (its own options, before that, keep invoke's 1)."""
     for step in ("parse_tasks", "parse_cleanup"):
         original = getattr(Program, step)
-        if getattr(original, "exit_2", False):
-            continue
 
         def parsed(self: Program, original: Any = original) -> None:
             try:
@@ -64,7 +62,6 @@ def bad_task_arguments_exit_2() -> None:
                     f"{exc} (inv --list shows the tasks, inv --help TASK their options)", code=2
                 ) from None
 
-        parsed.exit_2 = True  # type: ignore[attr-defined]
         setattr(Program, step, parsed)
 
 

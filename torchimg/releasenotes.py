@@ -129,8 +129,8 @@ def _os_packages_released(
         sorted(folder.glob(f"{m['variant']}-{m['flavor']}-*.json"), reverse=True) if folder.is_dir() else []
     ):
         try:
-            found = json.loads(userfiles.read(p, 64 * 2**20))
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+            found = _load(p)
+        except _UNREADABLE as exc:
             unreadable.append(f"{p.name} ({exc})"[:200])
             continue
         if not isinstance(found, dict) or found.get("digest") != digest:
@@ -245,6 +245,14 @@ def write(manifest: Manifest, text: str, folder: Path) -> tuple[Path, Path]:
     return json_path, md_path
 
 
+_UNREADABLE = (OSError, UnicodeDecodeError, ValueError, RecursionError)
+
+
+def _load(p: Path) -> object:
+    """A release manifest file's JSON (raises one of _UNREADABLE)."""
+    return json.loads(userfiles.read(p, 64 * 2**20))
+
+
 def read(immutable_tag: str, folder: Path) -> Manifest | None:
     """An earlier release manifest of this immutable tag (None: none here). A damaged one is
     named before any moving tag moves, not found after."""
@@ -252,8 +260,8 @@ def read(immutable_tag: str, folder: Path) -> Manifest | None:
     if not p.exists():
         return None
     try:
-        found = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        found: object = _load(p)
+    except _UNREADABLE as exc:
         found = exc
     if not isinstance(found, dict):
         why = found if isinstance(found, Exception) else type(found).__name__

@@ -66,32 +66,25 @@ def reports_dir(flag: str | None) -> Path:
             if existing.is_symlink():
                 raise PipelineError(f"{where}: {existing} is a broken symbolic link", fix)
             existing = existing.parent
-        problem = (
-            "is not a folder"
-            if not existing.is_dir()
-            else "is not writable by this user"
-            if not os.access(existing, os.W_OK | os.X_OK)
-            else ""
-        )
     except OSError as exc:  # a parent this user cannot search
-        problem = f"cannot be reached ({exc.strerror or exc})"
-    if problem:
+        raise PipelineError(f"{where}: {existing} cannot be reached ({exc.strerror or exc})", fix) from None
+    if problem := _cannot_write_in(existing, "is not a folder"):
         raise PipelineError(f"{where}: {existing} {problem}", fix)
     records = folder / "records"  # where every stage writes: a build must not tag, then fail here
-    try:
-        if records.is_symlink() or records.exists():
-            problem = (
-                "is not a folder (or a link to none)"
-                if not records.is_dir()
-                else "is not writable by this user"
-                if not os.access(records, os.W_OK | os.X_OK)
-                else ""
-            )
-    except OSError as exc:
-        problem = f"cannot be reached ({exc.strerror or exc})"
-    if problem:
+    present = records.is_symlink() or records.exists()  # `folder` was found searchable above
+    if present and (problem := _cannot_write_in(records, "is not a folder (or a link to none)")):
         raise PipelineError(f"{where}: {records} {problem}", f"remove or repair {records}")
     return folder
+
+
+def _cannot_write_in(folder: Path, not_a_folder: str) -> str:
+    """Why this user cannot write in `folder`, which exists ('' when it can)."""
+    try:
+        if not folder.is_dir():
+            return not_a_folder
+        return "" if os.access(folder, os.W_OK | os.X_OK) else "is not writable by this user"
+    except OSError as exc:
+        return f"cannot be reached ({exc.strerror or exc})"
 
 
 @dataclass(frozen=True)

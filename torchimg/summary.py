@@ -33,27 +33,24 @@ def best_matmul(bench: dict[str, Any]) -> str:
     return f"{max(values)} {bench.get('unit', '')} ({bench.get('device', '?')})" if values else "-"
 
 
-def _current(tag: str, image_id: str, engine_answers: list[bool]) -> bool | None:
-    """Whether the tag still names the recorded image; None when the engine does not answer
-    (CI writes this table after a failure too, the engine's possibly among them)."""
-    if not engine_answers[0]:
-        return None
+def _current(records: list[record.Record]) -> list[bool | None]:
+    """Whether each record's tag still names its image; None throughout when the engine does not
+    answer (CI writes this table after a failure too, the engine's possibly among them)."""
     try:
-        return engine.image_id(tag) == image_id
+        return [engine.image_id(rec.tags[0]) == rec.image_id for rec in records]
     except ToolError:
-        engine_answers[0] = False
-        return None
+        return [None] * len(records)
 
 
 def rows(store: record.Store) -> list[dict[str, Any]]:
     out = []
-    engine_answers = [True]
-    for rec in store.every():
+    records = store.every()
+    for rec, current in zip(records, _current(records), strict=True):
         out.append(
             {
                 "image": rec.tags[0],
                 "id": rec.image_id[7:19],
-                "current": _current(rec.tags[0], rec.image_id, engine_answers),
+                "current": current,
                 **{s: state(rec, s) for s in _STAGES},
                 **(
                     {"test": f"ok, {len(rec.test.warnings)} warning(s)"}
