@@ -193,13 +193,41 @@ def _matrix(args: argparse.Namespace, found: settings.Settings) -> None:
 
 
 def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
-    """`repository@digest` of every pushed image of the selection (what CI signs)."""
-    store = Store(found.reports)
+    """`repository@digest` of every image of the selection pushed to the configured repository
+    (what CI signs), and with --release-files the release manifest beside each. An image whose
+    record says it went elsewhere is refused, not printed: its signature would name another
+    registry's image. Nothing is printed unless every line is."""
+    store, repository = Store(found.reports), found.repository(args.repository)
+    lines: list[str] = []
+    elsewhere: list[str] = []
+    lacking: list[str] = []
     for variant in found.config.select(args.variant, args.all, args.locked):
         for flavor in variant.flavors:
             rec = store.read(variant.name, flavor)
-            if rec is not None and rec.push is not None and rec.passed("push"):
-                print(f"{rec.push.repository}@{rec.push.digest}")
+            if rec is None or rec.push is None or not rec.passed("push"):
+                continue
+            if references.canonical(rec.push.repository) != references.canonical(repository):
+                elsewhere.append(f"{variant.name} {flavor} (pushed to {rec.push.repository})")
+                continue
+            lines.append(f"{rec.push.repository}@{rec.push.digest}")
+            if args.release_files:
+                if rec.push.release_files is None:
+                    lacking.append(f"{variant.name} {flavor}")
+                else:
+                    lines.append(rec.push.release_files)
+    if elsewhere:
+        raise RefusedError(
+            f"not pushed to {repository}: {', '.join(elsewhere)}",
+            "pass the --repository the push had (or set $TORCHIMG_REPOSITORY alike), or push there",
+        )
+    if lacking:
+        raise RefusedError(
+            f"no release manifest beside the pushed image of {', '.join(lacking)} (pushed by an older "
+            "pipeline)",
+            "push again: the same digest gets its release manifest attached, nothing else changes",
+        )
+    for line in lines:
+        print(line)
 
 
 def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -349,6 +377,16 @@ def parser() -> argparse.ArgumentParser:
     mx.set_defaults(func=_matrix)
     dg = sub.add_parser("digests", help="repository@digest of each pushed image (to sign)")
     _selection_arguments(dg, per_image=False)
+    dg.add_argument(
+        "--repository",
+        help="the repository the images were pushed to (default: $TORCHIMG_REPOSITORY, variants.toml "
+        "`repository`)",
+    )
+    dg.add_argument(
+        "--release-files",
+        action="store_true",
+        help="also the release manifest and notes beside each image (sha256-<hex>.release)",
+    )
     dg.set_defaults(func=_digests)
     pf = sub.add_parser("preflight", help="check a runner: engine, buildx, containerd store, GPU, disk")
     pf.add_argument(

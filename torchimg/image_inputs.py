@@ -33,6 +33,8 @@ def lockfiles(variant: Variant, flavor: str) -> list[Path]:
                 f"make it with `nox -s lock -- --variant {variant.name}` on a machine that "
                 f"reaches its index{where}, and commit it",
             )
+    for path in needed:
+        _check_header(variant, path)
     torch = variant.torch_requirement.split("==", 1)[1]
     pins = [lockfile.verify(path, torch, torch_required=path.name == "runtime.txt") for path in needed]
     if len(pins) == 2 and (mismatched := lockfile.shared_mismatches(pins[0], pins[1])):
@@ -41,6 +43,22 @@ def lockfiles(variant: Variant, flavor: str) -> list[Path]:
             f"re-lock it: `nox -s lock -- --variant {variant.name}`",
         )
     return needed
+
+
+def _check_header(variant: Variant, path: Path) -> None:
+    """A lockfile is compiled for one variant, flavor and index (its header says which): one
+    copied from another variant's folder, or left from before the variant's `index` changed,
+    would build an image its labels and release notes misdescribe."""
+    info = lockfile.read_info(path)
+    expected = {"variant": variant.name, "flavor": path.stem, "index": variant.lock_index(path.stem)}
+    wrong = [
+        f"{k} {getattr(info, k)!r} (expected {v!r})" for k, v in expected.items() if getattr(info, k) != v
+    ]
+    if wrong:
+        raise PipelineError(
+            f"variant {variant.name}: {paths.shown(path)} was compiled for another {', '.join(wrong)}",
+            f"re-lock it: `nox -s lock -- --variant {variant.name}`, and commit it",
+        )
 
 
 def check(variant: Variant, flavor: str, base_override: str | None) -> list[Path]:

@@ -3,6 +3,7 @@ what it passed, and which packages changed since the previous release of the sam
 
 import datetime
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,9 +13,12 @@ from typing_extensions import TypedDict
 from torchimg import output, paths, userfiles
 from torchimg.adapters import gitinfo, remote_registry
 from torchimg.errors import PipelineError
-from torchimg.model import labels, lockfile, record
+from torchimg.model import labels, lockfile, record, tags
 
 Manifest = dict[str, Any]
+# The release manifest attached beside repository@digest (JSON bytes; None: none is): the
+# registry's, as remote_registry reads it; the unit tests of the wording pass their own.
+Attached = Callable[[str, str], bytes | None]
 
 
 def packages(lock_paths: list[str]) -> dict[str, str]:
@@ -46,9 +50,16 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, Any]:
 
 
 def previous(
-    ref: str, ours: str, immutable_tag: str, lock_paths: list[str], folder: Path
+    ref: str,
+    ours: str,
+    immutable_tag: str,
+    lock_paths: list[str],
+    folder: Path,
+    attached: Attached = remote_registry.attached_release,
 ) -> dict[str, object]:
-    """What the moving tag named before this push, and the package diff against it."""
+    """What the moving tag named before this push, and the package diff against it: from the
+    lockfiles as committed then, or, where this clone lacks that commit (a shallow CI
+    checkout), from the previous release's manifest."""
     digest = remote_registry.digest(ref)
     if digest is None:
         return {"previous": None, "package_diff": None}
@@ -58,12 +69,17 @@ def previous(
     out: dict[str, object] = {"previous": {"ref": ref, "digest": digest, "revision": revision}}
     before = packages_at(revision, lock_paths)
     if before is None:
-        out["package_diff"] = None
-        out["package_diff_note"] = (
-            f"commit {revision[:12]} is not in this clone (`git fetch --unshallow` and push again)"
-        )
-    else:
-        out["package_diff"] = diff(before, packages(lock_paths))
+        repository, line = ref.rsplit(":", 1)
+        listed, why = _from_earlier(repository, line, digest, folder, "packages", _PACKAGES, attached)
+        if listed is None:
+            out["package_diff"] = None
+            out["package_diff_note"] = (
+                f"commit {revision[:12]} is not in this clone (`git fetch --unshallow` and push again), "
+                f"and {why}"
+            )
+            return out
+        before = listed
+    out["package_diff"] = diff(before, packages(lock_paths))
     return out
 
 
@@ -107,6 +123,7 @@ _PREVIOUS: TypeAdapter[dict[str, str] | None] = TypeAdapter(dict[str, str] | Non
 _DIFF: TypeAdapter[_Diff | None] = TypeAdapter(_Diff | None)
 _OS_DIFF: TypeAdapter[dict[str, _Diff] | None] = TypeAdapter(dict[str, _Diff] | None)
 _OS_LIST: TypeAdapter[dict[str, dict[str, str]]] = TypeAdapter(dict[str, dict[str, str]])
+_PACKAGES: TypeAdapter[dict[str, str]] = TypeAdapter(dict[str, str])
 
 
 def _valid(adapter: TypeAdapter[Any], value: object) -> bool:
@@ -118,41 +135,81 @@ def _valid(adapter: TypeAdapter[Any], value: object) -> bool:
     return True
 
 
-def _os_packages_released(
-    m: Manifest, digest: str, folder: Path
-) -> tuple[dict[str, dict[str, str]] | None, str]:
-    """The OS package lists a manifest of this line in `folder` recorded for `digest`, newest
-    first; (None, why) when there is none to compare with."""
-    unreadable: list[str] = []
-    lacking = ""
-    for p in (
-        sorted(folder.glob(f"{m['variant']}-{m['flavor']}-*.json"), reverse=True) if folder.is_dir() else []
-    ):
+def _earlier(
+    repository: str, line: str, digest: str, folder: Path, attached: Attached
+) -> Iterator[tuple[str, object]]:
+    """The manifests recorded for the release of `digest`, as (where, its JSON, or why it
+    could not be read): this folder's of the line (newest first), then the one attached
+    beside the image in the registry, asked only when the folder's gave no answer."""
+    for p in sorted(folder.glob(f"{line}-*.json"), reverse=True) if folder.is_dir() else []:
         try:
             found = _load(p)
         except _UNREADABLE as exc:
-            unreadable.append(f"{p.name} ({exc})"[:200])
+            yield p.name, exc
             continue
-        if not isinstance(found, dict) or found.get("digest") != digest:
+        if isinstance(found, dict) and found.get("digest") == digest:
+            yield p.name, found
+    where = f"{repository}:{tags.release_files(digest)}"
+    try:
+        raw = attached(repository, digest)
+        beside = None if raw is None else json.loads(raw)
+    except PipelineError as exc:
+        yield where, ValueError(exc.what)
+        return
+    except _UNREADABLE as exc:
+        yield where, exc
+        return
+    if beside is None:
+        return
+    if isinstance(beside, dict) and beside.get("digest") == digest:
+        yield where, beside
+    else:
+        yield where, ValueError(f"not the release manifest of {digest}")
+
+
+def _from_earlier(
+    repository: str,
+    line: str,
+    digest: str,
+    folder: Path,
+    key: str,
+    shape: TypeAdapter[Any],
+    attached: Attached,
+) -> tuple[Any, str]:
+    """`key` of the first manifest recorded for the release of `digest` that has it in
+    `shape`; (None, why) when there is none to compare with."""
+    what = _WHAT[key]
+    unreadable: list[str] = []
+    lacking = ""
+    for where, found in _earlier(repository, line, digest, folder, attached):
+        if isinstance(found, Exception):
+            unreadable.append(f"{where} ({found})"[:200])
             continue
-        listed = found.get("os_packages")
-        if listed and _valid(_OS_LIST, listed):
-            return cast(dict[str, dict[str, str]], listed), ""
+        assert isinstance(found, dict)
+        listed = found.get(key)
+        if listed and _valid(shape, listed):
+            return listed, ""
         lacking = lacking or (
-            f"the previous release's manifest ({p.name}) "
-            + ("has a malformed OS package list" if listed else "lists no OS packages")
+            f"the previous release's manifest ({where}) "
+            + (f"has a malformed {what}" if listed else f"has no {what}")
         )  # an older manifest of the same image may still have one
     why = lacking or (
-        f"the previous release's manifest is not in {paths.shown(folder)}/ (released from another "
-        "machine or clone)"
+        f"the previous release's manifest is neither in {paths.shown(folder)}/ nor beside its image "
+        f"({repository}:{tags.release_files(digest)}: released by an older pipeline)"
     )
-    return None, why + (f"; unreadable there: {', '.join(unreadable[:3])}" if unreadable else "")
+    return None, why + (f"; unreadable: {', '.join(unreadable[:3])}" if unreadable else "")
 
 
-def os_changes(m: Manifest, folder: Path) -> dict[str, object]:
+_WHAT = {"os_packages": "OS package list", "packages": "Python package list"}
+
+
+def os_changes(
+    m: Manifest, folder: Path, attached: Attached = remote_registry.attached_release
+) -> dict[str, object]:
     """The OS packages (apt's, unpinned) that changed since the previous release, for each
-    platform both releases list, from that release's manifest when it is in this folder (pushed
-    from here before). A platform only one of them has is said, not compared."""
+    platform both releases list, from that release's manifest: in this folder when pushed from
+    here, else the one attached beside its image. A platform only one of them has is said, not
+    compared."""
     prev = m.get("previous")
     if prev is None:
         return {"os_package_diff": None}
@@ -160,7 +217,9 @@ def os_changes(m: Manifest, folder: Path) -> dict[str, object]:
     if not now:
         why = "this image's scan listed no OS packages (scanned by an older pipeline: `nox -s scan` again)"
         return {"os_package_diff": None, "os_package_diff_note": why}
-    before, why = _os_packages_released(m, str(prev.get("digest")), folder)
+    line = f"{m['variant']}-{m['flavor']}"
+    digest = str(prev.get("digest"))
+    before, why = _from_earlier(m["repository"], line, digest, folder, "os_packages", _OS_LIST, attached)
     if before is None:
         return {"os_package_diff": None, "os_package_diff_note": why}
     out: dict[str, object] = {
@@ -240,9 +299,14 @@ def write(manifest: Manifest, text: str, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     tag = manifest["immutable_tag"]
     json_path, md_path = folder / f"{tag}.json", folder / f"{tag}.md"
-    json_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    json_path.write_bytes(serialized(manifest))
     md_path.write_text(text)
     return json_path, md_path
+
+
+def serialized(manifest: Manifest) -> bytes:
+    """The manifest's JSON as written to reports/releases/ and attached beside the image."""
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
 
 _UNREADABLE = (OSError, UnicodeDecodeError, ValueError, RecursionError)
@@ -331,6 +395,9 @@ def markdown(m: Manifest) -> str:
         f"# Release {m['immutable_tag']}",
         "",
         f"Pushed {m['pushed']} to `{m['repository']}` from commit `{m['git']['revision']}`.",
+        "",
+        "The manifest (`release.json`) and notes (`release.md`) of this image's first release "
+        f"travel beside it, as `{m['repository']}:{tags.release_files(m['digest'])}`.",
         "",
         output.table(
             ["reference", "digest"],

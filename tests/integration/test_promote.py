@@ -9,6 +9,7 @@ flavor (runtime), the pull finds the layers in this engine already, and no cosig
 identity (the signing step is skipped, saying so).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from tests.integration.conftest import remove_images, require_trivy, tag_list
 from torchimg import cli, devtools
 from torchimg.adapters import engine, local_registry, remote_registry
-from torchimg.model import labels, record, variants
+from torchimg.model import labels, record, tags, variants
 
 pytestmark = pytest.mark.integration
 
@@ -64,10 +65,12 @@ class Workflow:
         code, _, err = self("promote", "--repository", self.release, "--allow-dirty")
         return code, err
 
-    def released(self) -> dict[str, str | None]:
-        """Every tag of the release repository and the digest it names."""
+    def released(self, beside: bool = False) -> dict[str, str | None]:
+        """Every tag of the release repository and the digest it names: the image's, or
+        (`beside`) those of the release manifests attached beside it."""
         host, _, name = self.release.partition("/")
-        return {t: remote_registry.digest(f"{self.release}:{t}") for t in tag_list(host, name)}
+        found = {t: remote_registry.digest(f"{self.release}:{t}") for t in tag_list(host, name)}
+        return {t: d for t, d in found.items() if t.endswith(".release") == beside}
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +138,16 @@ def test_the_workflow_commands_in_order(
     released = run.released()
     assert set(released.values()) == {built.image_id}, released  # the tested digest, byte for byte
     assert len(released) == 1 + 3  # immutable + <variant>-runtime, 2.9-..., latest
-    code, out, _ = run("digests", "--variant", run.variant, selects=False)
+    assert list(run.released(beside=True)) == [tags.release_files(built.image_id)]
+    attached = json.loads(remote_registry.attached_release(run.release, built.image_id) or b"")
+    assert attached["digest"] == built.image_id and attached["repository"] == run.release
+    code, out, _ = run("digests", "--variant", run.variant, "--repository", run.release, selects=False)
     assert (code, out.split()) == (0, [f"{run.release}@{built.image_id}"])
+    code, out, _ = run(
+        "digests", "--variant", run.variant, "--repository", run.release, "--release-files", selects=False
+    )
+    files = remote_registry.digest(f"{run.release}:{tags.release_files(built.image_id)}")
+    assert (code, out.split()) == (0, [f"{run.release}@{built.image_id}", f"{run.release}@{files}"])
     # the signing step (`cosign sign` on those digests) needs cosign and an OIDC identity: not here
 
 
@@ -144,13 +155,14 @@ def test_a_second_promote_changes_nothing(
     workflow: Callable[[pytest.CaptureFixture[str]], Workflow], capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = workflow(capsys)
-    before = run.released()
+    before, beside = run.released(), run.released(beside=True)
     assert before, "needs the promote of the previous test"
     code, err = run.promote()
     assert code == 0, err[-2000:]
     assert "already names this image" in err
     assert "moved" not in err
-    assert run.released() == before
+    assert "holds the manifest of this image's first release: kept" in err
+    assert run.released() == before and run.released(beside=True) == beside
 
 
 def test_the_sign_step(
@@ -158,7 +170,7 @@ def test_the_sign_step(
 ) -> None:
     """The workflow signs what `digests` prints, by digest; keyless signing needs what CI has."""
     run = workflow(capsys)
-    code, out, _ = run("digests", "--variant", run.variant, selects=False)
+    code, out, _ = run("digests", "--variant", run.variant, "--repository", run.release, selects=False)
     assert code == 0 and out.split() == [f"{run.release}@{run.rec.image_id}"]
     missing = [] if shutil.which("cosign") else ["cosign"]
     if not os.environ.get("ACTIONS_ID_TOKEN_REQUEST_URL"):

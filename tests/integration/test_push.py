@@ -9,6 +9,7 @@ localhost:5000.
 import dataclasses
 import http.client
 import http.server
+import json
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 
 from tests.factories import a_record, has_row
 from tests.integration.conftest import Pipeline, build_small, remove_images, require_trivy, tag_list
-from torchimg import cli, paths
+from torchimg import cli, paths, releasenotes
 from torchimg.adapters import engine, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import lockfile, record, tags, variants
@@ -91,7 +92,8 @@ def test_push_reads_the_digest_back_then_moves_tags(
     immutable = tags.immutable_of(default_variant, "runtime", releasable)
     assert m["immutable_tag"] == immutable
     assert m["moving_tags"] == ["2.9.1-cu128-runtime", "2.9-cu128-runtime", "latest"]
-    assert tag_list(target.host, "release") == sorted([immutable, *m["moving_tags"]])
+    beside = tags.release_files(m["digest"])
+    assert tag_list(target.host, "release") == sorted([immutable, *m["moving_tags"], beside])
     for t in [immutable, *m["moving_tags"]]:
         assert remote_registry.serves(f"{repo}:{t}", releasable.image_id) == m["digest"]
     assert m["already_present"] is False
@@ -112,6 +114,11 @@ def test_push_reads_the_digest_back_then_moves_tags(
     text = manifest_md.read_text()
     assert has_row(text, f"`{repo}:latest`", f"`{m['digest']}`")
     assert "First release of this line" in text
+    # the manifest and notes travel beside the image, byte for byte as written here
+    assert remote_registry.attached_release(repo, m["digest"]) == Path(saved.push.manifest).read_bytes()
+    assert f"`{repo}:{beside}`" in text
+    with pytest.raises(ToolError, match="not a one-layer image of files"):  # refused before any pull
+        engine.read_files(f"{repo}:latest", ["release.json"])
 
 
 def test_pushing_again_is_idempotent(
@@ -122,12 +129,13 @@ def test_pushing_again_is_idempotent(
     target: local_registry.Local,
 ) -> None:
     repo = f"{target.host}/release"
-    before = tag_list(target.host, "release")
+    before = {t: remote_registry.digest(f"{repo}:{t}") for t in tag_list(target.host, "release")}
     first = remote_registry.digest(f"{repo}:latest")
     m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
     assert m["already_present"] is True
     assert m["digest"] == first
-    assert tag_list(target.host, "release") == before
+    # the first release's manifest stays beside the image: nothing in the registry changed
+    assert {t: remote_registry.digest(f"{repo}:{t}") for t in tag_list(target.host, "release")} == before
 
 
 def test_an_immutable_tag_naming_other_content_is_refused(
@@ -183,7 +191,8 @@ def test_a_registry_stopped_mid_push_moves_nothing_and_a_rerun_succeeds(
     reg.start()
     assert not set(tag_list(reg.host, "midpush")) & {"latest", "2.9.1-cu128-runtime", "2.9-cu128-runtime"}
     m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
-    assert tag_list(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"]])
+    beside = tags.release_files(m["digest"])
+    assert tag_list(reg.host, "midpush") == sorted([m["immutable_tag"], *m["moving_tags"], beside])
     assert remote_registry.digest(f"{repo}:latest") == m["digest"]
 
 
@@ -225,6 +234,50 @@ def test_moving_tags_never_move_backwards_unless_forced(
     forced = dataclasses.replace(_opts(repo), force_move=True)
     m = push.push(*pipeline.at("runtime", default_variant), forced)
     assert remote_registry.digest(f"{repo}:2.9-cu128-runtime") == m["digest"] != squatter
+
+
+def test_the_previous_release_is_compared_from_the_manifest_beside_it(
+    pipeline: Pipeline,
+    releasable: record.Record,
+    default_variant: variants.Variant,
+    target: local_registry.Local,
+    base: str | None,
+    tmp_path: Path,
+) -> None:
+    """A fresh CI runner has neither the previous release's manifest in reports/releases/ nor,
+    in a shallow clone, its commit: the notes come from the manifest attached beside it."""
+    repo = f"{target.host}/beside"
+    older = build_small(
+        tmp_path,
+        f"FROM {base or default_variant.base.image}\n"
+        'LABEL org.opencontainers.image.created="2000-01-01T00:00:00Z" '
+        f'org.opencontainers.image.revision="{"0" * 40}"\n',
+        "torchimg-test/older:1",
+    )
+    try:
+        previous = engine.push_as(older, f"{repo}:2.9.1-cu128-runtime")
+    finally:
+        remove_images(older)
+    platform = releasable.build.platforms[0]
+    # what a release from another machine attached beside that image (its own lists)
+    installed = pipeline.store.read(default_variant.name, "runtime")
+    assert installed is not None and installed.scan is not None
+    os_before = {**installed.scan.os_packages[platform], "tini": "0.18.0-1", "gone-since": "1.0-1"}
+    py_before = {**releasenotes.packages(sorted(releasable.inputs.lockfiles)), "torch": "2.9.0"}
+    earlier = {"digest": previous, "packages": py_before, "os_packages": {platform: os_before}}
+    remote_registry.attach_release(repo, previous, json.dumps(earlier).encode(), b"# earlier\n")
+
+    m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
+    assert m["previous"]["digest"] == previous
+    assert m["package_diff"] == {"added": {}, "removed": {}, "changed": {"torch": ["2.9.0", "2.9.1"]}}
+    os_diff = m["os_package_diff"][platform]
+    assert os_diff["removed"] == {"gone-since": "1.0-1"} and os_diff["added"] == {}
+    assert list(os_diff["changed"]) == ["tini"] and os_diff["changed"]["tini"][0] == "0.18.0-1"
+    saved = pipeline.store.read(default_variant.name, "runtime")
+    assert saved is not None and saved.push is not None
+    text = Path(saved.push.manifest).with_suffix(".md").read_text()
+    assert has_row(text, "tini", "0.18.0-1", os_diff["changed"]["tini"][1])
+    assert has_row(text, "torch", "2.9.0", "2.9.1")
 
 
 class _FlakyProxy(http.server.BaseHTTPRequestHandler):

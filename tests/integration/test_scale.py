@@ -90,5 +90,7 @@ def test_an_unknown_builder_is_named(
     opts = build.Options(base=base, repository="torchimg-test/nobuilder", builder="no-such-builder")
     with pytest.raises(PipelineError) as exc:
         build.build(*pipeline.at("runtime", default_variant), opts)[0]
-    assert "no-such-builder" in exc.value.what
+    assert "no buildx builder named 'no-such-builder'" in exc.value.what
+    assert exc.value.exit_code == 2  # a setting naming nothing: before any stage
     assert "docker buildx ls" in exc.value.fix
+    assert engine.image_id(f"torchimg-test/nobuilder:{default_variant.name}-runtime") is None

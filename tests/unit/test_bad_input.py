@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from torchimg import cli
+from torchimg.adapters import engine
 
 Edit = Callable[[Path], None]
 VARIANT = "2.9.1-cu128"
@@ -485,3 +486,22 @@ def test_lint_config_skips_an_absent_trivy_only_when_asked_and_never_a_wrong_one
     monkeypatch.setenv("TORCHIMG_TRIVY", "/etc/passwd")  # named, and no program: never "absent"
     assert cli.main(["lint-config", "--if-available"]) == 2
     assert "is not an executable file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("inspected", "too_old"),
+    [
+        ("Name: old\nDriver: docker-container\nNodes:\nBuildKit version: v0.11.6\n", "0.11"),
+        ("Name: old\nDriver: docker-container\nNodes:\nBuildkit:  v0.10.4\n", "0.10"),  # buildx < 0.13
+        ("Name: new\nDriver: remote\nNodes:\nBuildKit version: v0.12.5\n", None),
+        ("Name: new\nNodes:\nBuildKit version: v0.16.0\n", None),
+        ("Name: default\nDriver: docker\nBuildKit version: v0.0.0+unknown\n", None),  # Debian's engine
+        ("Name: stopped\nDriver: docker-container\nStatus: inactive\n", None),  # not reported
+    ],
+)
+def test_a_named_builder_too_old_for_the_dockerfile_is_said_before_the_build(
+    inspected: str, too_old: str | None
+) -> None:
+    """`docker buildx inspect` as buildx prints it: an old BuildKit would fail parsing the
+    Dockerfile (HEALTHCHECK --start-interval) after the stages before it ran."""
+    assert engine.buildkit_too_old(inspected) == too_old

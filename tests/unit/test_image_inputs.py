@@ -32,6 +32,35 @@ def test_lock_python_must_match_the_base(config: variants.Config) -> None:
     assert image_inputs.check(variant, "runtime", "local/debian:trixie")  # --base: the Dockerfile checks
 
 
+@pytest.mark.parametrize(
+    ("lock", "line", "replacement", "said"),
+    [
+        ("runtime.txt", "# variant: 2.9.1-cu128", "# variant: 2.9.1-cu126", "variant '2.9.1-cu126'"),
+        ("dev.txt", "# flavor: dev", "# flavor: runtime", "flavor 'runtime' (expected 'dev')"),
+        (
+            "runtime.txt",
+            "# index: https://pypi.org/simple",
+            "# index: https://download.pytorch.org/whl/cu128",
+            "index 'https://download.pytorch.org/whl/cu128' (expected 'https://pypi.org/simple')",
+        ),
+    ],
+)
+def test_a_lockfile_compiled_for_another_variant_flavor_or_index_is_refused(
+    config: variants.Config, lock: str, line: str, replacement: str, said: str
+) -> None:
+    """A lockfile copied from another variant's folder, or left from before the variant's index
+    changed, would build an image its labels and release notes misdescribe."""
+    variant = config.variant("2.9.1-cu128")
+    path = variant.lock_dir / lock
+    assert line in path.read_text()
+    path.write_text(path.read_text().replace(line, replacement))
+    with pytest.raises(PipelineError) as exc:
+        image_inputs.check(variant, "dev", None)
+    assert exc.value.exit_code == 2
+    assert f"{lock} was compiled for another {said}" in exc.value.what
+    assert "nox -s lock -- --variant 2.9.1-cu128" in exc.value.fix
+
+
 def test_unknown_flavor_for_variant(config: variants.Config) -> None:
     variant = dataclasses.replace(config.variant("2.9.1-cu128"), flavors=("runtime",))
     with pytest.raises(PipelineError, match="has no flavor 'dev'"):

@@ -8,9 +8,9 @@ import pytest
 
 from tests.factories import a_record, has_row
 from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
-from torchimg import releasenotes
+from torchimg import cli, releasenotes
 from torchimg.adapters import gitinfo, local_registry
-from torchimg.errors import PipelineError
+from torchimg.errors import PipelineError, ToolError
 from torchimg.model import lockfile, record, scan_policy, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
 
@@ -285,8 +285,14 @@ def _released(folder: Path, name: str, content: object) -> None:
 PREVIOUS = "sha256:" + "d" * 64
 
 
+def _nothing_beside(repository: str, digest: str) -> bytes | None:
+    """A registry with no release manifest attached beside the previous image."""
+    return None
+
+
 def _now(**changes: object) -> releasenotes.Manifest:
     m: releasenotes.Manifest = {
+        "repository": "registry.example.com/pytorch",
         "variant": "2.9.1-cu128",
         "flavor": "runtime",
         "previous": {"digest": PREVIOUS},
@@ -308,23 +314,87 @@ def test_os_packages_are_compared_with_the_previous_releases_manifest_when_it_is
         "removed": {"gone": "1"},
         "changed": {"openssl": ["3.5.9-1", "3.5.10-1"]},
     }
-    found = releasenotes.os_changes(_now(), tmp_path)
+    found = releasenotes.os_changes(_now(), tmp_path, _nothing_beside)
     assert found == {"os_package_diff": {"linux/amd64": changes}}
     text = releasenotes.markdown({**_base_manifest(), **_now(), **found})
     assert has_row(text, "openssl", "3.5.9-1", "3.5.10-1") and "not compared" not in text
 
 
 def test_os_packages_not_compared_say_why(tmp_path: Path) -> None:
-    elsewhere = releasenotes.os_changes(_now(previous={"digest": "sha256:" + "e" * 64}), tmp_path)
-    assert elsewhere["os_package_diff"] is None and "is not in" in str(elsewhere["os_package_diff_note"])
-    unlisted = releasenotes.os_changes(_now(os_packages={}), tmp_path)
+    elsewhere = releasenotes.os_changes(
+        _now(previous={"digest": "sha256:" + "e" * 64}), tmp_path, _nothing_beside
+    )
+    assert elsewhere["os_package_diff"] is None
+    assert "is neither in" in str(elsewhere["os_package_diff_note"])
+    assert f"registry.example.com/pytorch:sha256-{'e' * 64}.release" in str(elsewhere["os_package_diff_note"])
+    unlisted = releasenotes.os_changes(_now(os_packages={}), tmp_path, _nothing_beside)
     assert "listed no OS packages" in str(unlisted["os_package_diff_note"])
-    assert releasenotes.os_changes(_now(previous=None), tmp_path) == {"os_package_diff": None}
+    assert releasenotes.os_changes(_now(previous=None), tmp_path, _nothing_beside) == {
+        "os_package_diff": None
+    }
     _released(tmp_path, "20261101-0000000", {"digest": PREVIOUS, "os_packages": {"linux/amd64": {"a": 1}}})
-    malformed = releasenotes.os_changes(_now(), tmp_path)
+    malformed = releasenotes.os_changes(_now(), tmp_path, _nothing_beside)
     assert "has a malformed OS package list" in str(malformed["os_package_diff_note"])
     text = releasenotes.markdown({**_base_manifest(), **_now(), **malformed})
     assert "OS packages: not compared: the previous release's manifest" in text
+
+
+def test_os_packages_are_compared_with_the_manifest_attached_beside_the_previous_image(
+    tmp_path: Path,
+) -> None:
+    """A fresh CI runner has no reports/releases/: the registry has the previous release's."""
+    asked: list[tuple[str, str]] = []
+
+    def beside(repository: str, digest: str) -> bytes | None:
+        asked.append((repository, digest))
+        return json.dumps({"digest": digest, "os_packages": {"linux/amd64": {"openssl": "3.5.9-1"}}}).encode()
+
+    found = releasenotes.os_changes(_now(), tmp_path, beside)
+    assert asked == [("registry.example.com/pytorch", PREVIOUS)]
+    assert found == {
+        "os_package_diff": {
+            "linux/amd64": {
+                "added": {"new": "2"},
+                "removed": {},
+                "changed": {"openssl": ["3.5.9-1", "3.5.10-1"]},
+            }
+        }
+    }
+    # the folder's own copy is read first; the registry is not asked then
+    _released(
+        tmp_path, "20261101-0000000", {"digest": PREVIOUS, "os_packages": {"linux/amd64": {"new": "2"}}}
+    )
+    asked.clear()
+    assert releasenotes.os_changes(_now(), tmp_path, beside)["os_package_diff"] == {
+        "linux/amd64": {"added": {"openssl": "3.5.10-1"}, "removed": {}, "changed": {}}
+    }
+    assert asked == []
+
+
+@pytest.mark.parametrize(
+    ("beside", "note"),
+    [
+        (b'{"digest": "sha256:' + b"e" * 64 + b'", "os_packages": {}}', "not the release manifest of"),
+        (b"[1, 2", "Expecting"),
+        (b'{"digest": "sha256:' + b"d" * 64 + b'"}', "has no OS package list"),
+        (
+            ToolError("registry.example.com/pytorch:x holds no release.json", "remove it"),
+            "holds no release.json",
+        ),
+    ],
+)
+def test_a_manifest_beside_the_previous_image_that_does_not_read_back_is_a_note(
+    tmp_path: Path, beside: bytes | ToolError, note: str
+) -> None:
+    def read(repository: str, digest: str) -> bytes | None:
+        if isinstance(beside, ToolError):
+            raise beside
+        return beside
+
+    found = releasenotes.os_changes(_now(), tmp_path, read)
+    assert found["os_package_diff"] is None and note in str(found["os_package_diff_note"])
+    assert "sha256-" + "d" * 64 + ".release" in str(found["os_package_diff_note"])
+    releasenotes.markdown({**_base_manifest(), **_now(), **found})
 
 
 def test_a_platform_only_one_release_has_is_named_not_compared(tmp_path: Path) -> None:
@@ -332,7 +402,7 @@ def test_a_platform_only_one_release_has_is_named_not_compared(tmp_path: Path) -
     both = {"linux/amd64": {"a": "1"}, "linux/s390x": {"a": "1"}}
     _released(tmp_path, "20261101-0000000", {"digest": PREVIOUS, "os_packages": both})
     now = _now(os_packages={"linux/amd64": {"a": "1"}, "linux/arm64": {"a": "1"}})
-    found = releasenotes.os_changes(now, tmp_path)
+    found = releasenotes.os_changes(now, tmp_path, _nothing_beside)
     assert found["os_package_diff"] == {"linux/amd64": {"added": {}, "removed": {}, "changed": {}}}
     assert found["os_package_diff_note"] == (
         "linux/arm64: not in the previous release; linux/s390x: in the previous release only"
@@ -386,3 +456,51 @@ def test_os_packages_are_read_as_dpkg_spells_their_versions() -> None:
         "openssl": "3.5.9-1~deb13u1",
         "perl-base": "1:5.40.1-6",
     }
+
+
+def _pushed(reports: Path, flavor: str, repository: str, release_files: str | None) -> str:
+    """A record of an image of the default variant pushed to `repository`; its digest."""
+    digest = "sha256:" + ("b" if flavor == "dev" else "c") * 64
+    rec = a_record(digest, flavor=flavor)
+    rec.push = record.Pushed(
+        ok=True,
+        image_id=digest,
+        repository=repository,
+        digest=digest,
+        references=[],
+        manifest="m",
+        release_files=release_files,
+    )
+    record.Store(reports).write(rec)
+    return digest
+
+
+def test_digests_prints_what_was_pushed_to_the_configured_repository_and_its_release_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    here = "localhost:5000/pytorch"
+    files = f"{here}@sha256:" + "f" * 64
+    runtime = _pushed(tmp_path, "runtime", here, files)
+    argv = ["--reports", str(tmp_path), "digests"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.split() == [f"{here}@{runtime}"]
+    assert cli.main([*argv, "--release-files"]) == 0
+    assert capsys.readouterr().out.split() == [f"{here}@{runtime}", files]
+
+    # a record of a push elsewhere (an earlier run's local registry, another --repository)
+    dev = _pushed(tmp_path, "dev", "registry.example.com/pytorch", None)
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # nothing to sign rather than a partial list
+    assert (
+        "not pushed to localhost:5000/pytorch: 2.9.1-cu128 dev (pushed to registry.example.com/pytorch)"
+        in err
+    )
+    assert cli.main([*argv, "--repository", "registry.example.com/pytorch"]) == 1  # runtime is elsewhere now
+    capsys.readouterr()
+    _pushed(tmp_path, "runtime", "registry.example.com/pytorch", files)
+    assert cli.main([*argv, "--repository", "registry.example.com/pytorch"]) == 0
+    assert capsys.readouterr().out.split() == [f"registry.example.com/pytorch@{x}" for x in (runtime, dev)]
+    assert cli.main([*argv, "--repository", "registry.example.com/pytorch", "--release-files"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no release manifest beside the pushed image of 2.9.1-cu128 dev" in err

@@ -6,6 +6,8 @@ this module holds what the answers mean."""
 import json
 
 from torchimg.adapters import engine
+from torchimg.errors import ToolError
+from torchimg.model import tags
 
 
 def digest(ref: str) -> str | None:
@@ -86,3 +88,27 @@ def platforms(ref: str) -> list[dict[str, object]]:
             }
         )
     return found
+
+
+RELEASE_FILES = ("release.json", "release.md")
+
+
+def attach_release(repository: str, digest: str, manifest: bytes, notes: bytes) -> str:
+    """Put a release's manifest (JSON) and notes (Markdown) beside its image, under
+    `repository:sha256-<hex>.release`; return the digest the registry serves there."""
+    return engine.push_files(
+        f"{repository}:{tags.release_files(digest)}",
+        dict(zip(RELEASE_FILES, (manifest, notes), strict=True)),
+        {"org.opencontainers.image.description": f"release manifest and notes of {repository}@{digest}"},
+    )
+
+
+def attached_release(repository: str, digest: str) -> bytes | None:
+    """The release manifest (JSON bytes) attached beside `repository@digest`; None when none is."""
+    ref = f"{repository}:{tags.release_files(digest)}"
+    found = engine.read_files(ref, RELEASE_FILES[:1])
+    if found is None:
+        return None
+    if RELEASE_FILES[0] not in found:
+        raise ToolError(f"{ref} holds no {RELEASE_FILES[0]}", f"remove that tag: {ref}")
+    return found[RELEASE_FILES[0]]

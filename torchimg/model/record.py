@@ -114,6 +114,9 @@ class Pushed(Section):
     digest: str
     references: list[str]
     manifest: str
+    # repository@digest of the release manifest and notes beside the image (None: pushed by
+    # a pipeline that did not attach them)
+    release_files: str | None = None
 
 
 class GitInput(_Model):

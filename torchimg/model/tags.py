@@ -26,6 +26,13 @@ def staging(immutable_tag: str, image_id: str) -> str:
     return f"{immutable_tag}-{image_id.split(':')[-1][:12]}"
 
 
+def release_files(digest: str) -> str:
+    """The tag of the files that describe a release of `digest` (its manifest and notes), in
+    the image's own repository: `sha256-<hex>.release`, named as cosign names what it attaches,
+    so the next release on any machine finds the previous one's from its digest alone."""
+    return digest.replace(":", "-", 1) + ".release"
+
+
 def immutable_of(variant: Variant, flavor: str, rec: Record) -> str:
     """The immutable tag of a recorded image: its commit's date and revision."""
     git = rec.inputs.git

@@ -68,6 +68,11 @@ class Variant:
     def torch_requirement(self) -> str:
         return torch_builds.torch_requirement(self.torch, self.cuda, self.index)
 
+    def lock_index(self, flavor: str) -> str:
+        """The index a flavor's lockfile resolves from: the runtime lock torch's (with its CUDA
+        wheels), the dev lock PyPI's (what dev adds: Jupyter and friends)."""
+        return self.index if flavor == "runtime" else torch_builds.PYPI_INDEX
+
 
 @dataclass(frozen=True)
 class Config:

@@ -137,6 +137,8 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
     engine.preflight()
     if opts.builder is None:
         engine.require_dockerfile_support()
+    else:
+        engine.require_builder(opts.builder)
     if opts.compression != "gzip" and opts.builder is None and not engine.containerd_store():
         log.warning(
             "   the engine's classic image store keeps and pushes gzip layers whatever --compression "

@@ -21,7 +21,7 @@ from pathlib import Path
 from torchimg import image_inputs, paths
 from torchimg.adapters import emulation, engine, gitinfo, pipcompile
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import labels, lockfile, resolution, torch_builds
+from torchimg.model import labels, lockfile, resolution
 from torchimg.model.credentials import Credentials
 from torchimg.model.variants import PLATFORMS, Variant
 from torchimg.output import log
@@ -191,7 +191,7 @@ def compile_variant(
                 flavor,
                 python,
                 platform,
-                variant.index if flavor == "runtime" else torch_builds.PYPI_INDEX,
+                variant.lock_index(flavor),
             )
             files[f"{flavor}.txt"] = info.header() + (src / lock_rel / f"{flavor}.txt").read_text()
         for machine in machines:

@@ -4,7 +4,8 @@ Order, so that a failure anywhere leaves no moving tag on an unverified image: t
 preconditions (build, test, scan of this exact image ID) -> registry answers -> immutable tag
 (refused if it already names other content) -> digest read back from the registry and checked
 against the local image -> moving tags never moved backwards -> the immutable tag read back
-again -> the moving tags, each read back too -> release manifest and record.
+again -> the release manifest and notes attached beside the image -> the moving tags, each read
+back too -> release manifest and record written here.
 """
 
 import argparse
@@ -285,6 +286,17 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     notes = releasenotes.markdown(manifest)
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
+    # beside the image, so the next release on any machine compares with this one's packages;
+    # the first release's stays (a re-run changes nothing in the registry)
+    files = f"{repository}:{tags.release_files(digest)}"
+    files_digest = remote_registry.digest(files)
+    if files_digest is None:
+        files_digest = remote_registry.attach_release(
+            repository, digest, releasenotes.serialized(manifest), notes.encode()
+        )
+        log.info("   release manifest and notes attached: %s", files)
+    else:
+        log.info("   %s holds the manifest of this image's first release: kept", files)
     to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]
     for name in to_move:
         _push_verified(rec, f"{repository}:{name}", promote)
@@ -302,6 +314,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
         references=manifest["references"],
         manifest=str(json_path),
         finished=manifest["pushed"],
+        release_files=f"{repository}@{files_digest}",
     )
     selection.store.save_section(image.variant.name, image.flavor, "push", pushed)
     log.info("== %s %s@%s; release manifest %s", _past(verb), ref, digest, md_path)

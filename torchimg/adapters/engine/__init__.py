@@ -18,6 +18,7 @@ from torchimg.adapters.engine.containers import (
 )
 from torchimg.adapters.engine.empty import running as empty_engine
 from torchimg.adapters.engine.images import (
+    buildkit_too_old,
     containerd_store,
     data_roots,
     exposed_ports,
@@ -29,19 +30,30 @@ from torchimg.adapters.engine.images import (
     layer_ids,
     preflight,
     remove_image,
+    require_builder,
     require_dockerfile_support,
     save,
     server_version,
     tag,
     untag,
 )
-from torchimg.adapters.engine.registries import copy, imagetools, manifest_digest, pull, push_as, require_base
+from torchimg.adapters.engine.registries import (
+    copy,
+    imagetools,
+    manifest_digest,
+    pull,
+    push_as,
+    push_files,
+    read_files,
+    require_base,
+)
 
 __all__ = [
     "RESULT_MAX_BYTES",
     "BuildResult",
     "Exited",
     "build",
+    "buildkit_too_old",
     "containerd_store",
     "containers_of",
     "copy",
@@ -62,10 +74,13 @@ __all__ = [
     "prune_build_cache",
     "pull",
     "push_as",
+    "push_files",
+    "read_files",
     "registry_container",
     "remove_container",
     "remove_image",
     "require_base",
+    "require_builder",
     "require_dockerfile_support",
     "run",
     "run_kept",

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from torchimg.adapters.engine._client import (
     first_line,
     run_cli,
 )
-from torchimg.errors import ToolError
+from torchimg.errors import PipelineError, ToolError
 
 
 def preflight(buildx: bool = True) -> None:
@@ -79,6 +80,49 @@ def require_dockerfile_support() -> None:
             f"upgrade Docker Engine to {MIN_ENGINE_MAJOR} or newer, or build with --builder on a "
             "BuildKit 0.12+ builder",
         )
+
+
+MIN_BUILDKIT = (0, 12)
+_BUILDKIT_VERSION = re.compile(r"(?im)^\s*buildkit(?: version)?:\s*v?(\d+)\.(\d+)")
+
+
+def require_builder(name: str) -> None:
+    """A named builder (`--builder`, variants.toml `builder`) exists, starts, and runs a BuildKit
+    that reads docker/Dockerfile: said before anything is built, not as a parse error of the
+    Dockerfile. A version the builder does not report (a docker driver's) passes."""
+    try:
+        out = str(run_cli([*docker.docker_cmd, "buildx", "inspect", "--bootstrap", name]))
+    except DockerException as exc:
+        preflight()
+        why = first_line(exc)
+        if "no builder" in why.lower() and "found" in why.lower():
+            raise PipelineError(
+                f"no buildx builder named {name!r} ({why})",
+                "`docker buildx ls` lists the builders; create it with `docker buildx create --name "
+                f"{name} ...`, or pass another --builder (variants.toml `builder`, $TORCHIMG_BUILDER)",
+            ) from None
+        raise ToolError(
+            f"buildx builder {name!r} does not start ({why})",
+            f"`docker buildx inspect --bootstrap {name}` shows why; fix it, or pass another --builder",
+        ) from None
+    too_old = buildkit_too_old(out)
+    if too_old:
+        raise ToolError(
+            f"buildx builder {name!r} runs BuildKit {too_old}: it cannot read docker/Dockerfile "
+            "(HEALTHCHECK --start-interval needs BuildKit 0.12)",
+            f"recreate the builder with a newer BuildKit (`docker buildx create --name {name} "
+            "--driver-opt image=moby/buildkit:v0.12.5 ...` or newer), or build without --builder",
+        )
+
+
+def buildkit_too_old(inspected: str) -> str | None:
+    """The BuildKit version `docker buildx inspect` reports when older than MIN_BUILDKIT; None
+    when new enough or not reported (a docker driver's "v0.0.0+unknown")."""
+    found = _BUILDKIT_VERSION.search(inspected)
+    if found is None:
+        return None
+    version = (int(found[1]), int(found[2]))
+    return f"{found[1]}.{found[2]}" if version != (0, 0) and version < MIN_BUILDKIT else None
 
 
 def server_version() -> str:

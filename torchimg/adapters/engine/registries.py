@@ -4,12 +4,16 @@ docker's credentials), and pushes."""
 import json
 import re
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import cast
 
+from torchimg import userfiles
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
 from torchimg.adapters.engine.images import image_id, preflight, tag, untag
 from torchimg.errors import ToolError
+from torchimg.model import labels as label_keys
 
 _NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest")
 _PUSHED_DIGEST = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64})")
@@ -113,3 +117,87 @@ def require_base(ref: str) -> str:
             f"`docker pull {ref}`, or pass another base with --base (a local image works)",
         )
     return digest
+
+
+def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) -> str:
+    """Push `files` as a one-layer image (`FROM scratch`) under `ref`, built by BuildKit with
+    docker's credentials and registry settings, as every other push; return the digest the
+    registry serves for it. How a file travels beside an image in any registry, including
+    those without OCI artifact support. The docker driver also stores the image in the
+    engine: that tag is removed again."""
+    with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
+        context = Path(tmp)
+        for name, data in files.items():
+            (context / name).write_bytes(data)
+        (context / "Dockerfile").write_text(f"FROM scratch\nCOPY {' '.join(sorted(files))} /\n")
+        try:
+            docker.buildx.build(
+                context,
+                file=context / "Dockerfile",
+                labels={label_keys.BUILT_BY: "torchimg", **labels},
+                output={"type": "image", "name": ref, "push": "true", "oci-mediatypes": "true"},
+                provenance=False,  # one manifest, not an index with an attestation
+                progress=False,
+            )
+        except DockerException as exc:
+            preflight()
+            raise ToolError(
+                f"push of {ref} failed ({first_line(exc)})",
+                "check that the registry answers and that `docker login` has credentials for it; "
+                "then push again: nothing after the failed step was changed",
+            ) from None
+        finally:
+            untag(ref)
+    found = manifest_digest(ref)
+    if found is None:
+        raise ToolError(f"{ref} was pushed but the registry does not serve it", "push again")
+    return found
+
+
+FILES_MAX_BYTES = 64 * 2**20
+
+
+def read_files(ref: str, names: Sequence[str]) -> dict[str, bytes] | None:
+    """The files `names` (those present, each a regular file of at most 64 MiB) of the
+    one-layer image under `ref`, as push_files left them; None when the registry has no such
+    tag. BuildKit exports the image's files to a folder: nothing lands in the engine.
+    Raises ToolError when `ref` is not such an image (several layers, or too large)."""
+    raw = imagetools(ref)
+    if raw is None:
+        return None
+    manifest = json.loads(raw)
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+        raise ToolError(f"{ref} is not a one-layer image of files", f"remove that tag: {ref}")
+    if int(layers[0].get("size") or 0) > FILES_MAX_BYTES:
+        raise ToolError(f"{ref} is larger than {FILES_MAX_BYTES // 2**20} MiB", f"remove that tag: {ref}")
+    found = manifest_digest(ref)
+    by_digest = f"{ref.rsplit(':', 1)[0]}@{found}" if found else ref
+    with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
+        context, out = Path(tmp) / "context", Path(tmp) / "out"
+        context.mkdir()
+        (context / "Dockerfile").write_text(f"FROM {by_digest}\n")
+        try:
+            docker.buildx.build(
+                context,
+                file=context / "Dockerfile",
+                pull=True,
+                output={"type": "local", "dest": str(out)},
+                provenance=False,
+                progress=False,
+            )
+        except DockerException as exc:
+            preflight()
+            raise ToolError(
+                f"cannot read {by_digest} from its registry ({first_line(exc)})",
+                "check that the registry answers and that `docker login` has credentials for it",
+            ) from None
+        read: dict[str, bytes] = {}
+        for name in names:
+            path = out / name
+            if path.is_file() and not path.is_symlink():
+                try:
+                    read[name] = userfiles.read(path, FILES_MAX_BYTES)
+                except OSError as exc:
+                    raise ToolError(f"{ref}: {name}: {exc.strerror}", f"remove that tag: {ref}") from None
+        return read
