@@ -214,9 +214,9 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
                 if rec.push.release_files is None:
                     lacking.append(f"{variant.name} {flavor}")
                 else:
-                    lines.append(rec.push.release_files)
-    if elsewhere:
-        raise RefusedError(
+                    lines.append(f"{rec.push.repository}@{rec.push.release_files}")
+    if elsewhere:  # the configuration names another repository than the records: bad input
+        raise PipelineError(
             f"not pushed to {repository}: {', '.join(elsewhere)}",
             "pass the --repository the push had (or set $TORCHIMG_REPOSITORY alike), or push there",
         )
@@ -224,7 +224,8 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
         raise RefusedError(
             f"no release manifest beside the pushed image of {', '.join(lacking)} (pushed by an older "
             "pipeline)",
-            "push again: the same digest gets its release manifest attached, nothing else changes",
+            "push again (with --immutable-only once the moving tags have moved on): the same digest "
+            "gets its release manifest attached, nothing else changes",
         )
     for line in lines:
         print(line)

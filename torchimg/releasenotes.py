@@ -5,9 +5,9 @@ import datetime
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from torchimg import output, paths, userfiles
@@ -113,17 +113,24 @@ def recorded(immutable_tag: str, folder: Path) -> dict[str, object]:
 _DIFF_KEYS = ("previous", "package_diff", "package_diff_note")
 
 
+# What an earlier manifest may hold (it may come from the registry): package names and versions
+# as pip and dpkg spell them, nothing that would break or inject into the Markdown notes.
+_Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}$")]
+_Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+~:!_-]{0,127}$")]
+_Listed = Annotated[dict[_Name, _Version], Field(max_length=100_000)]
+
+
 class _Diff(TypedDict):
-    added: dict[str, str]
-    removed: dict[str, str]
-    changed: dict[str, list[str]]
+    added: _Listed
+    removed: _Listed
+    changed: dict[_Name, Annotated[list[_Version], Field(min_length=2, max_length=2)]]
 
 
 _PREVIOUS: TypeAdapter[dict[str, str] | None] = TypeAdapter(dict[str, str] | None)
 _DIFF: TypeAdapter[_Diff | None] = TypeAdapter(_Diff | None)
 _OS_DIFF: TypeAdapter[dict[str, _Diff] | None] = TypeAdapter(dict[str, _Diff] | None)
-_OS_LIST: TypeAdapter[dict[str, dict[str, str]]] = TypeAdapter(dict[str, dict[str, str]])
-_PACKAGES: TypeAdapter[dict[str, str]] = TypeAdapter(dict[str, str])
+_OS_LIST: TypeAdapter[dict[str, _Listed]] = TypeAdapter(dict[str, _Listed])
+_PACKAGES: TypeAdapter[_Listed] = TypeAdapter(_Listed)
 
 
 def _valid(adapter: TypeAdapter[Any], value: object) -> bool:
@@ -150,16 +157,15 @@ def _earlier(
         if isinstance(found, dict) and found.get("digest") == digest:
             yield p.name, found
     where = f"{repository}:{tags.release_files(digest)}"
-    try:
-        raw = attached(repository, digest)
-        beside = None if raw is None else json.loads(raw)
-    except PipelineError as exc:
-        yield where, ValueError(exc.what)
+    # a registry that fails here fails the push (exit 3) before any moving tag moves: notes that
+    # silently compared nothing would be attached and signed for good
+    raw = attached(repository, digest)
+    if raw is None:
         return
+    try:
+        beside = json.loads(raw)
     except _UNREADABLE as exc:
         yield where, exc
-        return
-    if beside is None:
         return
     if isinstance(beside, dict) and beside.get("digest") == digest:
         yield where, beside
@@ -193,11 +199,13 @@ def _from_earlier(
             f"the previous release's manifest ({where}) "
             + (f"has a malformed {what}" if listed else f"has no {what}")
         )  # an older manifest of the same image may still have one
-    why = lacking or (
+    if unreadable:
+        lacking = lacking or "the previous release's manifest could not be read"
+        return None, f"{lacking}; unreadable: {', '.join(unreadable[:3])}"
+    return None, lacking or (
         f"the previous release's manifest is neither in {paths.shown(folder)}/ nor beside its image "
         f"({repository}:{tags.release_files(digest)}: released by an older pipeline)"
     )
-    return None, why + (f"; unreadable: {', '.join(unreadable[:3])}" if unreadable else "")
 
 
 _WHAT = {"os_packages": "OS package list", "packages": "Python package list"}

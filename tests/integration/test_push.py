@@ -320,8 +320,13 @@ class _FlakyProxy(http.server.BaseHTTPRequestHandler):
             return
         conn = http.client.HTTPConnection(self.upstream, timeout=120)
         skip = {"transfer-encoding", "connection", "content-length"}
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-        conn.request(self.command, self.path, body=body, headers=headers)
+        conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for key, value in self.headers.items():  # each one: an engine sends several Accept headers
+            if key.lower() not in skip:
+                conn.putheader(key, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
         resp = conn.getresponse()
         data = resp.read()
         self.send_response(resp.status)

@@ -497,6 +497,11 @@ def test_lint_config_skips_an_absent_trivy_only_when_asked_and_never_a_wrong_one
         ("Name: new\nNodes:\nBuildKit version: v0.16.0\n", None),
         ("Name: default\nDriver: docker\nBuildKit version: v0.0.0+unknown\n", None),  # Debian's engine
         ("Name: stopped\nDriver: docker-container\nStatus: inactive\n", None),  # not reported
+        (  # every node of a multi-node builder: the build may land on any of them
+            "Name: two\nDriver: remote\nNodes:\nName: a\nBuildKit version: v0.16.0\n"
+            "Name: b\nBuildKit version: v0.11.6\n",
+            "0.11",
+        ),
     ],
 )
 def test_a_named_builder_too_old_for_the_dockerfile_is_said_before_the_build(

@@ -377,24 +377,38 @@ def test_os_packages_are_compared_with_the_manifest_attached_beside_the_previous
         (b'{"digest": "sha256:' + b"e" * 64 + b'", "os_packages": {}}', "not the release manifest of"),
         (b"[1, 2", "Expecting"),
         (b'{"digest": "sha256:' + b"d" * 64 + b'"}', "has no OS package list"),
+        (  # names that would break or inject into the Markdown notes
+            b'{"digest": "sha256:' + b"d" * 64 + b'", "os_packages": {"linux/amd64": {"a|b\\n# x": "1"}}}',
+            "has a malformed OS package list",
+        ),
         (
-            ToolError("registry.example.com/pytorch:x holds no release.json", "remove it"),
-            "holds no release.json",
+            b'{"digest": "sha256:' + b"d" * 64 + b'", "os_packages": {"linux/amd64": {"a": "<img src=x>"}}}',
+            "has a malformed OS package list",
         ),
     ],
 )
 def test_a_manifest_beside_the_previous_image_that_does_not_read_back_is_a_note(
-    tmp_path: Path, beside: bytes | ToolError, note: str
+    tmp_path: Path, beside: bytes, note: str
 ) -> None:
     def read(repository: str, digest: str) -> bytes | None:
-        if isinstance(beside, ToolError):
-            raise beside
         return beside
 
     found = releasenotes.os_changes(_now(), tmp_path, read)
     assert found["os_package_diff"] is None and note in str(found["os_package_diff_note"])
     assert "sha256-" + "d" * 64 + ".release" in str(found["os_package_diff_note"])
     releasenotes.markdown({**_base_manifest(), **_now(), **found})
+
+
+def test_a_registry_failing_to_give_the_previous_manifest_fails_the_push_not_the_notes(
+    tmp_path: Path,
+) -> None:
+    """Notes that silently compared nothing would be attached beside the image and signed."""
+
+    def read(repository: str, digest: str) -> bytes | None:
+        raise ToolError("cannot read registry.example.com/pytorch@sha256:... (connection refused)", "retry")
+
+    with pytest.raises(ToolError, match="connection refused"):
+        releasenotes.os_changes(_now(), tmp_path, read)
 
 
 def test_a_platform_only_one_release_has_is_named_not_compared(tmp_path: Path) -> None:
@@ -479,24 +493,24 @@ def test_digests_prints_what_was_pushed_to_the_configured_repository_and_its_rel
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     here = "localhost:5000/pytorch"
-    files = f"{here}@sha256:" + "f" * 64
+    files = "sha256:" + "f" * 64
     runtime = _pushed(tmp_path, "runtime", here, files)
     argv = ["--reports", str(tmp_path), "digests"]
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.split() == [f"{here}@{runtime}"]
     assert cli.main([*argv, "--release-files"]) == 0
-    assert capsys.readouterr().out.split() == [f"{here}@{runtime}", files]
+    assert capsys.readouterr().out.split() == [f"{here}@{runtime}", f"{here}@{files}"]
 
     # a record of a push elsewhere (an earlier run's local registry, another --repository)
     dev = _pushed(tmp_path, "dev", "registry.example.com/pytorch", None)
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     out, err = capsys.readouterr()
     assert out == ""  # nothing to sign rather than a partial list
     assert (
         "not pushed to localhost:5000/pytorch: 2.9.1-cu128 dev (pushed to registry.example.com/pytorch)"
         in err
     )
-    assert cli.main([*argv, "--repository", "registry.example.com/pytorch"]) == 1  # runtime is elsewhere now
+    assert cli.main([*argv, "--repository", "registry.example.com/pytorch"]) == 2  # runtime is elsewhere now
     capsys.readouterr()
     _pushed(tmp_path, "runtime", "registry.example.com/pytorch", files)
     assert cli.main([*argv, "--repository", "registry.example.com/pytorch"]) == 0

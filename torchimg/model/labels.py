@@ -25,6 +25,7 @@ NCCL = OURS + "nccl.version"
 DRIVER_MIN = OURS + "driver.min"
 PYTHON = OURS + "python.version"
 BASE_PINNED = OURS + "base.pinned"
+RELEASE_OF = OURS + "release-of"  # on the release files beside an image: repository@digest
 
 # What the probe checks inside the image, and what a release manifest lists: name -> key.
 PROBED = {"torch": TORCH, "cuda": CUDA, "cudnn": CUDNN, "nccl": NCCL, "driver_min": DRIVER_MIN}

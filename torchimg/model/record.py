@@ -114,8 +114,8 @@ class Pushed(Section):
     digest: str
     references: list[str]
     manifest: str
-    # repository@digest of the release manifest and notes beside the image (None: pushed by
-    # a pipeline that did not attach them)
+    # the digest, in `repository`, of the release manifest and notes beside the image (None:
+    # pushed by a pipeline that did not attach them)
     release_files: str | None = None
 
 
@@ -176,8 +176,10 @@ def _malformed(rec: "Record") -> str:
     for name, section in (("stage", rec.stage), ("push", rec.push)):
         if section is None:
             continue
-        if not _IMAGE_ID.fullmatch(section.digest):
-            return f"{name}.digest {section.digest[:80]!r} is not sha256:<64 hex>"
+        files = getattr(section, "release_files", None) or section.digest
+        for key, value in (("digest", section.digest), ("release_files", files)):
+            if not _IMAGE_ID.fullmatch(value):
+                return f"{name}.{key} {value[:80]!r} is not sha256:<64 hex>"
         try:
             references.repository(section.repository, f"{name}.repository")
         except PipelineError as exc:

@@ -135,10 +135,7 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
     locks = image_inputs.check(variant, flavor, opts.base)
     lock_python = image_inputs.check_lock_python(variant, locks[0], opts.base)
     engine.preflight()
-    if opts.builder is None:
-        engine.require_dockerfile_support()
-    else:
-        engine.require_builder(opts.builder)
+    engine.require_dockerfile_support(opts.builder)
     if opts.compression != "gzip" and opts.builder is None and not engine.containerd_store():
         log.warning(
             "   the engine's classic image store keeps and pushes gzip layers whatever --compression "

@@ -10,6 +10,8 @@ back too -> release manifest and record written here.
 
 import argparse
 import datetime
+import functools
+import json
 from dataclasses import dataclass, field
 
 from torchimg import paths, releasenotes
@@ -268,8 +270,9 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     line = f"{repository}:{image.variant.name}-{image.flavor}"
     # the moving tag may name a newer release by now: a version tag's release keeps what this
     # image's first release recorded
+    attached = functools.cache(remote_registry.attached_release)  # read once for both diffs
     before = (
-        releasenotes.previous(line, digest, immutable, lock_paths, releases)
+        releasenotes.previous(line, digest, immutable, lock_paths, releases, attached)
         if opts.moving_tags
         else releasenotes.recorded(immutable, releases)
     )
@@ -282,21 +285,13 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     manifest["platforms"] = served
     manifest.update(before)
     if "os_package_diff" not in before:  # a version tag's release keeps what its first one recorded
-        manifest.update(releasenotes.os_changes(manifest, releases))
+        manifest.update(releasenotes.os_changes(manifest, releases, attached))
     notes = releasenotes.markdown(manifest)
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
     # beside the image, so the next release on any machine compares with this one's packages;
     # the first release's stays (a re-run changes nothing in the registry)
-    files = f"{repository}:{tags.release_files(digest)}"
-    files_digest = remote_registry.digest(files)
-    if files_digest is None:
-        files_digest = remote_registry.attach_release(
-            repository, digest, releasenotes.serialized(manifest), notes.encode()
-        )
-        log.info("   release manifest and notes attached: %s", files)
-    else:
-        log.info("   %s holds the manifest of this image's first release: kept", files)
+    files_digest = _release_files(repository, digest, manifest, notes)
     to_move = [name for name in moving if remote_registry.digest(f"{repository}:{name}") != digest]
     for name in to_move:
         _push_verified(rec, f"{repository}:{name}", promote)
@@ -314,11 +309,41 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
         references=manifest["references"],
         manifest=str(json_path),
         finished=manifest["pushed"],
-        release_files=f"{repository}@{files_digest}",
+        release_files=files_digest,
     )
     selection.store.save_section(image.variant.name, image.flavor, "push", pushed)
     log.info("== %s %s@%s; release manifest %s", _past(verb), ref, digest, md_path)
     return manifest
+
+
+def _release_files(repository: str, digest: str, manifest: releasenotes.Manifest, notes: str) -> str:
+    """Attach the release manifest and notes beside the image, or keep those of its first
+    release after reading them back: files there that describe another image are refused, never
+    kept (CI signs what is there). Returns their digest."""
+    files = f"{repository}:{tags.release_files(digest)}"
+    found = remote_registry.digest(files)
+    if found is None:
+        found = remote_registry.attach_release(
+            repository, digest, releasenotes.serialized(manifest), notes.encode()
+        )
+        log.info("   release manifest and notes attached: %s", files)
+        return found
+    raw = remote_registry.attached_release(repository, digest)
+    try:
+        first = json.loads(raw or b"")
+    except (ValueError, RecursionError):
+        first = None
+    described = (first.get("digest"), first.get("repository")) if isinstance(first, dict) else None
+    if described != (digest, repository):
+        raise RefusedError(
+            f"{files} holds files that are not the release manifest of {repository}@{digest}: they "
+            "would be kept and signed as this image's",
+            "remove that tag from the registry, then push again: the push attaches them anew",
+        )
+    if remote_registry.digest(files) != found:
+        raise RefusedError(f"{files} changed while it was read (a concurrent push?)", "push again")
+    log.info("   %s holds the manifest of this image's first release: kept", files)
+    return found
 
 
 def _platforms_served(rec: record.Record, ref: str) -> list[dict[str, object]]:

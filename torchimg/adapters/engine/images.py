@@ -69,60 +69,63 @@ def data_roots() -> list[str]:
 MIN_ENGINE_MAJOR = 25
 
 
-def require_dockerfile_support() -> None:
-    """The engine's own BuildKit reads docker/Dockerfile (a named builder brings its own)."""
-    version = server_version()
-    major = version.split(".", 1)[0]
-    if major.isdigit() and int(major) < MIN_ENGINE_MAJOR:
-        raise ToolError(
-            f"Docker Engine {version} is older than {MIN_ENGINE_MAJOR}: its BuildKit cannot read "
-            "docker/Dockerfile (HEALTHCHECK --start-interval needs BuildKit 0.12)",
-            f"upgrade Docker Engine to {MIN_ENGINE_MAJOR} or newer, or build with --builder on a "
-            "BuildKit 0.12+ builder",
-        )
-
-
 MIN_BUILDKIT = (0, 12)
 _BUILDKIT_VERSION = re.compile(r"(?im)^\s*buildkit(?: version)?:\s*v?(\d+)\.(\d+)")
+_DRIVER = re.compile(r"(?im)^driver:\s*(\S+)")
 
 
-def require_builder(name: str) -> None:
-    """A named builder (`--builder`, variants.toml `builder`) exists, starts, and runs a BuildKit
-    that reads docker/Dockerfile: said before anything is built, not as a parse error of the
-    Dockerfile. A version the builder does not report (a docker driver's) passes."""
+def require_dockerfile_support(builder: str | None = None) -> None:
+    """The builder a build will use (`builder`, else buildx's current one) exists, starts, and
+    runs a BuildKit that reads docker/Dockerfile: said before anything is built, not as a parse
+    error of the Dockerfile after the stages before it ran. The docker driver's BuildKit is the
+    engine's (it reports no version: the engine's is checked); every node of another builder
+    is checked."""
+    named = f"buildx builder {builder!r}" if builder else "the current buildx builder"
+    inspect = ["buildx", "inspect", "--bootstrap", *([builder] if builder else [])]
     try:
-        out = str(run_cli([*docker.docker_cmd, "buildx", "inspect", "--bootstrap", name]))
+        out = str(run_cli([*docker.docker_cmd, *inspect]))
     except DockerException as exc:
         preflight()
         why = first_line(exc)
-        if "no builder" in why.lower() and "found" in why.lower():
+        if builder and "no builder" in why.lower() and "found" in why.lower():
             raise PipelineError(
-                f"no buildx builder named {name!r} ({why})",
+                f"no buildx builder named {builder!r} ({why})",
                 "`docker buildx ls` lists the builders; create it with `docker buildx create --name "
-                f"{name} ...`, or pass another --builder (variants.toml `builder`, $TORCHIMG_BUILDER)",
+                f"{builder} ...`, or pass another --builder (variants.toml `builder`, $TORCHIMG_BUILDER)",
             ) from None
         raise ToolError(
-            f"buildx builder {name!r} does not start ({why})",
-            f"`docker buildx inspect --bootstrap {name}` shows why; fix it, or pass another --builder",
+            f"{named} does not start ({why})",
+            f"`docker {' '.join(inspect)}` shows why; fix it, or pass another --builder",
         ) from None
+    driver = _DRIVER.search(out)
+    if driver is not None and driver[1] == "docker":
+        version = server_version()
+        major = version.split(".", 1)[0]
+        if major.isdigit() and int(major) < MIN_ENGINE_MAJOR:
+            raise ToolError(
+                f"Docker Engine {version} is older than {MIN_ENGINE_MAJOR}: its BuildKit cannot read "
+                "docker/Dockerfile (HEALTHCHECK --start-interval needs BuildKit 0.12)",
+                f"upgrade Docker Engine to {MIN_ENGINE_MAJOR} or newer, or build with --builder on a "
+                "BuildKit 0.12+ builder",
+            )
+        return
     too_old = buildkit_too_old(out)
     if too_old:
         raise ToolError(
-            f"buildx builder {name!r} runs BuildKit {too_old}: it cannot read docker/Dockerfile "
+            f"{named} runs BuildKit {too_old}: it cannot read docker/Dockerfile "
             "(HEALTHCHECK --start-interval needs BuildKit 0.12)",
-            f"recreate the builder with a newer BuildKit (`docker buildx create --name {name} "
-            "--driver-opt image=moby/buildkit:v0.12.5 ...` or newer), or build without --builder",
+            "recreate the builder with a newer BuildKit (`docker buildx create --driver-opt "
+            "image=moby/buildkit:v0.12.5 ...` or newer), or pass another --builder",
         )
 
 
 def buildkit_too_old(inspected: str) -> str | None:
-    """The BuildKit version `docker buildx inspect` reports when older than MIN_BUILDKIT; None
-    when new enough or not reported (a docker driver's "v0.0.0+unknown")."""
-    found = _BUILDKIT_VERSION.search(inspected)
-    if found is None:
-        return None
-    version = (int(found[1]), int(found[2]))
-    return f"{found[1]}.{found[2]}" if version != (0, 0) and version < MIN_BUILDKIT else None
+    """The oldest BuildKit version among the nodes `docker buildx inspect` lists, when older than
+    MIN_BUILDKIT; None when all are new enough or none reports one (a docker driver's
+    "v0.0.0+unknown": the engine's own)."""
+    versions = [(int(a), int(b)) for a, b in _BUILDKIT_VERSION.findall(inspected) if (a, b) != ("0", "0")]
+    oldest = min(versions, default=MIN_BUILDKIT)
+    return f"{oldest[0]}.{oldest[1]}" if oldest < MIN_BUILDKIT else None
 
 
 def server_version() -> str:

@@ -1,6 +1,7 @@
 """The engine's side of registries: what a tag names there (buildx imagetools, with
 docker's credentials), and pushes."""
 
+import errno
 import json
 import re
 import sys
@@ -119,12 +120,29 @@ def require_base(ref: str) -> str:
     return digest
 
 
+def _engine_builder() -> str:
+    """The buildx builder of the engine itself (the docker driver, named after the current
+    context), whatever builder `docker buildx use` made current: its pushes and pulls go through
+    dockerd, with the daemon's registry settings (insecure registries, mirrors, certs.d), as
+    `docker push` does; a docker-container builder would not reach a registry on localhost."""
+    try:
+        return str(run_cli([*docker.docker_cmd, "context", "show"])).strip() or "default"
+    except DockerException:
+        return "default"
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+FILES_MAX_BYTES = 2**20  # a release manifest is about 100 kB
+
+
 def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) -> str:
-    """Push `files` as a one-layer image (`FROM scratch`) under `ref`, built by BuildKit with
-    docker's credentials and registry settings, as every other push; return the digest the
-    registry serves for it. How a file travels beside an image in any registry, including
-    those without OCI artifact support. The docker driver also stores the image in the
-    engine: that tag is removed again."""
+    """Push `files` as a one-layer image (`FROM scratch`) under `ref`, built by the engine's own
+    BuildKit and pushed by the engine, with docker's credentials and the daemon's registry
+    settings; return the digest the registry serves for it. How a file travels beside an image
+    in any registry, those without OCI artifact support included. The docker driver also keeps
+    the image in the engine: that tag is removed again."""
+    assert files and all(_FILE_NAME.fullmatch(name) and name != "Dockerfile" for name in files)
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
         context = Path(tmp)
         for name, data in files.items():
@@ -134,6 +152,7 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
             docker.buildx.build(
                 context,
                 file=context / "Dockerfile",
+                builder=_engine_builder(),
                 labels={label_keys.BUILT_BY: "torchimg", **labels},
                 output={"type": "image", "name": ref, "push": "true", "oci-mediatypes": "true"},
                 provenance=False,  # one manifest, not an index with an attestation
@@ -154,33 +173,36 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
     return found
 
 
-FILES_MAX_BYTES = 64 * 2**20
-
-
 def read_files(ref: str, names: Sequence[str]) -> dict[str, bytes] | None:
-    """The files `names` (those present, each a regular file of at most 64 MiB) of the
-    one-layer image under `ref`, as push_files left them; None when the registry has no such
-    tag. BuildKit exports the image's files to a folder: nothing lands in the engine.
-    Raises ToolError when `ref` is not such an image (several layers, or too large)."""
-    raw = imagetools(ref)
-    if raw is None:
+    """The files `names` of the one-layer image push_files left under `ref` (a tag), each a
+    regular file of at most 1 MiB; None when the registry has no such tag. Raises ToolError when
+    `ref` is not such an image or lacks one of them. Only those files are copied out, by
+    digest, into a folder (`COPY --from`, so nothing of the image runs: no ONBUILD); nothing
+    lands in the engine's images."""
+    assert names and all(_FILE_NAME.fullmatch(name) for name in names)
+    digest = manifest_digest(ref)
+    if digest is None:
         return None
-    manifest = json.loads(raw)
+    by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
+    unexpected = f"{ref} is not a one-layer image of files of at most {FILES_MAX_BYTES // 2**10} KiB"
+    raw = imagetools(by_digest)
+    manifest = json.loads(raw) if raw else None
     layers = manifest.get("layers") if isinstance(manifest, dict) else None
-    if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
-        raise ToolError(f"{ref} is not a one-layer image of files", f"remove that tag: {ref}")
-    if int(layers[0].get("size") or 0) > FILES_MAX_BYTES:
-        raise ToolError(f"{ref} is larger than {FILES_MAX_BYTES // 2**20} MiB", f"remove that tag: {ref}")
-    found = manifest_digest(ref)
-    by_digest = f"{ref.rsplit(':', 1)[0]}@{found}" if found else ref
+    if not (_DIGEST.fullmatch(digest) and isinstance(layers, list) and len(layers) == 1):
+        raise ToolError(unexpected, f"remove that tag from the registry: {ref}")
+    size = layers[0].get("size") if isinstance(layers[0], dict) else None
+    if not (isinstance(size, int) and 0 <= size <= FILES_MAX_BYTES):
+        raise ToolError(unexpected, f"remove that tag from the registry: {ref}")
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
         context, out = Path(tmp) / "context", Path(tmp) / "out"
         context.mkdir()
-        (context / "Dockerfile").write_text(f"FROM {by_digest}\n")
+        copies = "".join(f"COPY --from={by_digest} /{name} /{name}\n" for name in names)
+        (context / "Dockerfile").write_text(f"FROM scratch\n{copies}")
         try:
             docker.buildx.build(
                 context,
                 file=context / "Dockerfile",
+                builder=_engine_builder(),
                 pull=True,
                 output={"type": "local", "dest": str(out)},
                 provenance=False,
@@ -189,15 +211,18 @@ def read_files(ref: str, names: Sequence[str]) -> dict[str, bytes] | None:
         except DockerException as exc:
             preflight()
             raise ToolError(
-                f"cannot read {by_digest} from its registry ({first_line(exc)})",
-                "check that the registry answers and that `docker login` has credentials for it",
+                f"cannot read {', '.join(names)} from {by_digest} ({first_line(exc)})",
+                "check that the registry answers and that `docker login` has credentials for it; "
+                f"a tag that is not this pipeline's release files: remove it ({ref})",
             ) from None
         read: dict[str, bytes] = {}
         for name in names:
-            path = out / name
-            if path.is_file() and not path.is_symlink():
-                try:
-                    read[name] = userfiles.read(path, FILES_MAX_BYTES)
-                except OSError as exc:
-                    raise ToolError(f"{ref}: {name}: {exc.strerror}", f"remove that tag: {ref}") from None
+            try:
+                if (out / name).is_symlink():
+                    raise OSError(errno.ELOOP, "a symbolic link")
+                read[name] = userfiles.read(out / name, FILES_MAX_BYTES)
+            except OSError as exc:
+                raise ToolError(
+                    f"{ref}: {name}: {exc.strerror or exc}", f"remove that tag from the registry: {ref}"
+                ) from None
         return read
