@@ -10,6 +10,7 @@ import dataclasses
 import http.client
 import http.server
 import json
+import os
 import socket
 import threading
 import time
@@ -278,6 +279,31 @@ def test_the_previous_release_is_compared_from_the_manifest_beside_it(
     text = Path(saved.push.manifest).with_suffix(".md").read_text()
     assert has_row(text, "tini", "0.18.0-1", os_diff["changed"]["tini"][1])
     assert has_row(text, "torch", "2.9.0", "2.9.1")
+
+
+def test_release_files_that_are_not_what_push_attaches_are_refused_when_read(
+    target: local_registry.Local, tmp_path: Path
+) -> None:
+    """The registry is not trusted: a file over the size limit, or a link where the manifest
+    goes, is refused with the tag to remove, before or instead of being read."""
+    repo = f"{target.host}/odd-files"
+    big = f"{repo}:sha256-{'1' * 64}.release"
+    engine.push_files(big, {"release.json": os.urandom(2 * 2**20)}, {})
+    with pytest.raises(ToolError, match="not a one-layer image of files of at most 1024 KiB") as exc:
+        engine.read_files(big, ["release.json"])
+    assert big in exc.value.fix
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "release.json").symlink_to("/etc/passwd")  # a link in the image's root
+    link = build_small(tmp_path, "FROM scratch\nCOPY files/ /\n", "torchimg-test/link:1")
+    try:
+        ref = f"{repo}:sha256-{'2' * 64}.release"
+        engine.push_as(link, ref)
+    finally:
+        remove_images(link)
+    with pytest.raises(ToolError, match=r"cannot read release\.json from") as exc:  # resolved in there
+        engine.read_files(ref, ["release.json"])
+    assert ref in exc.value.fix
+    assert engine.read_files(f"{repo}:sha256-{'3' * 64}.release", ["release.json"]) is None
 
 
 class _FlakyProxy(http.server.BaseHTTPRequestHandler):
