@@ -199,12 +199,17 @@ def _from_earlier(
             f"the previous release's manifest ({where}) "
             + (f"has a malformed {what}" if listed else f"has no {what}")
         )  # an older manifest of the same image may still have one
+    beside = f"{repository}:{tags.release_files(digest)}"
     if unreadable:
-        lacking = lacking or "the previous release's manifest could not be read"
-        return None, f"{lacking}; unreadable: {', '.join(unreadable[:3])}"
+        why = (
+            lacking
+            or f"no readable manifest of the previous release in {paths.shown(folder)}/ or beside it "
+            f"({beside})"
+        )
+        return None, f"{why}; unreadable: {', '.join(unreadable[:3])}"
     return None, lacking or (
         f"the previous release's manifest is neither in {paths.shown(folder)}/ nor beside its image "
-        f"({repository}:{tags.release_files(digest)}: released by an older pipeline)"
+        f"({beside}: released by an older pipeline)"
     )
 
 
