@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from torchimg import devtools, output, runner_checks, settings, summary
-from torchimg.adapters import local_registry, trivy
+from torchimg.adapters import local_registry, remote_registry, trivy
 from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError, ToolError, debugging, unclassified
 from torchimg.model import references, scan_policy, tags, variants
 from torchimg.model.record import Store
@@ -231,6 +231,41 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
         print(line)
 
 
+def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
+    """The release notes (--json: the manifest) attached beside an image in its registry: what
+    anyone running it can read about it, on any machine, with docker's credentials."""
+    ref = references.image(args.ref, "REF")
+    parts = references.IMAGE.fullmatch(ref)
+    assert parts is not None
+    repository = parts["name"]
+    if parts["digest"]:
+        digest = references.digest_of(ref, "REF")
+    else:
+        tagged = ref if parts["tag"] else f"{ref}:latest"
+        served = remote_registry.digest(tagged)
+        if served is None:
+            raise PipelineError(f"{tagged}: the registry has no such tag", "name an image it serves")
+        digest = served
+    beside = f"{repository}:{tags.release_files(digest)}"
+    files = remote_registry.release_files(repository, digest)
+    if files is None:
+        raise PipelineError(
+            f"no release notes beside {repository}@{digest} ({beside} does not exist)",
+            "it was not released by this pipeline, or by one from before release notes travelled "
+            "with the image (its reports/releases/ has them)",
+        )
+    manifest, notes = (files[name] for name in remote_registry.RELEASE_FILES)
+    try:
+        described = json.loads(manifest).get("digest")
+    except (ValueError, AttributeError, RecursionError):
+        described = None
+    if described != digest:
+        raise RefusedError(
+            f"{beside} does not describe {repository}@{digest}", f"do not trust it; remove that tag: {beside}"
+        )
+    sys.stdout.write((manifest if args.json else notes).decode(errors="replace"))
+
+
 def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
     """`repository@digest` of each selected image still staged (CI: a re-run reuses them)."""
     store, missing = Store(found.reports), []
@@ -389,6 +424,12 @@ def parser() -> argparse.ArgumentParser:
         help="also the release manifest and notes beside each image (sha256-<hex>.release)",
     )
     dg.set_defaults(func=_digests)
+    nt = sub.add_parser("notes", help="the release notes attached beside an image in its registry")
+    nt.add_argument(
+        "ref", metavar="REF", help="REPOSITORY[:TAG] or REPOSITORY@sha256:... (default tag: latest)"
+    )
+    nt.add_argument("--json", action="store_true", help="the release manifest (JSON) instead of the notes")
+    nt.set_defaults(func=_notes)
     pf = sub.add_parser("preflight", help="check a runner: engine, buildx, containerd store, GPU, disk")
     pf.add_argument(
         "--job",

@@ -87,6 +87,7 @@ def test_push_reads_the_digest_back_then_moves_tags(
     config: variants.Config,
     default_variant: variants.Variant,
     target: local_registry.Local,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = f"{target.host}/release"
     m = push.push(*pipeline.at("runtime", default_variant), _opts(repo))
@@ -120,6 +121,16 @@ def test_push_reads_the_digest_back_then_moves_tags(
     assert f"`{repo}:{beside}`" in text
     with pytest.raises(ToolError, match="not a one-layer image of files"):  # refused before any pull
         engine.read_files(f"{repo}:latest", ["release.json"])
+    # what anyone running the image reads, on any machine
+    capsys.readouterr()
+    assert cli.main(["notes", repo]) == 0  # :latest
+    assert capsys.readouterr().out == text
+    assert cli.main(["notes", f"{repo}@{m['digest']}", "--json"]) == 0
+    assert capsys.readouterr().out.encode() == Path(saved.push.manifest).read_bytes()
+    assert cli.main(["notes", f"{repo}:no-such-tag"]) == 2
+    assert "the registry has no such tag" in capsys.readouterr().err
+    assert cli.main(["notes", f"{repo}@sha256:{'0' * 64}"]) == 2
+    assert "no release notes beside" in capsys.readouterr().err
 
 
 def test_pushing_again_is_idempotent(

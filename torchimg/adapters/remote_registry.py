@@ -103,7 +103,13 @@ def attach_release(repository: str, digest: str, manifest: bytes, notes: bytes) 
     )
 
 
+def release_files(repository: str, digest: str) -> dict[str, bytes] | None:
+    """The release manifest and notes attached beside `repository@digest`, by file name
+    (RELEASE_FILES); None when none are."""
+    return engine.read_files(f"{repository}:{tags.release_files(digest)}", RELEASE_FILES)
+
+
 def attached_release(repository: str, digest: str) -> bytes | None:
     """The release manifest (JSON bytes) attached beside `repository@digest`; None when none is."""
-    found = engine.read_files(f"{repository}:{tags.release_files(digest)}", RELEASE_FILES[:1])
+    found = release_files(repository, digest)
     return None if found is None else found[RELEASE_FILES[0]]
