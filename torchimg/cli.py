@@ -7,7 +7,10 @@ Every input is checked before the engine is touched.
 """
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import signal
 import sys
 import tempfile
@@ -18,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from torchimg import devtools, output, runner_checks, settings, summary
-from torchimg.adapters import local_registry, remote_registry, trivy
+from torchimg.adapters import engine, local_registry, remote_registry, trivy
 from torchimg.errors import TOOL_FAILED, PipelineError, RefusedError, ToolError, debugging, unclassified
 from torchimg.model import references, scan_policy, tags, variants
 from torchimg.model.record import Store
@@ -231,13 +234,18 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
         print(line)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
     """The release notes (--json: the manifest) attached beside an image in its registry: what
-    anyone running it can read about it, on any machine, with docker's credentials."""
+    anyone running it can read about it, with docker's credentials. Checked to describe that
+    digest; printed without terminal control characters (they come from a registry)."""
     ref = references.image(args.ref, "REF")
     parts = references.IMAGE.fullmatch(ref)
     assert parts is not None
     repository = parts["name"]
+    engine.preflight(buildx=True)
     if parts["digest"]:
         digest = references.digest_of(ref, "REF")
     else:
@@ -252,18 +260,21 @@ def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
         raise PipelineError(
             f"no release notes beside {repository}@{digest} ({beside} does not exist)",
             "it was not released by this pipeline, or by one from before release notes travelled "
-            "with the image (its reports/releases/ has them)",
+            "with the image (its reports/releases/ has them); for an image of several platforms, "
+            "name the index (the tag's digest), not one platform's manifest",
         )
-    manifest, notes = (files[name] for name in remote_registry.RELEASE_FILES)
+    manifest, notes = (files.get(name) for name in remote_registry.RELEASE_FILES)
     try:
-        described = json.loads(manifest).get("digest")
+        described = json.loads(manifest or b"").get("digest")
     except (ValueError, AttributeError, RecursionError):
         described = None
-    if described != digest:
+    if manifest is None or notes is None or described != digest:
         raise RefusedError(
-            f"{beside} does not describe {repository}@{digest}", f"do not trust it; remove that tag: {beside}"
+            f"{beside} does not hold the release manifest and notes of {repository}@{digest}",
+            f"do not trust it; remove that tag from the registry: {beside}",
         )
-    sys.stdout.write((manifest if args.json else notes).decode(errors="replace"))
+    text = (manifest if args.json else notes).decode(errors="replace")
+    sys.stdout.write(_CONTROL.sub("\ufffd", text))
 
 
 def _staged(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -293,7 +304,10 @@ def _preflight(args: argparse.Namespace, found: settings.Settings) -> None:
     if args.native_only or args.job == "scan":  # a scan reads the image; it never runs it
         platforms = ()
     scanner = args.trivy or args.job == "scan"
-    runner_checks.check(args.gpu, args.min_free_gb, scanner, platforms, buildx=args.job == "build")
+    builder = found.builder(None) if args.job == "build" else None  # variants.toml, $TORCHIMG_BUILDER
+    runner_checks.check(
+        args.gpu, args.min_free_gb, scanner, platforms, buildx=args.job == "build", builder=builder
+    )
 
 
 def _summary(args: argparse.Namespace, found: settings.Settings) -> None:
@@ -488,6 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; no moving tag is moved before its image is verified")
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): as a shell reports SIGPIPE
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
     except Exception as exc:  # a failure no adapter classified: still no traceback for the user
         if debugging():
             traceback.print_exc()  # the traceback asked for, and still the exit status of a tool failure

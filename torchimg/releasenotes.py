@@ -12,7 +12,7 @@ from typing_extensions import TypedDict
 
 from torchimg import output, paths, userfiles
 from torchimg.adapters import gitinfo, remote_registry
-from torchimg.errors import PipelineError
+from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import labels, lockfile, record, tags
 
 Manifest = dict[str, Any]
@@ -118,6 +118,7 @@ _DIFF_KEYS = ("previous", "package_diff", "package_diff_note")
 _Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}$")]
 _Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.+~:!_-]{0,127}$")]
 _Listed = Annotated[dict[_Name, _Version], Field(max_length=100_000)]
+_Platform = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+/[a-z0-9_.-]+(/[a-z0-9_.-]+)?$")]
 
 
 class _Diff(TypedDict):
@@ -128,8 +129,8 @@ class _Diff(TypedDict):
 
 _PREVIOUS: TypeAdapter[dict[str, str] | None] = TypeAdapter(dict[str, str] | None)
 _DIFF: TypeAdapter[_Diff | None] = TypeAdapter(_Diff | None)
-_OS_DIFF: TypeAdapter[dict[str, _Diff] | None] = TypeAdapter(dict[str, _Diff] | None)
-_OS_LIST: TypeAdapter[dict[str, _Listed]] = TypeAdapter(dict[str, _Listed])
+_OS_DIFF: TypeAdapter[dict[_Platform, _Diff] | None] = TypeAdapter(dict[_Platform, _Diff] | None)
+_OS_LIST: TypeAdapter[dict[_Platform, _Listed]] = TypeAdapter(dict[_Platform, _Listed])
 _PACKAGES: TypeAdapter[_Listed] = TypeAdapter(_Listed)
 
 
@@ -159,11 +160,14 @@ def _earlier(
     where = f"{repository}:{tags.release_files(digest)}"
     # a registry that fails here fails the push (exit 3) before any moving tag moves: notes that
     # silently compared nothing would be attached and signed for good
-    raw = attached(repository, digest)
-    if raw is None:
-        return
     try:
+        raw = attached(repository, digest)
+        if raw is None:
+            return
         beside = json.loads(raw)
+    except RefusedError as exc:  # what is there is not release files: a note
+        yield where, ValueError(exc.what)
+        return
     except _UNREADABLE as exc:
         yield where, exc
         return

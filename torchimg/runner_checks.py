@@ -30,6 +30,7 @@ def check(
     scanner: bool = False,
     platforms: tuple[str, ...] = (),
     buildx: bool = True,
+    builder: str | None = None,
 ) -> None:
     """Log each prerequisite as ok or missing; PipelineError (exit 2) naming every one missing."""
     engine.preflight(buildx)  # the engine answers (and has buildx); else nothing more can be checked
@@ -44,10 +45,11 @@ def check(
 
     if buildx:
         try:
-            engine.require_dockerfile_support()
-            verdict(True, f"Docker Engine {engine.server_version()} (builds docker/Dockerfile)", "")
+            engine.require_dockerfile_support(builder)
+            what = f"builder {builder}" if builder else f"Docker Engine {engine.server_version()}"
+            verdict(True, f"{what} (builds docker/Dockerfile)", "")
         except PipelineError as exc:
-            verdict(False, "a Docker Engine that builds docker/Dockerfile", f"{exc.what}; {exc.fix}")
+            verdict(False, "a builder that builds docker/Dockerfile", f"{exc.what}; {exc.fix}")
 
     verdict(
         engine.containerd_store(),

@@ -10,7 +10,7 @@ from tests.factories import a_record, has_row
 from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import cli, releasenotes
 from torchimg.adapters import gitinfo, local_registry
-from torchimg.errors import PipelineError, ToolError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import lockfile, record, scan_policy, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
 
@@ -397,6 +397,21 @@ def test_a_manifest_beside_the_previous_image_that_does_not_read_back_is_a_note(
     assert found["os_package_diff"] is None and note in str(found["os_package_diff_note"])
     assert "sha256-" + "d" * 64 + ".release" in str(found["os_package_diff_note"])
     releasenotes.markdown({**_base_manifest(), **_now(), **found})
+
+
+def test_release_files_beside_the_previous_image_that_are_something_else_are_a_note(tmp_path: Path) -> None:
+    """Content no retry can fix (not one layer, too large, a link): said in the notes, not a
+    failed push of every later release of the line."""
+
+    def read(repository: str, digest: str) -> bytes | None:
+        raise RefusedError(
+            "registry.example.com/pytorch:sha256-d.release is not a one-layer image", "remove it"
+        )
+
+    found = releasenotes.os_changes(_now(), tmp_path, read)
+    assert found["os_package_diff"] is None
+    note = str(found["os_package_diff_note"])
+    assert "is not a one-layer image" in note and "remove it" not in note and "\n" not in note
 
 
 def test_a_registry_failing_to_give_the_previous_manifest_fails_the_push_not_the_notes(

@@ -6,6 +6,7 @@ this module holds what the answers mean."""
 import json
 
 from torchimg.adapters import engine
+from torchimg.errors import RefusedError
 from torchimg.model import labels as label_keys
 from torchimg.model import tags
 
@@ -103,13 +104,19 @@ def attach_release(repository: str, digest: str, manifest: bytes, notes: bytes) 
     )
 
 
-def release_files(repository: str, digest: str) -> dict[str, bytes] | None:
-    """The release manifest and notes attached beside `repository@digest`, by file name
-    (RELEASE_FILES); None when none are."""
-    return engine.read_files(f"{repository}:{tags.release_files(digest)}", RELEASE_FILES)
+def release_files(repository: str, digest: str, files_digest: str | None = None) -> dict[str, bytes] | None:
+    """The release manifest and notes attached beside `repository@digest` (those of
+    RELEASE_FILES there, by name); None when none are. `files_digest`: read exactly those (the
+    caller's own lookup of their tag). Raises RefusedError when the tag holds something else."""
+    return engine.read_files(f"{repository}:{tags.release_files(digest)}", RELEASE_FILES, files_digest)
 
 
-def attached_release(repository: str, digest: str) -> bytes | None:
+def attached_release(repository: str, digest: str, files_digest: str | None = None) -> bytes | None:
     """The release manifest (JSON bytes) attached beside `repository@digest`; None when none is."""
-    found = release_files(repository, digest)
-    return None if found is None else found[RELEASE_FILES[0]]
+    found = release_files(repository, digest, files_digest)
+    if found is None:
+        return None
+    if RELEASE_FILES[0] not in found:
+        ref = f"{repository}:{tags.release_files(digest)}"
+        raise RefusedError(f"{ref} holds no {RELEASE_FILES[0]}", f"do not trust it; remove that tag: {ref}")
+    return found[RELEASE_FILES[0]]

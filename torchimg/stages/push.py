@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from torchimg import paths, releasenotes
 from torchimg.adapters import engine, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import allowlist, labels, lockfile, record, tags
+from torchimg.model import allowlist, labels, lockfile, record, references, tags
 from torchimg.model.push_preconditions import Target, unmet, untested
 from torchimg.output import log
 from torchimg.settings import Settings
@@ -328,20 +328,22 @@ def _release_files(repository: str, digest: str, manifest: releasenotes.Manifest
         )
         log.info("   release manifest and notes attached: %s", files)
         return found
-    raw = remote_registry.attached_release(repository, digest)
+    raw = remote_registry.attached_release(repository, digest, found)  # exactly the digest kept
     try:
         first = json.loads(raw or b"")
     except (ValueError, RecursionError):
         first = None
-    described = (first.get("digest"), first.get("repository")) if isinstance(first, dict) else None
-    if described != (digest, repository):
+    keys = ("digest", "variant", "flavor", "immutable_tag")
+    if not (
+        isinstance(first, dict)
+        and all(first.get(k) == manifest[k] for k in keys)
+        and references.canonical(str(first.get("repository"))) == references.canonical(repository)
+    ):
         raise RefusedError(
-            f"{files} holds files that are not the release manifest of {repository}@{digest}: they "
-            "would be kept and signed as this image's",
+            f"{files} holds files that are not the release manifest of {repository}@{digest} "
+            f"({manifest['immutable_tag']}): they would be kept and signed as this image's",
             "remove that tag from the registry, then push again: the push attaches them anew",
         )
-    if remote_registry.digest(files) != found:
-        raise RefusedError(f"{files} changed while it was read (a concurrent push?)", "push again")
     log.info("   %s holds the manifest of this image's first release: kept", files)
     return found
 

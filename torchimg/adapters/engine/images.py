@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,7 +72,8 @@ MIN_ENGINE_MAJOR = 25
 
 MIN_BUILDKIT = (0, 12)
 _BUILDKIT_VERSION = re.compile(r"(?im)^\s*buildkit(?: version)?:\s*v?(\d+)\.(\d+)")
-_DRIVER = re.compile(r"(?im)^driver:\s*(\S+)")
+_DRIVER = re.compile(r"(?im)^driver:[ \t]*(\S*)")
+_STATUS = re.compile(r"(?im)^status:[ \t]*(\S*)")
 
 
 def require_dockerfile_support(builder: str | None = None) -> None:
@@ -87,18 +89,27 @@ def require_dockerfile_support(builder: str | None = None) -> None:
     except DockerException as exc:
         preflight()
         why = first_line(exc)
-        if builder and "no builder" in why.lower() and "found" in why.lower():
+        if "no builder" in why.lower() and "found" in why.lower():
+            source = "--builder (variants.toml `builder`, $TORCHIMG_BUILDER)"
+            source = source if builder else "$BUILDX_BUILDER"
             raise PipelineError(
-                f"no buildx builder named {builder!r} ({why})",
+                f"no buildx builder named {builder or os.environ.get('BUILDX_BUILDER')!r} ({why})",
                 "`docker buildx ls` lists the builders; create it with `docker buildx create --name "
-                f"{builder} ...`, or pass another --builder (variants.toml `builder`, $TORCHIMG_BUILDER)",
+                f"NAME ...`, or name another in {source}",
             ) from None
         raise ToolError(
             f"{named} does not start ({why})",
             f"`docker {' '.join(inspect)}` shows why; fix it, or pass another --builder",
         ) from None
-    driver = _DRIVER.search(out)
-    if driver is not None and driver[1] == "docker":
+    stopped = [status for status in _STATUS.findall(out) if status.lower() != "running"]
+    if stopped:  # buildx starts a builder when one node answers; a build may land on another
+        raise ToolError(
+            f"{named} has a node that is {stopped[0] or 'not reported'}, not running",
+            f"`docker {' '.join(inspect)}` shows which; fix or remove it, or pass another --builder",
+        )
+    found = _DRIVER.search(out)
+    driver = found[1] if found else ""
+    if driver in ("", "docker"):  # the engine's own BuildKit; when not said, both are checked
         version = server_version()
         major = version.split(".", 1)[0]
         if major.isdigit() and int(major) < MIN_ENGINE_MAJOR:
@@ -108,7 +119,8 @@ def require_dockerfile_support(builder: str | None = None) -> None:
                 f"upgrade Docker Engine to {MIN_ENGINE_MAJOR} or newer, or build with --builder on a "
                 "BuildKit 0.12+ builder",
             )
-        return
+        if driver == "docker":
+            return
     too_old = buildkit_too_old(out)
     if too_old:
         raise ToolError(

@@ -13,10 +13,12 @@ from typing import cast
 from torchimg import userfiles
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
 from torchimg.adapters.engine.images import image_id, preflight, tag, untag
-from torchimg.errors import ToolError
+from torchimg.errors import RefusedError, ToolError
 from torchimg.model import labels as label_keys
 
 _NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest")
+# ... but not a credential helper or program that is missing: that is no answer about the tag
+_NOT_AN_ANSWER = ("error getting credentials", "executable file not found")
 _PUSHED_DIGEST = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64})")
 
 
@@ -26,7 +28,8 @@ def imagetools(ref: str, fmt: str | None = None) -> str | None:
         how = ["--format", fmt] if fmt else ["--raw"]  # --raw: the manifest (or index) itself
         return str(run_cli([*docker.docker_cmd, "buildx", "imagetools", "inspect", ref, *how]))
     except DockerException as exc:
-        if any(s in (exc.stderr or str(exc)).lower() for s in _NOT_FOUND):
+        said = (exc.stderr or str(exc)).lower()
+        if any(s in said for s in _NOT_FOUND) and not any(s in said for s in _NOT_AN_ANSWER):
             return None
         raise ToolError(
             f"cannot read {ref} from its registry ({first_line(exc)})",
@@ -139,12 +142,14 @@ FILES_MAX_BYTES = 2**20  # a release manifest is about 100 kB
 def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) -> str:
     """Push `files` as a one-layer image (`FROM scratch`) under `ref`, built by the engine's own
     BuildKit and pushed by the engine, with docker's credentials and the daemon's registry
-    settings; return the digest the registry serves for it. How a file travels beside an image
-    in any registry, those without OCI artifact support included. The docker driver also keeps
-    the image in the engine: that tag is removed again."""
+    settings; return its digest, read back from the registry and checked to be what was just
+    built. How a file travels beside an image in any registry, those without OCI artifact
+    support included. The docker driver also keeps the image in the engine: that tag is
+    removed again."""
     assert files and all(_FILE_NAME.fullmatch(name) and name != "Dockerfile" for name in files)
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
-        context = Path(tmp)
+        context, metadata = Path(tmp) / "context", Path(tmp) / "metadata.json"
+        context.mkdir()
         for name, data in files.items():
             (context / name).write_bytes(data)
         (context / "Dockerfile").write_text(f"FROM scratch\nCOPY {' '.join(sorted(files))} /\n")
@@ -156,8 +161,10 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
                 labels={label_keys.BUILT_BY: "torchimg", **labels},
                 output={"type": "image", "name": ref, "push": "true", "oci-mediatypes": "true"},
                 provenance=False,  # one manifest, not an index with an attestation
+                metadata_file=metadata,
                 progress=False,
             )
+            built = json.loads(metadata.read_text()).get("containerimage.digest")
         except DockerException as exc:
             preflight()
             raise ToolError(
@@ -168,36 +175,63 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
         finally:
             untag(ref)
     found = manifest_digest(ref)
-    if found is None:
-        raise ToolError(f"{ref} was pushed but the registry does not serve it", "push again")
+    if found is None or found != built:
+        raise ToolError(
+            f"{ref}: the registry serves {found}, not the files just pushed ({built})",
+            "check who else pushes to this repository (a concurrent push?), then push again",
+        )
     return found
 
 
-def read_files(ref: str, names: Sequence[str]) -> dict[str, bytes] | None:
-    """The files `names` of the one-layer image push_files left under `ref` (a tag), each a
-    regular file of at most 1 MiB; None when the registry has no such tag. Raises ToolError when
-    `ref` is not such an image or lacks one of them. Only those files are copied out, by
-    digest, into a folder (`COPY --from`, so nothing of the image runs: no ONBUILD); nothing
-    lands in the engine's images."""
+def _unexpected(ref: str, why: str) -> RefusedError:
+    """What is under `ref` is not what push_files leaves: retrying cannot help."""
+    return RefusedError(
+        f"{ref} is not a one-layer image of files of at most {FILES_MAX_BYTES // 2**10} KiB ({why})",
+        f"do not trust it; remove that tag from the registry: {ref}",
+    )
+
+
+# the layer types push_files writes (and Docker's): no foreign layer, nothing fetched from `urls`
+_LAYER_TYPES = (
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+)
+
+
+def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dict[str, bytes] | None:
+    """Those of the files `names` that the one-layer image push_files left under `ref` (a tag)
+    holds, each a regular file of at most 1 MiB; None when the registry has no such tag.
+    `digest`: read exactly that image (the caller's own lookup of `ref`), else the tag's now.
+    The image's files are copied out by digest into a folder (`COPY --from`: nothing of the
+    image runs, no ONBUILD); nothing lands in the engine's images. Raises RefusedError when what
+    is there is not such an image (retrying cannot help), ToolError when the registry or the
+    engine fails."""
     assert names and all(_FILE_NAME.fullmatch(name) for name in names)
-    digest = manifest_digest(ref)
+    digest = digest or manifest_digest(ref)
     if digest is None:
         return None
+    if not _DIGEST.fullmatch(digest):
+        raise _unexpected(ref, f"digest {digest[:80]!r}")
     by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
-    unexpected = f"{ref} is not a one-layer image of files of at most {FILES_MAX_BYTES // 2**10} KiB"
     raw = imagetools(by_digest)
-    manifest = json.loads(raw) if raw else None
+    if raw is None:
+        return None
+    manifest = json.loads(raw)
     layers = manifest.get("layers") if isinstance(manifest, dict) else None
-    if not (_DIGEST.fullmatch(digest) and isinstance(layers, list) and len(layers) == 1):
-        raise ToolError(unexpected, f"remove that tag from the registry: {ref}")
-    size = layers[0].get("size") if isinstance(layers[0], dict) else None
+    if not (isinstance(layers, list) and len(layers) == 1 and isinstance(layers[0], dict)):
+        raise _unexpected(ref, "not one layer")
+    layer = layers[0]
+    size = layer.get("size")
     if not (isinstance(size, int) and 0 <= size <= FILES_MAX_BYTES):
-        raise ToolError(unexpected, f"remove that tag from the registry: {ref}")
+        raise _unexpected(ref, f"a layer of {size!r} bytes")
+    if layer.get("mediaType") not in _LAYER_TYPES or "urls" in layer:
+        raise _unexpected(ref, f"a layer of type {str(layer.get('mediaType'))[:80]!r}")
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
         context, out = Path(tmp) / "context", Path(tmp) / "out"
         context.mkdir()
-        copies = "".join(f"COPY --from={by_digest} /{name} /{name}\n" for name in names)
-        (context / "Dockerfile").write_text(f"FROM scratch\n{copies}")
+        (context / "Dockerfile").write_text(f"FROM scratch\nCOPY --from={by_digest} / /\n")
         try:
             docker.buildx.build(
                 context,
@@ -211,18 +245,17 @@ def read_files(ref: str, names: Sequence[str]) -> dict[str, bytes] | None:
         except DockerException as exc:
             preflight()
             raise ToolError(
-                f"cannot read {', '.join(names)} from {by_digest} ({first_line(exc)})",
-                "check that the registry answers and that `docker login` has credentials for it; "
-                f"a tag that is not this pipeline's release files: remove it ({ref})",
+                f"cannot read {by_digest} from its registry ({first_line(exc)})",
+                "check that the registry answers and that `docker login` has credentials for it",
             ) from None
         read: dict[str, bytes] = {}
         for name in names:
+            path = out / name
             try:
-                if (out / name).is_symlink():
+                if path.is_symlink():
                     raise OSError(errno.ELOOP, "a symbolic link")
-                read[name] = userfiles.read(out / name, FILES_MAX_BYTES)
+                if path.exists():
+                    read[name] = userfiles.read(path, FILES_MAX_BYTES)
             except OSError as exc:
-                raise ToolError(
-                    f"{ref}: {name}: {exc.strerror or exc}", f"remove that tag from the registry: {ref}"
-                ) from None
+                raise _unexpected(ref, f"{name}: {exc.strerror or exc}") from None
         return read
