@@ -138,10 +138,15 @@ def tree_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def layer_epoch_file(variant: Variant) -> Path:
+    """The file whose last commit dates every layer: the variant's runtime lockfile (the
+    repository's, found by variant name, even when a build reads a copy of the locks)."""
+    return paths.LOCKS / variant.name / "runtime.txt"
+
+
 def layer_epoch(variant: Variant, git: gitinfo.GitInfo) -> int:
-    """File times for the layers: when the variant's runtime lockfile was last committed (the
-    repository's file, found by variant name, even when a build reads a copy of the locks)."""
-    return gitinfo.path_epoch(paths.LOCKS / variant.name / "runtime.txt", git.epoch)
+    """File times for the layers: when the variant's runtime lockfile was last committed."""
+    return gitinfo.path_epoch(layer_epoch_file(variant), git.epoch)
 
 
 def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_python: str) -> dict[str, str]:

@@ -42,6 +42,33 @@ def test_untracked_files_under_the_image_inputs_make_the_tree_dirty(
     assert gitinfo.current().dirty is True
 
 
+def test_a_shallow_clone_that_cuts_the_lockfiles_history_is_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git dates every file by a shallow clone's oldest commit: the layer epoch would be that
+    commit's time, not the lockfile's, and the layers another build's than a full clone's."""
+    full, shallow = tmp_path / "full", tmp_path / "shallow"
+    full.mkdir()
+    _git(full, "init", "-q")
+    commit = ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm"]
+    (full / "runtime.txt").write_text("torch==2.9.1\n")
+    _git(full, "add", ".")
+    _git(full, *commit, "lock")
+    (full / "README").write_text("docs\n")
+    _git(full, "add", ".")
+    _git(full, *commit, "docs")
+    monkeypatch.setattr(paths, "ROOT", full)
+    assert gitinfo.shallow_cut(full / "runtime.txt") is None
+    _git(tmp_path, "clone", "-q", "--depth", "1", f"file://{full}", str(shallow))
+    monkeypatch.setattr(paths, "ROOT", shallow)
+    head = subprocess.run(["git", "-C", str(shallow), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert gitinfo.shallow_cut(shallow / "runtime.txt") == head.stdout.strip()  # dated by the cut
+    (shallow / "runtime.txt").write_text("torch==2.9.0\n")
+    _git(shallow, "add", ".")
+    _git(shallow, *commit, "re-lock")
+    assert gitinfo.shallow_cut(shallow / "runtime.txt") is None  # its own commit, in the clone
+
+
 def test_clean_removes_only_what_the_pipeline_wrote_in_the_reports_folder(tmp_path: Path) -> None:
     """$TORCHIMG_REPORTS may name a folder with other files (the checkout itself, say)."""
     from torchimg import devtools

@@ -114,6 +114,21 @@ def _source_date_epoch() -> int:
     return epoch
 
 
+def shallow_cut(path: Path) -> str | None:
+    """The commit that dates `path` when it is where this clone's history is cut (a shallow
+    clone: git counts every file as changed in its oldest commit), so the date is not the
+    file's own; None when it is (full history, or the file changed within the clone's)."""
+    try:
+        if _git("rev-parse", "--is-shallow-repository") != "true":
+            return None
+        last = _git("log", "-1", "--format=%H", "--", str(path))
+        shallow = Path(_git("rev-parse", "--git-path", "shallow"))
+        cut = (shallow if shallow.is_absolute() else paths.ROOT / shallow).read_text().split()
+    except (_NoGitError, OSError):
+        return None
+    return last if last in cut else None
+
+
 def path_epoch(path: Path, fallback: int) -> int:
     """Commit time of the last commit that touched `path` (fallback: not committed yet)."""
     try:

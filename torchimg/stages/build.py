@@ -147,6 +147,15 @@ def build(selection: Selection, image: Image, opts: Options) -> tuple[record.Rec
     base_ref = opts.base or variant.base.image
     base_id = engine.require_base(base_ref)
     git = gitinfo.current()
+    if cut := gitinfo.shallow_cut(image_inputs.layer_epoch_file(variant)):
+        log.warning(
+            "   this clone is shallow: %s was last changed before its history starts, so the layers "
+            "are dated by commit %s instead, and differ from a full clone's build of the same commit "
+            "(another digest, no layer reused by the next commit's build); `git fetch --unshallow` "
+            "(CI: actions/checkout with fetch-depth: 0)",
+            paths.shown(image_inputs.layer_epoch_file(variant)),
+            cut[:12],
+        )
     tag = f"{opts.repository}:{variant.name}-{flavor}"
     args = image_inputs.build_args(variant, base_ref, git, lock_python)
     labels = image_inputs.image_labels(variant, flavor, git, base_ref, base_id, locks)
