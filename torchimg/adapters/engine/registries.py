@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from torchimg import userfiles
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
@@ -134,6 +134,20 @@ def _engine_builder() -> str:
         return "default"
 
 
+def _engine_build(context: Path, dockerfile: str, **options: Any) -> None:
+    """Build `dockerfile` (written into `context`) with the engine's own builder: one manifest,
+    no attestation (an index would hold it), no progress shown."""
+    (context / "Dockerfile").write_text(dockerfile)
+    docker.buildx.build(
+        context,
+        file=context / "Dockerfile",
+        builder=_engine_builder(),
+        provenance=False,
+        progress=False,
+        **options,
+    )
+
+
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 FILES_MAX_BYTES = 2**20  # a release manifest is about 100 kB
@@ -152,17 +166,13 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
         context.mkdir()
         for name, data in files.items():
             (context / name).write_bytes(data)
-        (context / "Dockerfile").write_text(f"FROM scratch\nCOPY {' '.join(sorted(files))} /\n")
         try:
-            docker.buildx.build(
+            _engine_build(
                 context,
-                file=context / "Dockerfile",
-                builder=_engine_builder(),
+                f"FROM scratch\nCOPY {' '.join(sorted(files))} /\n",
                 labels={label_keys.BUILT_BY: "torchimg", **labels},
                 output={"type": "image", "name": ref, "push": "true", "oci-mediatypes": "true"},
-                provenance=False,  # one manifest, not an index with an attestation
                 metadata_file=metadata,
-                progress=False,
             )
             built = json.loads(metadata.read_text()).get("containerimage.digest")
         except DockerException as exc:
@@ -231,16 +241,12 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
         context, out = Path(tmp) / "context", Path(tmp) / "out"
         context.mkdir()
-        (context / "Dockerfile").write_text(f"FROM scratch\nCOPY --from={by_digest} / /\n")
         try:
-            docker.buildx.build(
+            _engine_build(
                 context,
-                file=context / "Dockerfile",
-                builder=_engine_builder(),
+                f"FROM scratch\nCOPY --from={by_digest} / /\n",
                 pull=True,
                 output={"type": "local", "dest": str(out)},
-                provenance=False,
-                progress=False,
             )
         except DockerException as exc:
             preflight()
