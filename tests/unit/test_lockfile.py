@@ -51,3 +51,30 @@ def test_shared_mismatches() -> None:
     assert lockfile.shared_mismatches({"a": "1", "b": "2"}, {"a": "1", "b": "3", "c": "4"}) == [
         "b: runtime 2, dev 3"
     ]
+
+
+H1, H2 = "a" * 64, "b" * 64
+EXACT = f"""--only-binary :all:
+legacy-thing===2013b0 --hash=sha256:{H1}
+filelock==3.20.0 \\
+    --hash=sha256:{H1} \\
+    --hash=sha256:{H2}
+    # via torch
+loose>=1.0 --hash=sha256:{H2}
+torch==2.9.1+cu128 --hash=sha256:{H2}
+"""
+
+
+def test_pins_and_hashes_read_the_lines_verify_accepts_and_leave_out_the_rest() -> None:
+    assert lockfile.pins(EXACT) == {"legacy-thing": "2013b0", "filelock": "3.20.0", "torch": "2.9.1+cu128"}
+    assert lockfile.hashes(EXACT) == {"legacy-thing": {H1}, "filelock": {H1, H2}, "torch": {H2}}
+
+
+def test_verify_accepts_arbitrary_equality_and_refuses_a_range(tmp_path: Path) -> None:
+    path = tmp_path / "v" / "runtime.txt"
+    path.parent.mkdir()
+    path.write_text(EXACT.replace(f"loose>=1.0 --hash=sha256:{H2}\n", ""))
+    assert lockfile.verify(path, "2.9.1+cu128", True) == lockfile.pins(EXACT)
+    path.write_text(EXACT)
+    with pytest.raises(PipelineError, match="line 7: loose is not pinned"):
+        lockfile.verify(path, "2.9.1+cu128", True)

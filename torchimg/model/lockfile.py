@@ -6,12 +6,11 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from torchimg.errors import PipelineError
 
-_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
 _FIELDS = ("variant", "flavor", "python", "platform", "index")
 
 
@@ -35,12 +34,9 @@ class LockInfo:
 
 
 def pins(text: str) -> dict[str, str]:
-    """name -> exact version for every requirement line of a pip-compile output."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        if m := _PIN.match(line):
-            found[canonicalize_name(m["name"])] = m["version"]
-    return found
+    """name -> exact version for every requirement line of a pip-compile output (lines that are
+    not one exact pin are left out: `verify` is what refuses them)."""
+    return {name: version for name, version, _ in _pinned(text)}
 
 
 def _text(path: Path, fix: str) -> str:
@@ -108,10 +104,42 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def _parse(line: str) -> tuple[Requirement, list[str]]:
+    """One logical requirement line: the requirement, and its `--` options (hashes).
+    Raises ValueError (InvalidRequirement is one) for a line that is not a requirement."""
+    words = shlex.split(line)
+    spec = [w for w in words if not w.startswith("--")]
+    return Requirement(" ".join(spec)), [w for w in words if w.startswith("--")]
+
+
+def _exact(req: Requirement) -> str | None:
+    """The one version a requirement pins (`==` or `===`, no wildcard, no URL), else None."""
+    specs = list(req.specifier)
+    if req.url or len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+        return None
+    return specs[0].version
+
+
+def _pinned(text: str) -> list[tuple[str, str, list[str]]]:
+    """(normalized name, version, options) of each line that pins one exact version."""
+    out: list[tuple[str, str, list[str]]] = []
+    for _, line in _logical_lines(text):
+        if line.startswith("-"):
+            continue
+        try:
+            req, options = _parse(line)
+        except ValueError:
+            continue
+        if (version := _exact(req)) is not None:
+            out.append((canonicalize_name(req.name), version, options))
+    return out
+
+
 def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
-    """A lockfile installs exactly what it names: every requirement `==` with sha256 hashes, no
-    index, find-links or other pip option, and torch (required, or where present) pinned to
-    exactly `torch` (local version label included: 2.9.1+cu126). Returns its pins."""
+    """A lockfile installs exactly what it names: every requirement pinned to one version (`==`,
+    or `===`) with sha256 hashes, no index, find-links or other pip option, and torch (required,
+    or where present) pinned to exactly `torch` (local version label included: 2.9.1+cu126).
+    Returns its pins."""
     fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
     text = _text(path, fix)
     found: dict[str, str] = {}
@@ -122,17 +150,11 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
                 continue
             raise PipelineError(f"{where}: pip option {line.split()[0]!r} in a lockfile", fix)
         try:
-            words = shlex.split(line)
+            req, options = _parse(line)
         except ValueError as exc:
-            raise PipelineError(f"{where}: unreadable ({exc})", fix) from None
-        spec = [w for w in words if not w.startswith("--")]
-        options = [w for w in words if w.startswith("--")]
-        try:
-            req = Requirement(" ".join(spec))
-        except InvalidRequirement as exc:
             raise PipelineError(f"{where}: not a requirement ({exc})", fix) from None
-        pins = list(req.specifier)
-        if req.url or len(pins) != 1 or pins[0].operator != "==" or "*" in pins[0].version:
+        version = _exact(req)
+        if version is None:
             raise PipelineError(f"{where}: {req.name} is not pinned with == to one version", fix)
         bad = [o for o in options if not _HASH.match(o)]
         if bad or not options:
@@ -140,8 +162,8 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
             raise PipelineError(f"{where}: {req.name}: {what}", fix)
         name = canonicalize_name(req.name)
         if name in found:
-            raise PipelineError(f"{where}: {req.name} pinned twice ({found[name]}, {pins[0].version})", fix)
-        found[name] = pins[0].version
+            raise PipelineError(f"{where}: {req.name} pinned twice ({found[name]}, {version})", fix)
+        found[name] = version
     if ("torch" in found or torch_required) and found.get("torch") != torch:
         raise PipelineError(
             f"{path.name} pins torch {found.get('torch', '(none)')}, "
@@ -153,8 +175,6 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
 
 def hashes(text: str) -> dict[str, set[str]]:
     """name -> the sha256 hashes a lockfile allows for it (every wheel of the pinned version)."""
-    found: dict[str, set[str]] = {}
-    for _, line in _logical_lines(text):
-        if m := _PIN.match(line):
-            found[canonicalize_name(m["name"])] = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
-    return found
+    return {
+        name: {o.split(":", 1)[1] for o in options if _HASH.match(o)} for name, _, options in _pinned(text)
+    }
