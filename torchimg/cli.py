@@ -255,7 +255,7 @@ def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
             raise PipelineError(f"{tagged}: the registry has no such tag", "name an image it serves")
         digest = served
     beside = f"{repository}:{tags.release_files(digest)}"
-    files = remote_registry.release_files(repository, digest)
+    files = remote_registry.attached_release(repository, digest)
     if files is None:
         raise PipelineError(
             f"no release notes beside {repository}@{digest} ({beside} does not exist)",
@@ -263,17 +263,7 @@ def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
             "with the image (its reports/releases/ has them); for an image of several platforms, "
             "name the index (the tag's digest), not one platform's manifest",
         )
-    manifest, notes = (files.get(name) for name in remote_registry.RELEASE_FILES)
-    try:
-        described = json.loads(manifest or b"").get("digest")
-    except (ValueError, AttributeError, RecursionError):
-        described = None
-    if manifest is None or notes is None or described != digest:
-        raise RefusedError(
-            f"{beside} does not hold the release manifest and notes of {repository}@{digest}",
-            f"do not trust it; remove that tag from the registry: {beside}",
-        )
-    text = (manifest if args.json else notes).decode(errors="replace")
+    text = (files.manifest_bytes if args.json else files.notes).decode(errors="replace")
     sys.stdout.write(_CONTROL.sub("\ufffd", text))
 
 

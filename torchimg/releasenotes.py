@@ -16,9 +16,9 @@ from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import labels, lockfile, record, tags
 
 Manifest = dict[str, Any]
-# The release manifest attached beside repository@digest (JSON bytes; None: none is): the
-# registry's, as remote_registry reads it; the unit tests of the wording pass their own.
-Attached = Callable[[str, str], bytes | None]
+# The release files attached beside repository@digest (None: none are): the registry's, as
+# remote_registry reads them; the unit tests of the wording pass their own.
+Attached = Callable[[str, str], remote_registry.Release | None]
 
 
 def packages(lock_paths: list[str]) -> dict[str, str]:
@@ -161,20 +161,12 @@ def _earlier(
     # a registry that fails here fails the push (exit 3) before any moving tag moves: notes that
     # silently compared nothing would be attached and signed for good
     try:
-        raw = attached(repository, digest)
-        if raw is None:
-            return
-        beside = json.loads(raw)
-    except RefusedError as exc:  # what is there is not release files: a note
-        yield where, ValueError(exc.what)
+        beside = attached(repository, digest)
+    except RefusedError as exc:  # what is there is not this image's release files: a note
+        yield where, ValueError(exc.what.removeprefix(f"{where}: "))
         return
-    except _UNREADABLE as exc:
-        yield where, exc
-        return
-    if isinstance(beside, dict) and beside.get("digest") == digest:
-        yield where, beside
-    else:
-        yield where, ValueError(f"not the release manifest of {digest}")
+    if beside is not None:
+        yield where, beside.manifest
 
 
 def _from_earlier(

@@ -9,7 +9,6 @@ flavor (runtime), the pull finds the layers in this engine already, and no cosig
 identity (the signing step is skipped, saying so).
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -139,7 +138,9 @@ def test_the_workflow_commands_in_order(
     assert set(released.values()) == {built.image_id}, released  # the tested digest, byte for byte
     assert len(released) == 1 + 3  # immutable + <variant>-runtime, 2.9-..., latest
     assert list(run.released(beside=True)) == [tags.release_files(built.image_id)]
-    attached = json.loads(remote_registry.attached_release(run.release, built.image_id) or b"")
+    beside = remote_registry.attached_release(run.release, built.image_id)
+    assert beside is not None
+    attached = beside.manifest
     assert attached["digest"] == built.image_id and attached["repository"] == run.release
     code, out, _ = run("digests", "--variant", run.variant, "--repository", run.release, selects=False)
     assert (code, out.split()) == (0, [f"{run.release}@{built.image_id}"])

@@ -117,7 +117,9 @@ def test_push_reads_the_digest_back_then_moves_tags(
     assert has_row(text, f"`{repo}:latest`", f"`{m['digest']}`")
     assert "First release of this line" in text
     # the manifest and notes travel beside the image, byte for byte as written here
-    assert remote_registry.attached_release(repo, m["digest"]) == Path(saved.push.manifest).read_bytes()
+    attached = remote_registry.attached_release(repo, m["digest"])
+    assert attached is not None and attached.manifest_bytes == Path(saved.push.manifest).read_bytes()
+    assert attached.notes == manifest_md.read_bytes()
     assert f"`{repo}:{beside}`" in text
     with pytest.raises(RefusedError, match="not a one-layer image of files"):  # refused before any pull
         engine.read_files(f"{repo}:latest", ["release.json"])

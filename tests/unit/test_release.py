@@ -9,7 +9,7 @@ import pytest
 from tests.factories import a_record, has_row
 from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import cli, releasenotes
-from torchimg.adapters import gitinfo, local_registry
+from torchimg.adapters import gitinfo, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import lockfile, record, scan_policy, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
@@ -285,9 +285,15 @@ def _released(folder: Path, name: str, content: object) -> None:
 PREVIOUS = "sha256:" + "d" * 64
 
 
-def _nothing_beside(repository: str, digest: str) -> bytes | None:
+def _nothing_beside(repository: str, digest: str) -> remote_registry.Release | None:
     """A registry with no release manifest attached beside the previous image."""
     return None
+
+
+def _attached(repository: str, digest: str, manifest: bytes) -> remote_registry.Release:
+    """Release files as the registry's reader checks them (the part that needs no engine)."""
+    files = {"release.json": manifest, "release.md": b"notes"}
+    return remote_registry.release_of(f"{repository}:{tags.release_files(digest)}", digest, files)
 
 
 def _now(**changes: object) -> releasenotes.Manifest:
@@ -345,9 +351,10 @@ def test_os_packages_are_compared_with_the_manifest_attached_beside_the_previous
     """A fresh CI runner has no reports/releases/: the registry has the previous release's."""
     asked: list[tuple[str, str]] = []
 
-    def beside(repository: str, digest: str) -> bytes | None:
+    def beside(repository: str, digest: str) -> remote_registry.Release | None:
         asked.append((repository, digest))
-        return json.dumps({"digest": digest, "os_packages": {"linux/amd64": {"openssl": "3.5.9-1"}}}).encode()
+        raw = json.dumps({"digest": digest, "os_packages": {"linux/amd64": {"openssl": "3.5.9-1"}}})
+        return _attached(repository, digest, raw.encode())
 
     found = releasenotes.os_changes(_now(), tmp_path, beside)
     assert asked == [("registry.example.com/pytorch", PREVIOUS)]
@@ -374,7 +381,7 @@ def test_os_packages_are_compared_with_the_manifest_attached_beside_the_previous
 @pytest.mark.parametrize(
     ("beside", "note"),
     [
-        (b'{"digest": "sha256:' + b"e" * 64 + b'", "os_packages": {}}', "not the release manifest of"),
+        (b'{"digest": "sha256:' + b"e" * 64 + b'", "os_packages": {}}', "not the manifest of the image"),
         (b"[1, 2", "Expecting"),
         (b'{"digest": "sha256:' + b"d" * 64 + b'"}', "has no OS package list"),
         (  # names that would break or inject into the Markdown notes
@@ -390,8 +397,8 @@ def test_os_packages_are_compared_with_the_manifest_attached_beside_the_previous
 def test_a_manifest_beside_the_previous_image_that_does_not_read_back_is_a_note(
     tmp_path: Path, beside: bytes, note: str
 ) -> None:
-    def read(repository: str, digest: str) -> bytes | None:
-        return beside
+    def read(repository: str, digest: str) -> remote_registry.Release | None:
+        return _attached(repository, digest, beside)
 
     found = releasenotes.os_changes(_now(), tmp_path, read)
     assert found["os_package_diff"] is None and note in str(found["os_package_diff_note"])
@@ -403,7 +410,7 @@ def test_release_files_beside_the_previous_image_that_are_something_else_are_a_n
     """Content no retry can fix (not one layer, too large, a link): said in the notes, not a
     failed push of every later release of the line."""
 
-    def read(repository: str, digest: str) -> bytes | None:
+    def read(repository: str, digest: str) -> remote_registry.Release | None:
         raise RefusedError(
             "registry.example.com/pytorch:sha256-d.release is not a one-layer image", "remove it"
         )
@@ -419,7 +426,7 @@ def test_a_registry_failing_to_give_the_previous_manifest_fails_the_push_not_the
 ) -> None:
     """Notes that silently compared nothing would be attached beside the image and signed."""
 
-    def read(repository: str, digest: str) -> bytes | None:
+    def read(repository: str, digest: str) -> remote_registry.Release | None:
         raise ToolError("cannot read registry.example.com/pytorch@sha256:... (connection refused)", "retry")
 
     with pytest.raises(ToolError, match="connection refused"):
@@ -533,3 +540,27 @@ def test_digests_prints_what_was_pushed_to_the_configured_repository_and_its_rel
     assert cli.main([*argv, "--repository", "registry.example.com/pytorch", "--release-files"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and "no release manifest beside the pushed image of 2.9.1-cu128 dev" in err
+
+
+@pytest.mark.parametrize(
+    ("files", "said"),
+    [
+        ({"release.json": b'{"digest": "%s"}' % PREVIOUS.encode()}, "no release.md there"),
+        ({"release.md": b"notes"}, "no release.json there"),
+        ({"release.json": b"\xff{", "release.md": b""}, "release.json is not JSON"),
+        ({"release.json": b"[" * 100_000, "release.md": b""}, "release.json is not JSON"),
+        ({"release.json": b'["%s"]' % PREVIOUS.encode(), "release.md": b""}, "not the manifest of the image"),
+        ({"release.json": b'{"digest": "sha256:%s"}' % (b"e" * 64), "release.md": b""}, "not the manifest"),
+    ],
+)
+def test_release_files_read_back_are_refused_unless_both_are_there_and_describe_the_image(
+    files: dict[str, bytes], said: str
+) -> None:
+    """One reader for push (keep or refuse), the notes' comparison and `notes REF`."""
+    ref = f"registry.example.com/pytorch:{tags.release_files(PREVIOUS)}"
+    with pytest.raises(RefusedError) as exc:
+        remote_registry.release_of(ref, PREVIOUS, files)
+    assert exc.value.what.startswith(f"{ref}: ") and said in exc.value.what
+    assert ref in exc.value.fix and exc.value.exit_code == 1
+    good = {"release.json": b'{"digest": "%s"}' % PREVIOUS.encode(), "release.md": b"# notes"}
+    assert remote_registry.release_of(ref, PREVIOUS, good).manifest == {"digest": PREVIOUS}

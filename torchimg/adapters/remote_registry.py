@@ -4,6 +4,8 @@ Read through the engine's buildx (`imagetools inspect`), so docker's own credent
 this module holds what the answers mean."""
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from torchimg.adapters import engine
 from torchimg.errors import RefusedError
@@ -104,19 +106,36 @@ def attach_release(repository: str, digest: str, manifest: bytes, notes: bytes) 
     )
 
 
-def release_files(repository: str, digest: str, files_digest: str | None = None) -> dict[str, bytes] | None:
-    """The release manifest and notes attached beside `repository@digest` (those of
-    RELEASE_FILES there, by name); None when none are. `files_digest`: read exactly those (the
-    caller's own lookup of their tag). Raises RefusedError when the tag holds something else."""
-    return engine.read_files(f"{repository}:{tags.release_files(digest)}", RELEASE_FILES, files_digest)
+@dataclass(frozen=True)
+class Release:
+    """The release files attached beside an image, read back and checked to be about it."""
+
+    manifest: dict[str, Any]  # release.json, parsed
+    manifest_bytes: bytes  # release.json as attached (what CI signed)
+    notes: bytes  # release.md
 
 
-def attached_release(repository: str, digest: str, files_digest: str | None = None) -> bytes | None:
-    """The release manifest (JSON bytes) attached beside `repository@digest`; None when none is."""
-    found = release_files(repository, digest, files_digest)
-    if found is None:
-        return None
-    if RELEASE_FILES[0] not in found:
-        ref = f"{repository}:{tags.release_files(digest)}"
-        raise RefusedError(f"{ref} holds no {RELEASE_FILES[0]}", f"do not trust it; remove that tag: {ref}")
-    return found[RELEASE_FILES[0]]
+def release_of(ref: str, digest: str, files: dict[str, bytes]) -> Release:
+    """The files read from `ref`, the tag beside `digest`, as a Release. Raises RefusedError,
+    with the tag to remove, when they are not both there or the manifest is not one of `digest`:
+    a registry's content is not trusted, and no retry changes it."""
+    fix = f"do not trust it; remove that tag from the registry (a push attaches the files anew): {ref}"
+    if missing := [name for name in RELEASE_FILES if name not in files]:
+        raise RefusedError(f"{ref}: no {' or '.join(missing)} there", fix)
+    raw, notes = (files[name] for name in RELEASE_FILES)
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise RefusedError(f"{ref}: {RELEASE_FILES[0]} is not JSON ({exc})"[:300], fix) from None
+    if not isinstance(manifest, dict) or manifest.get("digest") != digest:
+        raise RefusedError(f"{ref}: {RELEASE_FILES[0]} is not the manifest of the image it is beside", fix)
+    return Release(manifest, raw, notes)
+
+
+def attached_release(repository: str, digest: str, files_digest: str | None = None) -> Release | None:
+    """The release files attached beside `repository@digest`; None when none are. `files_digest`:
+    read exactly those (the caller's own lookup of their tag). Raises RefusedError when the tag
+    holds something else, ToolError when the registry or engine fails."""
+    ref = f"{repository}:{tags.release_files(digest)}"
+    found = engine.read_files(ref, RELEASE_FILES, files_digest)
+    return None if found is None else release_of(ref, digest, found)

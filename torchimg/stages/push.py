@@ -11,7 +11,6 @@ back too -> release manifest and record written here.
 import argparse
 import datetime
 import functools
-import json
 from dataclasses import dataclass, field
 
 from torchimg import paths, releasenotes
@@ -328,16 +327,11 @@ def _release_files(repository: str, digest: str, manifest: releasenotes.Manifest
         )
         log.info("   release manifest and notes attached: %s", files)
         return found
-    raw = remote_registry.attached_release(repository, digest, found)  # exactly the digest kept
-    try:
-        first = json.loads(raw or b"")
-    except (ValueError, RecursionError):
-        first = None
-    keys = ("digest", "variant", "flavor", "immutable_tag")
-    if not (
-        isinstance(first, dict)
-        and all(first.get(k) == manifest[k] for k in keys)
-        and references.canonical(str(first.get("repository"))) == references.canonical(repository)
+    first = remote_registry.attached_release(repository, digest, found)  # exactly the digest kept
+    keys = ("variant", "flavor", "immutable_tag")
+    if first is None or not (
+        all(first.manifest.get(k) == manifest[k] for k in keys)
+        and references.canonical(str(first.manifest.get("repository"))) == references.canonical(repository)
     ):
         raise RefusedError(
             f"{files} holds files that are not the release manifest of {repository}@{digest} "
