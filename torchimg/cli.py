@@ -234,7 +234,9 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
         print(line)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# a terminal's control characters, and the bidirectional overrides that make text read
+# otherwise than it is (CVE-2021-42574): what a registry's files must not do to a terminal
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _notes(args: argparse.Namespace, found: settings.Settings) -> None:

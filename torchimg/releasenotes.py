@@ -3,6 +3,7 @@ what it passed, and which packages changed since the previous release of the sam
 
 import datetime
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -16,6 +17,7 @@ from torchimg.errors import PipelineError, RefusedError
 from torchimg.model import labels, lockfile, record, tags
 
 Manifest = dict[str, Any]
+_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git's SHA-1 or SHA-256 object names
 # The release files attached beside repository@digest (None: none are): the registry's, as
 # remote_registry reads them; the unit tests of the wording pass their own.
 Attached = Callable[[str, str], remote_registry.Release | None]
@@ -65,18 +67,25 @@ def previous(
         return {"previous": None, "package_diff": None}
     if digest == ours:
         return recorded(immutable_tag, folder)
-    revision = remote_registry.labels(ref).get(labels.REVISION, "unknown")
+    repository = ref.rsplit(":", 1)[0]
+    # the image the digest names, not the tag's again (it may move meanwhile); its label is a
+    # registry's word: a commit ID, or it is not used (it goes to git and into the notes)
+    revision = remote_registry.labels(f"{repository}@{digest}").get(labels.REVISION, "")
+    if not _COMMIT.fullmatch(revision):
+        revision = "unknown"
     out: dict[str, object] = {"previous": {"ref": ref, "digest": digest, "revision": revision}}
     before = packages_at(revision, lock_paths)
     if before is None:
-        repository, line = ref.rsplit(":", 1)
+        line = ref.rsplit(":", 1)[1]
         listed, why = _from_earlier(repository, line, digest, folder, "packages", _PACKAGES, attached)
         if listed is None:
             out["package_diff"] = None
-            out["package_diff_note"] = (
-                f"commit {revision[:12]} is not in this clone (`git fetch --unshallow` and push again), "
-                f"and {why}"
+            missing = (
+                f"commit {revision[:12]} is not in this clone (`git fetch --unshallow` and push again)"
+                if revision != "unknown"
+                else f"the previous image names no commit ({labels.REVISION})"
             )
+            out["package_diff_note"] = f"{missing}, and {why}"
             return out
         before = listed
     out["package_diff"] = diff(before, packages(lock_paths))

@@ -466,14 +466,15 @@ def test_an_engine_whose_buildkit_cannot_read_the_dockerfile_is_named(
 ) -> None:
     """Engines before 25 refuse the whole Dockerfile ("Unknown flag: start-interval")."""
     from torchimg.adapters.engine import images
-    from torchimg.errors import ToolError
+    from torchimg.errors import PipelineError
 
     monkeypatch.setattr(
         images, "server_version", lambda: version
     )  # an engine of that version cannot run here
     if refused:
-        with pytest.raises(ToolError, match=f"Docker Engine {version} is older than 25"):
+        with pytest.raises(PipelineError, match=f"Docker Engine {version} is older than 25") as exc:
             images.require_dockerfile_support()
+        assert exc.value.exit_code == 2  # the machine's configuration, not a failing tool
     else:
         images.require_dockerfile_support()
 
@@ -491,25 +492,41 @@ def test_lint_config_skips_an_absent_trivy_only_when_asked_and_never_a_wrong_one
     assert "is not an executable file" in capsys.readouterr().err
 
 
+def _inspected(driver: str, *nodes: str) -> str:
+    """`docker buildx inspect` as buildx 0.13+ prints it, with one block per node."""
+    head = (
+        f"Name:          b\nDriver:        {driver}\nLast Activity: 2026-12-07 18:45:53 +0000 UTC\n\nNodes:\n"
+    )
+    labels = "Labels:\n org.mobyproject.buildkit.worker.executor: oci\nGC Policy rule#0:\n All: false\n"
+    return head + "\n".join(
+        f"Name: {n}\nStatus: running\n{v}\n{labels}" for n, v in zip("abc", nodes, strict=False)
+    )
+
+
 @pytest.mark.parametrize(
-    ("inspected", "too_old"),
+    ("inspected", "problem"),
     [
-        ("Name: old\nDriver: docker-container\nNodes:\nBuildKit version: v0.11.6\n", "0.11"),
-        ("Name: old\nDriver: docker-container\nNodes:\nBuildkit:  v0.10.4\n", "0.10"),  # buildx < 0.13
-        ("Name: new\nDriver: remote\nNodes:\nBuildKit version: v0.12.5\n", None),
-        ("Name: new\nNodes:\nBuildKit version: v0.16.0\n", None),
-        ("Name: default\nDriver: docker\nBuildKit version: v0.0.0+unknown\n", None),  # Debian's engine
-        ("Name: stopped\nDriver: docker-container\nStatus: inactive\n", None),  # not reported
-        (  # every node of a multi-node builder: the build may land on any of them
-            "Name: two\nDriver: remote\nNodes:\nName: a\nBuildKit version: v0.16.0\n"
-            "Name: b\nBuildKit version: v0.11.6\n",
-            "0.11",
+        (_inspected("docker-container", "BuildKit version: v0.11.6"), "runs BuildKit 0.11"),
+        (_inspected("docker-container", "Buildkit:  v0.10.4"), "runs BuildKit 0.10"),  # buildx < 0.13
+        (_inspected("remote", "BuildKit version: v0.12.5"), None),
+        (_inspected("kubernetes", "BuildKit version: v0.16.0", "BuildKit version: v0.18.1"), None),
+        # every node of a multi-node builder: the build may land on any of them
+        (
+            _inspected("remote", "BuildKit version: v0.16.0", "BuildKit version: v0.11.6"),
+            "runs BuildKit 0.11",
         ),
+        # a version that cannot be checked is not passed
+        (_inspected("docker-container", "BuildKit version: v0.0.0+unknown"), "(a) that reports no BuildKit"),
+        (_inspected("kubernetes", "BuildKit version: 3ecd4a8"), "reports no BuildKit version (3ecd4a8)"),
+        (_inspected("remote", "Platforms: linux/amd64"), "reports no BuildKit version (none)"),
+        ("Name: b\nDriver: remote\n", "lists no node"),
     ],
 )
-def test_a_named_builder_too_old_for_the_dockerfile_is_said_before_the_build(
-    inspected: str, too_old: str | None
+def test_a_builder_that_cannot_be_shown_to_read_the_dockerfile_is_said_before_the_build(
+    inspected: str, problem: str | None
 ) -> None:
-    """`docker buildx inspect` as buildx prints it: an old BuildKit would fail parsing the
-    Dockerfile (HEALTHCHECK --start-interval) after the stages before it ran."""
-    assert engine.buildkit_too_old(inspected) == too_old
+    """An old BuildKit would fail parsing the Dockerfile (HEALTHCHECK --start-interval) after
+    the stages before it ran."""
+    found = engine.buildkit_problem(inspected)
+    assert found == problem if problem is None else problem in str(found)
+    assert len(engine.builder_nodes(inspected)) == inspected.count("Status: running")

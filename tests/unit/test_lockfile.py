@@ -78,3 +78,13 @@ def test_verify_accepts_arbitrary_equality_and_refuses_a_range(tmp_path: Path) -
     path.write_text(EXACT)
     with pytest.raises(PipelineError, match="line 7: loose is not pinned"):
         lockfile.verify(path, "2.9.1+cu128", True)
+
+
+def test_only_the_leading_comment_block_is_the_header(tmp_path: Path) -> None:
+    info = lockfile.LockInfo("v", "runtime", "3.13", "linux-x86_64", "https://pypi.org/simple")
+    path = tmp_path / "runtime.txt"
+    path.write_text(info.header() + "torch==2.9.1\n# index: https://evil.example/simple\n")
+    assert lockfile.read_info(path) == info
+    path.write_text(info.header() + "# index: https://evil.example/simple\ntorch==2.9.1\n")
+    with pytest.raises(PipelineError, match="names index twice"):
+        lockfile.read_info(path)

@@ -35,7 +35,10 @@ def _git(*args: str) -> str:
 
 
 def show(revision: str, path: str) -> str | None:
-    """A file as committed at `revision` (None: this clone lacks the commit or the file)."""
+    """A file as committed at `revision` (None: this clone lacks the commit or the file). A
+    revision may come from a registry's label: one git would read as an option is none."""
+    if revision.startswith("-"):
+        return None
     try:
         return _git("show", f"{revision}:{path}")
     except _NoGitError:

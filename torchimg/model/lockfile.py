@@ -54,8 +54,12 @@ def read_info(path: Path) -> LockInfo:
     values = {}
     fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
     for line in _text(path, fix).splitlines():
+        if not line.startswith("#"):
+            break  # the header is the leading comment block: a comment further down is not it
         for key in _FIELDS:
             if line.startswith(f"# {key}: "):
+                if key in values:
+                    raise PipelineError(f"{path}: lockfile header names {key} twice", fix)
                 values[key] = line.split(": ", 1)[1].strip()
     missing = [k for k in _FIELDS if k not in values]
     if missing:

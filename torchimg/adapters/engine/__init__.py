@@ -18,7 +18,8 @@ from torchimg.adapters.engine.containers import (
 )
 from torchimg.adapters.engine.empty import running as empty_engine
 from torchimg.adapters.engine.images import (
-    buildkit_too_old,
+    builder_nodes,
+    buildkit_problem,
     containerd_store,
     data_roots,
     exposed_ports,
@@ -52,7 +53,8 @@ __all__ = [
     "BuildResult",
     "Exited",
     "build",
-    "buildkit_too_old",
+    "builder_nodes",
+    "buildkit_problem",
     "containerd_store",
     "containers_of",
     "copy",

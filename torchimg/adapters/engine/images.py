@@ -71,9 +71,47 @@ MIN_ENGINE_MAJOR = 25
 
 
 MIN_BUILDKIT = (0, 12)
-_BUILDKIT_VERSION = re.compile(r"(?im)^\s*buildkit(?: version)?:\s*v?(\d+)\.(\d+)")
+_VERSION = re.compile(r"v?(\d+)\.(\d+)")
 _DRIVER = re.compile(r"(?im)^driver:[ \t]*(\S*)")
-_STATUS = re.compile(r"(?im)^status:[ \t]*(\S*)")
+_NODES = re.compile(r"(?m)^Nodes:[ \t]*$")
+
+
+def builder_nodes(inspected: str) -> list[dict[str, str]]:
+    """The nodes `docker buildx inspect` lists, each as its `Key: value` lines (keys in lower
+    case; the indented lines of labels and GC policies left out)."""
+    found = _NODES.search(inspected)
+    nodes: list[dict[str, str]] = []
+    for line in inspected[found.end() :].splitlines() if found else []:
+        key, sep, value = line.partition(":")
+        if not sep or not line[:1].strip():
+            continue
+        key = key.strip().lower()
+        if key == "name":
+            nodes.append({})
+        if nodes:
+            nodes[-1].setdefault(key, value.strip())
+    return nodes
+
+
+def buildkit_problem(inspected: str) -> str | None:
+    """Why a builder of another driver than docker cannot be trusted to read docker/Dockerfile:
+    a node runs a BuildKit older than MIN_BUILDKIT, or reports no version to check (a check
+    that cannot run is not passed); None when every node runs one new enough."""
+    nodes = builder_nodes(inspected)
+    if not nodes:
+        return "lists no node"
+    oldest = None
+    for node in nodes:
+        said = node.get("buildkit version") or node.get("buildkit") or ""  # "Buildkit:" before buildx 0.13
+        version = _VERSION.match(said)
+        if version is None or version[0].lstrip("v") == "0.0":
+            name = node.get("name") or "unnamed"
+            return f"has a node ({name}) that reports no BuildKit version ({said or 'none'})"
+        seen = (int(version[1]), int(version[2]))
+        oldest = seen if oldest is None else min(oldest, seen)
+    if oldest is not None and oldest < MIN_BUILDKIT:
+        return f"runs BuildKit {oldest[0]}.{oldest[1]}"
+    return None
 
 
 def require_dockerfile_support(builder: str | None = None) -> None:
@@ -81,7 +119,7 @@ def require_dockerfile_support(builder: str | None = None) -> None:
     runs a BuildKit that reads docker/Dockerfile: said before anything is built, not as a parse
     error of the Dockerfile after the stages before it ran. The docker driver's BuildKit is the
     engine's (it reports no version: the engine's is checked); every node of another builder
-    is checked."""
+    is checked, and one that reports no version is not passed."""
     named = f"buildx builder {builder!r}" if builder else "the current buildx builder"
     inspect = ["buildx", "inspect", "--bootstrap", *([builder] if builder else [])]
     try:
@@ -90,10 +128,14 @@ def require_dockerfile_support(builder: str | None = None) -> None:
         preflight()
         why = first_line(exc)
         if "no builder" in why.lower() and "found" in why.lower():
-            source = "--builder (variants.toml `builder`, $TORCHIMG_BUILDER)"
-            source = source if builder else "$BUILDX_BUILDER"
+            wanted = builder or os.environ.get("BUILDX_BUILDER")
+            source = (
+                "--builder (variants.toml `builder`, $TORCHIMG_BUILDER)" if builder else "$BUILDX_BUILDER"
+            )
             raise PipelineError(
-                f"no buildx builder named {builder or os.environ.get('BUILDX_BUILDER')!r} ({why})",
+                f"no buildx builder named {wanted!r} ({why})"
+                if wanted
+                else f"{named} does not exist ({why})",
                 "`docker buildx ls` lists the builders; create it with `docker buildx create --name "
                 f"NAME ...`, or name another in {source}",
             ) from None
@@ -101,43 +143,37 @@ def require_dockerfile_support(builder: str | None = None) -> None:
             f"{named} does not start ({why})",
             f"`docker {' '.join(inspect)}` shows why; fix it, or pass another --builder",
         ) from None
-    stopped = [status for status in _STATUS.findall(out) if status.lower() != "running"]
-    if stopped:  # buildx starts a builder when one node answers; a build may land on another
-        raise ToolError(
-            f"{named} has a node that is {stopped[0] or 'not reported'}, not running",
-            f"`docker {' '.join(inspect)}` shows which; fix or remove it, or pass another --builder",
+    shown = f"`docker {' '.join(inspect)}` shows which"
+    nodes = builder_nodes(out)
+    stopped = [n.get("status", "") for n in nodes if n.get("status", "").lower() != "running"]
+    if stopped or not nodes:  # buildx starts a builder when one node answers; a build may land on another
+        state = (
+            "lists no node"
+            if not nodes
+            else f"has a node that is {stopped[0] or 'not reported'}, not running"
         )
+        raise ToolError(f"{named} {state}", f"{shown}; fix or remove it, or pass another --builder")
     found = _DRIVER.search(out)
     driver = found[1] if found else ""
-    if driver in ("", "docker"):  # the engine's own BuildKit; when not said, both are checked
+    if driver == "docker":  # the engine's own BuildKit
         version = server_version()
         major = version.split(".", 1)[0]
         if major.isdigit() and int(major) < MIN_ENGINE_MAJOR:
-            raise ToolError(
+            raise PipelineError(
                 f"Docker Engine {version} is older than {MIN_ENGINE_MAJOR}: its BuildKit cannot read "
                 "docker/Dockerfile (HEALTHCHECK --start-interval needs BuildKit 0.12)",
                 f"upgrade Docker Engine to {MIN_ENGINE_MAJOR} or newer, or build with --builder on a "
                 "BuildKit 0.12+ builder",
             )
-        if driver == "docker":
-            return
-    too_old = buildkit_too_old(out)
-    if too_old:
-        raise ToolError(
-            f"{named} runs BuildKit {too_old}: it cannot read docker/Dockerfile "
-            "(HEALTHCHECK --start-interval needs BuildKit 0.12)",
-            "recreate the builder with a newer BuildKit (`docker buildx create --driver-opt "
-            "image=moby/buildkit:v0.12.5 ...` or newer), or pass another --builder",
+        return
+    problem = buildkit_problem(out)
+    if problem:
+        raise PipelineError(
+            f"{named} (driver {driver or 'not said'}) {problem}: docker/Dockerfile needs BuildKit "
+            f"{MIN_BUILDKIT[0]}.{MIN_BUILDKIT[1]} or newer (HEALTHCHECK --start-interval)",
+            f"{shown}; recreate the builder on a released, newer BuildKit (`docker buildx create "
+            "--driver-opt image=moby/buildkit:v0.12.5 ...` or newer), or pass another --builder",
         )
-
-
-def buildkit_too_old(inspected: str) -> str | None:
-    """The oldest BuildKit version among the nodes `docker buildx inspect` lists, when older than
-    MIN_BUILDKIT; None when all are new enough or none reports one (a docker driver's
-    "v0.0.0+unknown": the engine's own)."""
-    versions = [(int(a), int(b)) for a, b in _BUILDKIT_VERSION.findall(inspected) if (a, b) != ("0", "0")]
-    oldest = min(versions, default=MIN_BUILDKIT)
-    return f"{oldest[0]}.{oldest[1]}" if oldest < MIN_BUILDKIT else None
 
 
 def server_version() -> str:
