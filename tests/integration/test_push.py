@@ -308,12 +308,18 @@ def test_release_files_that_are_not_what_push_attaches_are_refused_when_read(
         engine.read_files(big, ["release.json"])
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "release.json").symlink_to("/etc/passwd")  # a link in the image's root
-    link = build_small(tmp_path, "FROM scratch\nCOPY files/ /\n", "torchimg-test/link:1")
+    dockerfile = "FROM scratch\nCOPY files/ /\n"
+    link = build_small(tmp_path, dockerfile, "torchimg-test/link:1", compression="uncompressed")
+    zipped = build_small(tmp_path, dockerfile, "torchimg-test/link:zst", compression="zstd")
     try:
-        ref = f"{repo}:sha256-{'2' * 64}.release"
+        ref, gz = (f"{repo}:sha256-{c * 64}.release" for c in "24")
         engine.push_as(link, ref)
+        engine.push_as(zipped, gz)
     finally:
-        remove_images(link)
+        remove_images(link, zipped)
+    # a compressed layer's size does not bound what it unpacks to: refused before it is read
+    with pytest.raises(RefusedError, match=r"a layer of type 'application/vnd.oci.image.layer.v1.tar\+zstd'"):
+        engine.read_files(gz, ["release.json"])
     with pytest.raises(RefusedError, match=r"release\.json: a symbolic link") as exc:
         engine.read_files(ref, ["release.json"])
     assert ref in exc.value.fix  # the tag to remove

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchimg.adapters import engine
-from torchimg.errors import RefusedError
+from torchimg.errors import RefusedError, ToolError
 from torchimg.model import labels as label_keys
 from torchimg.model import tags
 
@@ -23,7 +23,7 @@ def labels(ref: str) -> dict[str, str]:
     index of several platforms (buildx then answers one image per platform), the labels every
     platform carries with the same value: the commit's, which the build gives each alike."""
     out = engine.imagetools(ref, "{{json .Image}}")
-    found = json.loads(out) if out else None
+    found = engine.buildx_json(ref, out) if out else None
     if not isinstance(found, dict):
         return {}
     images = [found] if "config" in found else [v for v in found.values() if isinstance(v, dict)]
@@ -42,7 +42,7 @@ def serves(ref: str, local_id: str) -> str | None:
     if found is None or found == local_id:
         return found
     raw = engine.imagetools(ref)
-    manifest = json.loads(raw) if raw else {}
+    manifest = engine.buildx_json(ref, raw) if raw else {}
     config = (manifest.get("config") or {}).get("digest") if isinstance(manifest, dict) else None
     return found if config == local_id else None
 
@@ -59,7 +59,7 @@ def is_index(ref: str) -> bool | None:
     raw = engine.imagetools(ref)
     if raw is None:
         return None
-    found = json.loads(raw)
+    found = engine.buildx_json(ref, raw)
     return isinstance(found, dict) and found.get("mediaType") in INDEX_TYPES
 
 
@@ -70,26 +70,35 @@ def platforms(ref: str) -> list[dict[str, object]]:
     raw = engine.imagetools(ref)
     if raw is None:
         return []
-    index = json.loads(raw)
+    index = engine.buildx_json(ref, raw)
     if not isinstance(index, dict) or index.get("mediaType") not in INDEX_TYPES:
         return []
     repository = ref.split("@", 1)[0]
     found: list[dict[str, object]] = []
-    for entry in index.get("manifests") or []:
-        p = entry.get("platform") or {}
-        if p.get("os") in (None, "unknown"):
-            continue
-        child_raw = engine.imagetools(f"{repository}@{entry['digest']}")
-        child = json.loads(child_raw) if child_raw else {}
-        blobs = [child.get("config") or {}, *(child.get("layers") or [])]
-        found.append(
-            {
-                "platform": "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x),
-                "digest": entry["digest"],
-                "size": sum(int(b.get("size") or 0) for b in blobs),
-                "served": bool(child_raw),
-            }
-        )
+    try:
+        for entry in index.get("manifests") or []:
+            p = entry.get("platform") or {}
+            if p.get("os") in (None, "unknown"):
+                continue
+            child_ref = f"{repository}@{entry['digest']}"
+            child_raw = engine.imagetools(child_ref)
+            child = engine.buildx_json(child_ref, child_raw) if child_raw else {}
+            blobs = [child.get("config") or {}, *(child.get("layers") or [])]
+            found.append(
+                {
+                    "platform": "/".join(
+                        x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x
+                    ),
+                    "digest": entry["digest"],
+                    "size": sum(int(b.get("size") or 0) for b in blobs),
+                    "served": bool(child_raw),
+                }
+            )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ToolError(
+            f"{ref}: the registry serves a malformed image index ({type(exc).__name__}: {exc})"[:300],
+            "check the registry; push again",
+        ) from None
     return found
 
 

@@ -38,6 +38,7 @@ from torchimg.adapters.engine.images import (
     untag,
 )
 from torchimg.adapters.engine.registries import (
+    buildx_json,
     copy,
     imagetools,
     manifest_digest,
@@ -55,6 +56,7 @@ __all__ = [
     "build",
     "builder_nodes",
     "buildkit_problem",
+    "buildx_json",
     "containerd_store",
     "containers_of",
     "copy",

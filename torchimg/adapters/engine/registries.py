@@ -20,6 +20,7 @@ _NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest
 # ... but not a credential helper or program that is missing: that is no answer about the tag
 _NOT_AN_ANSWER = ("error getting credentials", "executable file not found")
 _PUSHED_DIGEST = re.compile(r"digest: (?P<digest>sha256:[0-9a-f]{64})")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def imagetools(ref: str, fmt: str | None = None) -> str | None:
@@ -37,9 +38,28 @@ def imagetools(ref: str, fmt: str | None = None) -> str | None:
         ) from None
 
 
+def buildx_json(ref: str, out: str) -> Any:
+    """buildx's formatted answer about `ref` as JSON: one that is not is a failure of buildx or
+    of the registry's answer, not a reason to stop with a traceback."""
+    try:
+        return json.loads(out)
+    except (ValueError, RecursionError):
+        raise ToolError(
+            f"{ref}: `docker buildx imagetools inspect` answered no JSON ({out[:80]!r})",
+            "check that the registry answers, then run it again",
+        ) from None
+
+
 def manifest_digest(ref: str) -> str | None:
+    """The digest the registry serves for `ref`; None when it has no such tag."""
     out = imagetools(ref, "{{json .Manifest}}")
-    return str(json.loads(out)["digest"]) if out else None
+    if not out:
+        return None
+    found = buildx_json(ref, out)
+    digest = found.get("digest") if isinstance(found, dict) else None
+    if not (isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+        raise ToolError(f"{ref}: the registry's answer names no digest ({out[:80]!r})", "run it again")
+    return digest
 
 
 def push_as(source: str, ref: str, keep_tag: bool = False) -> str:
@@ -149,7 +169,6 @@ def _engine_build(context: Path, dockerfile: str, **options: Any) -> None:
 
 
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 FILES_MAX_BYTES = 2**20  # a release manifest is about 100 kB
 
 
@@ -171,10 +190,18 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
                 context,
                 f"FROM scratch\nCOPY {' '.join(sorted(files))} /\n",
                 labels={label_keys.BUILT_BY: "torchimg", **labels},
-                output={"type": "image", "name": ref, "push": "true", "oci-mediatypes": "true"},
+                # uncompressed: the layer's size in its manifest bounds what reading it unpacks
+                output={
+                    "type": "image",
+                    "name": ref,
+                    "push": "true",
+                    "oci-mediatypes": "true",
+                    "compression": "uncompressed",
+                    "force-compression": "true",
+                },
                 metadata_file=metadata,
             )
-            built = json.loads(metadata.read_text()).get("containerimage.digest")
+            built = _built_digest(metadata)
         except DockerException as exc:
             preflight()
             raise ToolError(
@@ -193,6 +220,17 @@ def push_files(ref: str, files: Mapping[str, bytes], labels: Mapping[str, str]) 
     return found
 
 
+def _built_digest(metadata: Path) -> str:
+    """The digest BuildKit's metadata file says it pushed."""
+    try:
+        built = json.loads(metadata.read_text()).get("containerimage.digest")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ToolError(f"BuildKit wrote no readable build metadata ({exc})", "push again") from None
+    if not (isinstance(built, str) and _DIGEST.fullmatch(built)):
+        raise ToolError(f"BuildKit's build metadata names no pushed digest ({built!r})", "push again")
+    return built
+
+
 def _unexpected(ref: str, why: str) -> RefusedError:
     """What is under `ref` is not what push_files leaves: retrying cannot help."""
     return RefusedError(
@@ -201,13 +239,11 @@ def _unexpected(ref: str, why: str) -> RefusedError:
     )
 
 
-# the layer types push_files writes (and Docker's): no foreign layer, nothing fetched from `urls`
-_LAYER_TYPES = (
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-)
+# what push_files writes: an OCI image manifest with one uncompressed layer (no foreign layer,
+# nothing fetched from `urls`): a compressed one could unpack to far more than its size says
+_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar",)
+_MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 
 
 def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dict[str, bytes] | None:
@@ -226,10 +262,19 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
         raise _unexpected(ref, f"digest {digest[:80]!r}")
     by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
     raw = imagetools(by_digest)
-    if raw is None:
-        return None
-    manifest = json.loads(raw)
-    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    if raw is None:  # the tag was there a moment ago: moved or deleted meanwhile
+        raise ToolError(f"{by_digest}: gone from the registry while being read", "run it again")
+    try:
+        manifest = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _unexpected(ref, "a manifest that is not JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("mediaType") != _MANIFEST_TYPE:
+        kind = manifest.get("mediaType") if isinstance(manifest, dict) else None
+        raise _unexpected(ref, f"a manifest of type {str(kind)[:80]!r}")
+    config = manifest.get("config")
+    if not (isinstance(config, dict) and config.get("mediaType") == _CONFIG_TYPE):
+        raise _unexpected(ref, "not an image config: another kind of artifact")
+    layers = manifest.get("layers")
     if not (isinstance(layers, list) and len(layers) == 1 and isinstance(layers[0], dict)):
         raise _unexpected(ref, "not one layer")
     layer = layers[0]
@@ -252,7 +297,8 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
             preflight()
             raise ToolError(
                 f"cannot read {by_digest} from its registry ({first_line(exc)})",
-                "check that the registry answers and that `docker login` has credentials for it",
+                "check that the registry answers and that `docker login` has credentials for it; "
+                f"if it does, what is under {ref} is no image BuildKit reads: remove that tag",
             ) from None
         read: dict[str, bytes] = {}
         for name in names:
