@@ -14,7 +14,7 @@ from typing_extensions import TypedDict
 from torchimg import output, paths, userfiles
 from torchimg.adapters import gitinfo, remote_registry
 from torchimg.errors import PipelineError, RefusedError
-from torchimg.model import labels, lockfile, record, tags
+from torchimg.model import labels, lockfile, record, references, tags
 
 Manifest = dict[str, Any]
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git's SHA-1 or SHA-256 object names
@@ -311,6 +311,39 @@ def manifest(
     }
 
 
+# What a release manifest says of the image itself, so the same for every release of one digest
+# by this pipeline: release files found beside an image are kept only when these agree.
+_OF_THE_IMAGE = (
+    "variant",
+    "flavor",
+    "immutable_tag",
+    "base",
+    "lockfiles",
+    "versions",
+    "packages",
+    "os_packages",
+    "platforms",
+)
+
+
+def unlike(kept: Manifest, notes: bytes, now: Manifest) -> str | None:
+    """Why release files found beside an image are not its first release's by this pipeline (a
+    later push keeps them, and CI signs them): what they say of the image differs from what
+    this push finds, or the notes are not what their manifest renders to. None: they may stay."""
+    if references.canonical(str(kept.get("repository"))) != references.canonical(now["repository"]):
+        return "they name another repository"
+    if not isinstance(kept.get("git"), dict) or kept["git"].get("revision") != now["git"]["revision"]:
+        return "they name another commit"
+    differ = [key for key in _OF_THE_IMAGE if kept.get(key) != now.get(key)]
+    if differ:
+        return f"their {', '.join(differ)} differ from this image's"
+    try:
+        rendered = markdown(kept).encode()
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+        rendered = b""
+    return None if notes == rendered else "their notes are not what their manifest says"
+
+
 def write(manifest: Manifest, text: str, folder: Path) -> tuple[Path, Path]:
     """reports/releases/<immutable tag>.{json,md}; `text` is markdown(manifest), made before
     any moving tag moved, so what it reads fails then, if at all."""
@@ -325,6 +358,12 @@ def write(manifest: Manifest, text: str, folder: Path) -> tuple[Path, Path]:
 def serialized(manifest: Manifest) -> bytes:
     """The manifest's JSON as written to reports/releases/ and attached beside the image."""
     return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
+def round_trip(manifest: Manifest) -> Manifest:
+    """The manifest as read back from its JSON (keys sorted, tuples as lists): what the notes are
+    rendered from, so that the notes read back beside an image render alike from its JSON."""
+    return cast(Manifest, json.loads(serialized(manifest)))
 
 
 _UNREADABLE = (OSError, UnicodeDecodeError, ValueError, RecursionError)

@@ -564,3 +564,29 @@ def test_release_files_read_back_are_refused_unless_both_are_there_and_describe_
     assert ref in exc.value.fix and exc.value.exit_code == 1
     good = {"release.json": b'{"digest": "%s"}' % PREVIOUS.encode(), "release.md": b"# notes"}
     assert remote_registry.release_of(ref, PREVIOUS, good).manifest == {"digest": PREVIOUS}
+
+
+def test_release_files_are_kept_only_when_they_say_what_this_push_finds_of_the_image() -> None:
+    """A later push keeps the first release's files and CI signs them: files planted there with
+    other packages, or notes that are not their manifest's, are not kept."""
+    first = releasenotes.round_trip(_base_manifest())
+    notes = releasenotes.markdown(first).encode()
+    # a later push of the same digest: another time, moving tags, test and scan results
+    now = releasenotes.round_trip(
+        {**_base_manifest(), "pushed": "2026-12-07T00:00:00+00:00", "moving_tags": [], "smoke": {"pass": 9}}
+    )
+    assert releasenotes.unlike(first, notes, now) is None
+    forged = {**first, "packages": {"torch": "2.9.1", "evil": "1.0"}}
+    assert releasenotes.unlike(forged, releasenotes.markdown(forged).encode(), now) == (
+        "their packages differ from this image's"
+    )
+    assert releasenotes.unlike(first, notes + b"\nAll clear.\n", now) == (
+        "their notes are not what their manifest says"
+    )
+    assert releasenotes.unlike({**first, "git": "c31bdfd"}, notes, now) == "they name another commit"
+    assert releasenotes.unlike({**first, "repository": "elsewhere/pytorch"}, notes, now) == (
+        "they name another repository"
+    )
+    assert releasenotes.unlike({**first, "scan": None}, notes, now) == (
+        "their notes are not what their manifest says"  # markdown of it fails: not kept either
+    )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from torchimg import paths, releasenotes
 from torchimg.adapters import engine, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import allowlist, labels, lockfile, record, references, tags
+from torchimg.model import allowlist, labels, lockfile, record, tags
 from torchimg.model.push_preconditions import Target, unmet, untested
 from torchimg.output import log
 from torchimg.settings import Settings
@@ -285,6 +285,7 @@ def push(selection: Selection, image: Image, opts: Options) -> releasenotes.Mani
     manifest.update(before)
     if "os_package_diff" not in before:  # a version tag's release keeps what its first one recorded
         manifest.update(releasenotes.os_changes(manifest, releases, attached))
+    manifest = releasenotes.round_trip(manifest)  # as attached: its notes render alike from it
     notes = releasenotes.markdown(manifest)
     _forward_only(rec, repository, moving, digest, opts.force_move)
     _still_serves(rec, ref, digest, promote)  # a concurrent push may have replaced it meanwhile
@@ -328,14 +329,11 @@ def _release_files(repository: str, digest: str, manifest: releasenotes.Manifest
         log.info("   release manifest and notes attached: %s", files)
         return found
     first = remote_registry.attached_release(repository, digest, found)  # exactly the digest kept
-    keys = ("variant", "flavor", "immutable_tag")
-    if first is None or not (
-        all(first.manifest.get(k) == manifest[k] for k in keys)
-        and references.canonical(str(first.manifest.get("repository"))) == references.canonical(repository)
-    ):
+    why = "they are gone" if first is None else releasenotes.unlike(first.manifest, first.notes, manifest)
+    if why:
         raise RefusedError(
-            f"{files} holds files that are not the release manifest of {repository}@{digest} "
-            f"({manifest['immutable_tag']}): they would be kept and signed as this image's",
+            f"{files} holds files that are not the release manifest and notes of {repository}@{digest} "
+            f"({manifest['immutable_tag']}): {why}; they would be kept and signed as this image's",
             "remove that tag from the registry, then push again: the push attaches them anew",
         )
     log.info("   %s holds the manifest of this image's first release: kept", files)
