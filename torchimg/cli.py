@@ -197,13 +197,15 @@ def _matrix(args: argparse.Namespace, found: settings.Settings) -> None:
 
 def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
     """`repository@digest` of every image of the selection pushed to the configured repository
-    (what CI signs), and with --release-files the release manifest beside each. An image whose
+    (what CI signs), and with --release-files the release files beside each, checked to be still
+    what the push recorded (the registry is asked). An image whose
     record says it went elsewhere is refused, not printed: its signature would name another
     registry's image. Nothing is printed unless every line is."""
     store, repository = Store(found.reports), found.repository(args.repository)
     lines: list[str] = []
     elsewhere: list[str] = []
     lacking: list[str] = []
+    moved: list[str] = []
     for variant in found.config.select(args.variant, args.all, args.locked):
         for flavor in variant.flavors:
             rec = store.read(variant.name, flavor)
@@ -214,14 +216,22 @@ def _digests(args: argparse.Namespace, found: settings.Settings) -> None:
                 continue
             lines.append(f"{rec.push.repository}@{rec.push.digest}")
             if args.release_files:
+                beside = f"{rec.push.repository}:{tags.release_files(rec.push.digest)}"
                 if rec.push.release_files is None:
                     lacking.append(f"{variant.name} {flavor}")
+                elif remote_registry.digest(beside) != rec.push.release_files:
+                    moved.append(beside)  # a concurrent push replaced them after this one read them
                 else:
                     lines.append(f"{rec.push.repository}@{rec.push.release_files}")
     if elsewhere:  # the configuration names another repository than the records: bad input
         raise PipelineError(
             f"not pushed to {repository}: {', '.join(elsewhere)}",
             "pass the --repository the push had (or set $TORCHIMG_REPOSITORY alike), or push there",
+        )
+    if moved:
+        raise RefusedError(
+            f"no longer the release files this push recorded: {', '.join(moved)}",
+            "push again: it reads what is there now, keeps it only if it describes the image, and records it",
         )
     if lacking:
         raise RefusedError(

@@ -46,7 +46,8 @@ def check(
     if buildx:
         try:
             engine.require_dockerfile_support(builder)
-            what = f"builder {builder}" if builder else f"Docker Engine {engine.server_version()}"
+            named = f"buildx builder {builder}" if builder else "the current buildx builder"
+            what = f"{named} on Docker Engine {engine.server_version()}"
             verdict(True, f"{what} (builds docker/Dockerfile)", "")
         except PipelineError as exc:
             verdict(False, "a builder that builds docker/Dockerfile", f"{exc.what}; {exc.fix}")

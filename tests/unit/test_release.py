@@ -512,16 +512,23 @@ def _pushed(reports: Path, flavor: str, repository: str, release_files: str | No
 
 
 def test_digests_prints_what_was_pushed_to_the_configured_repository_and_its_release_files(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     here = "localhost:5000/pytorch"
     files = "sha256:" + "f" * 64
+    served = {"now": files}  # what the registry serves beside each image (test_promote asks a real one)
+    monkeypatch.setattr(remote_registry, "digest", lambda ref: served["now"] if ".release" in ref else None)
     runtime = _pushed(tmp_path, "runtime", here, files)
     argv = ["--reports", str(tmp_path), "digests"]
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.split() == [f"{here}@{runtime}"]
     assert cli.main([*argv, "--release-files"]) == 0
     assert capsys.readouterr().out.split() == [f"{here}@{runtime}", f"{here}@{files}"]
+    served["now"] = "sha256:" + "e" * 64  # a concurrent push replaced them after this one's read back
+    assert cli.main([*argv, "--release-files"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and f"no longer the release files this push recorded: {here}:sha256-" in err
+    served["now"] = files
 
     # a record of a push elsewhere (an earlier run's local registry, another --repository)
     dev = _pushed(tmp_path, "dev", "registry.example.com/pytorch", None)
