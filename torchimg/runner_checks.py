@@ -55,8 +55,7 @@ def check(
     verdict(
         engine.containerd_store(),
         "the containerd image store",
-        'set {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json and restart '
-        "dockerd (images are then pulled again)",
+        engine.CONTAINERD_STORE_FIX,
     )
     if gpu:
         verdict(

@@ -18,6 +18,7 @@ from torchimg.adapters.engine.containers import (
 )
 from torchimg.adapters.engine.empty import running as empty_engine
 from torchimg.adapters.engine.images import (
+    CONTAINERD_STORE_FIX,
     builder_nodes,
     buildkit_problem,
     containerd_store,
@@ -50,6 +51,7 @@ from torchimg.adapters.engine.registries import (
 )
 
 __all__ = [
+    "CONTAINERD_STORE_FIX",
     "RESULT_MAX_BYTES",
     "BuildResult",
     "Exited",

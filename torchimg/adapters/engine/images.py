@@ -39,6 +39,12 @@ def preflight(buildx: bool = True) -> None:
         )
 
 
+CONTAINERD_STORE_FIX = (
+    'set {"features": {"containerd-snapshotter": true}} in /etc/docker/daemon.json and restart '
+    "dockerd (images are then pulled again)"
+)
+
+
 def containerd_store() -> bool:
     """Whether the engine stores images in containerd (image ID = digest; attestations kept)."""
     try:
