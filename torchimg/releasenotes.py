@@ -14,7 +14,7 @@ from typing_extensions import TypedDict
 from torchimg import output, paths, userfiles
 from torchimg.adapters import gitinfo, remote_registry
 from torchimg.errors import PipelineError, RefusedError
-from torchimg.model import labels, lockfile, record, references, tags
+from torchimg.model import allowlist, labels, lockfile, record, references, tags
 
 Manifest = dict[str, Any]
 _COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # git's SHA-1 or SHA-256 object names
@@ -74,7 +74,7 @@ def previous(
     if not _COMMIT.fullmatch(revision):
         revision = "unknown"
     out: dict[str, object] = {"previous": {"ref": ref, "digest": digest, "revision": revision}}
-    before = packages_at(revision, lock_paths)
+    before = packages_at(revision, lock_paths) if revision != "unknown" else None
     if before is None:
         line = ref.rsplit(":", 1)[1]
         listed, why = _from_earlier(repository, line, digest, folder, "packages", _PACKAGES, attached)
@@ -326,6 +326,17 @@ _OF_THE_IMAGE = (
 )
 
 
+def _of_the_image(m: Manifest, key: str) -> object:
+    """`key` of a manifest as the image fixes it: a platform's digest and size, not whether the
+    registry answered for it at that push."""
+    value = m.get(key)
+    if key == "platforms" and isinstance(value, list):
+        return [
+            {k: p.get(k) for k in ("platform", "digest", "size")} if isinstance(p, dict) else p for p in value
+        ]
+    return value
+
+
 def unlike(kept: Manifest, notes: bytes, now: Manifest) -> str | None:
     """Why release files found beside an image are not its first release's by this pipeline (a
     later push keeps them, and CI signs them): what they say of the image differs from what
@@ -334,7 +345,7 @@ def unlike(kept: Manifest, notes: bytes, now: Manifest) -> str | None:
         return "they name another repository"
     if not isinstance(kept.get("git"), dict) or kept["git"].get("revision") != now["git"]["revision"]:
         return "they name another commit"
-    differ = [key for key in _OF_THE_IMAGE if kept.get(key) != now.get(key)]
+    differ = [key for key in _OF_THE_IMAGE if _of_the_image(kept, key) != _of_the_image(now, key)]
     if differ:
         return f"their {', '.join(differ)} differ from this image's"
     try:
@@ -436,13 +447,19 @@ def _os_diff_lines(m: Manifest) -> list[str]:
     return lines + ([f"OS packages not compared: {note}."] if note else [])
 
 
+# The order counts are said in, whatever order their JSON has (the notes read back beside an
+# image must render alike from its sorted JSON): smoke statuses, then scan finding kinds.
+_COUNT_ORDER = {k: i for i, k in enumerate(("pass", "warn", "fail", "skip", *allowlist.KINDS))}
+
+
 def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {k}" for k, n in counts.items())
+    ordered = sorted(counts.items(), key=lambda kv: (_COUNT_ORDER.get(kv[0], len(_COUNT_ORDER)), kv[0]))
+    return ", ".join(f"{n} {k}" for k, n in ordered)
 
 
 def _by_platform(counts: dict[str, dict[str, int]]) -> str:
     """Each platform's own counts, after the distinct ones of a multi-platform image."""
-    return f" ({'; '.join(f'{p}: {_counts(c)}' for p, c in counts.items())})" if counts else ""
+    return f" ({'; '.join(f'{p}: {_counts(c)}' for p, c in sorted(counts.items()))})" if counts else ""
 
 
 def markdown(m: Manifest) -> str:

@@ -62,12 +62,20 @@ filelock==3.20.0 \\
     # via torch
 loose>=1.0 --hash=sha256:{H2}
 torch==2.9.1+cu128 --hash=sha256:{H2}
+marked==1.0 ; python_version >= "3.8" \\
+    --hash=sha256:{H1}
 """
 
 
 def test_pins_and_hashes_read_the_lines_verify_accepts_and_leave_out_the_rest() -> None:
-    assert lockfile.pins(EXACT) == {"legacy-thing": "2013b0", "filelock": "3.20.0", "torch": "2.9.1+cu128"}
-    assert lockfile.hashes(EXACT) == {"legacy-thing": {H1}, "filelock": {H1, H2}, "torch": {H2}}
+    pinned = {"legacy-thing": "2013b0", "filelock": "3.20.0", "torch": "2.9.1+cu128", "marked": "1.0"}
+    assert lockfile.pins(EXACT) == pinned
+    assert lockfile.hashes(EXACT) == {
+        "legacy-thing": {H1},
+        "filelock": {H1, H2},
+        "torch": {H2},
+        "marked": {H1},
+    }
 
 
 def test_verify_accepts_arbitrary_equality_and_refuses_a_range(tmp_path: Path) -> None:

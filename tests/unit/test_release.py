@@ -576,12 +576,17 @@ def test_release_files_read_back_are_refused_unless_both_are_there_and_describe_
 def test_release_files_are_kept_only_when_they_say_what_this_push_finds_of_the_image() -> None:
     """A later push keeps the first release's files and CI signs them: files planted there with
     other packages, or notes that are not their manifest's, are not kept."""
-    first = releasenotes.round_trip(_base_manifest())
+    smoke = {"pass": 10, "warn": 0, "fail": 0, "skip": 1}  # not in sorted order
+    served = [{"platform": "linux/amd64", "digest": "sha256:" + "a" * 64, "size": 5, "served": True}]
+    first = releasenotes.round_trip({**_base_manifest(), "smoke": smoke, "platforms": served})
     notes = releasenotes.markdown(first).encode()
+    assert b"10 pass, 0 warn, 0 fail, 1 skip" in notes  # counts in their own order, whatever the JSON's
+    assert releasenotes.markdown({**_base_manifest(), "smoke": smoke, "platforms": served}).encode() == notes
     # a later push of the same digest: another time, moving tags, test and scan results
     now = releasenotes.round_trip(
         {**_base_manifest(), "pushed": "2026-12-07T00:00:00+00:00", "moving_tags": [], "smoke": {"pass": 9}}
     )
+    now["platforms"] = [{**served[0], "served": False}]  # whether the registry answered then: not the image's
     assert releasenotes.unlike(first, notes, now) is None
     forged = {**first, "packages": {"torch": "2.9.1", "evil": "1.0"}}
     assert releasenotes.unlike(forged, releasenotes.markdown(forged).encode(), now) == (

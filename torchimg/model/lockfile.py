@@ -2,7 +2,6 @@
 
 import hashlib
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 def _parse(line: str) -> tuple[Requirement, list[str]]:
     """One logical requirement line: the requirement, and its `--` options (hashes).
     Raises ValueError (InvalidRequirement is one) for a line that is not a requirement."""
-    words = shlex.split(line)
+    words = line.split()  # not shlex: an environment marker's quotes are the requirement's
     spec = [w for w in words if not w.startswith("--")]
     return Requirement(" ".join(spec)), [w for w in words if w.startswith("--")]
 
