@@ -11,7 +11,7 @@ from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import cli, releasenotes
 from torchimg.adapters import gitinfo, local_registry, remote_registry
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import lockfile, record, scan_policy, tags, variants
+from torchimg.model import labels, lockfile, record, scan_policy, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
 
 CONFIG = variants.load(FIXTURE)
@@ -602,3 +602,36 @@ def test_release_files_are_kept_only_when_they_say_what_this_push_finds_of_the_i
     assert releasenotes.unlike({**first, "scan": None}, notes, now) == (
         "their notes are not what their manifest says"  # markdown of it fails: not kept either
     )
+
+
+@pytest.mark.parametrize("label", ["--output=/tmp/pwned", "main", "c31bdfd", "0" * 39 + "g", ""])
+def test_a_previous_image_whose_revision_label_is_no_commit_id_is_not_given_to_git(
+    label: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The label is the registry's word: it would reach `git show` and the notes."""
+    asked: list[str] = []
+    monkeypatch.setattr(remote_registry, "digest", lambda ref: PREVIOUS)
+
+    def labelled(ref: str) -> dict[str, str]:
+        asked.append(ref)
+        return {labels.REVISION: label}
+
+    monkeypatch.setattr(remote_registry, "labels", labelled)
+    monkeypatch.setattr(gitinfo, "show", lambda revision, path: pytest.fail(f"git asked for {revision}"))
+    found = releasenotes.previous(
+        "registry.example.com/pytorch:2.9.1-cu128-runtime",
+        "sha256:" + "a" * 64,
+        "t",
+        ["l.txt"],
+        tmp_path,
+        _nothing_beside,
+    )
+    assert asked == [
+        f"registry.example.com/pytorch@{PREVIOUS}"
+    ]  # the image the digest names, not the tag's now
+    assert found["previous"] == {
+        "ref": "registry.example.com/pytorch:2.9.1-cu128-runtime",
+        "digest": PREVIOUS,
+        "revision": "unknown",
+    }
+    assert str(found["package_diff_note"]).startswith("the previous image names no commit")
