@@ -7,13 +7,18 @@ localhost:5000.
 """
 
 import dataclasses
+import hashlib
 import http.client
 import http.server
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -326,7 +331,7 @@ def test_release_files_that_are_not_what_push_attaches_are_refused_when_read(
     assert engine.read_files(ref, ["other.json"]) == {}  # a file it does not hold: not there
     assert engine.read_files(f"{repo}:sha256-{'3' * 64}.release", ["release.json"]) is None
 
-    # an ONBUILD trigger is never run (in a files image it fails: there is no shell)
+    # ONBUILD triggers would run when the layer is fetched (a build FROM the image): refused first
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "release.json").write_text("{}")
     dockerfile = "FROM scratch\nONBUILD RUN echo triggered\nCOPY plain/ /\n"
@@ -336,7 +341,57 @@ def test_release_files_that_are_not_what_push_attaches_are_refused_when_read(
         engine.push_as(onbuild, ref)
     finally:
         remove_images(onbuild)
-    assert engine.read_files(ref, ["release.json"]) == {"release.json": b"{}"}
+    with pytest.raises(RefusedError, match="an image with ONBUILD triggers"):
+        engine.read_files(ref, ["release.json"])
+
+    # an uncompressed layer of 10 KiB whose sparse entry claims 2 GiB: read as a tar, never unpacked
+    (tmp_path / "sparse").mkdir()
+    with (tmp_path / "sparse" / "release.json").open("wb") as f:
+        f.truncate(2**31)
+        f.write(b"{}")
+    tar = ["tar", "--sparse", "--format=posix", "-C", str(tmp_path / "sparse")]
+    subprocess.run([*tar, "-cf", str(tmp_path / "l.tar"), "."], check=True)
+    layer = (tmp_path / "l.tar").read_bytes()
+    assert len(layer) < 64 * 2**10
+    sparse = f"{repo}:sha256-{'6' * 64}.release"
+    _put_image(target.host, "odd-files", sparse.rsplit(":", 1)[1], layer)
+    used = shutil.disk_usage(tmp_path).used
+    with pytest.raises(RefusedError, match=r"release\.json: not a plain file of at most 1 MiB"):
+        engine.read_files(sparse, ["release.json"])
+    assert shutil.disk_usage(tmp_path).used - used < 2**30  # nothing near 2 GiB was written
+
+
+def _put_image(host: str, name: str, tag: str, layer: bytes) -> None:
+    """Push a one-layer image made by hand (a layer no builder would write) with the registry's
+    HTTP API."""
+
+    def blob(data: bytes) -> dict[str, object]:
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        start = urllib.request.Request(f"http://{host}/v2/{name}/blobs/uploads/", method="POST")
+        with urllib.request.urlopen(start) as answer:
+            where = urllib.parse.urljoin(f"http://{host}/", answer.headers["Location"])
+        glue = "&" if "?" in where else "?"
+        octets = {"Content-Type": "application/octet-stream"}
+        upload = urllib.request.Request(f"{where}{glue}digest={digest}", data, octets, method="PUT")
+        urllib.request.urlopen(upload).close()
+        return {"digest": digest, "size": len(data)}
+
+    config = {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    config["rootfs"]["diff_ids"] = [f"sha256:{hashlib.sha256(layer).hexdigest()}"]  # type: ignore[index]
+    config_type = "application/vnd.oci.image.config.v1+json"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": config_type, **blob(json.dumps(config).encode())},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **blob(layer)}],
+    }
+    put = urllib.request.Request(
+        f"http://{host}/v2/{name}/manifests/{tag}",
+        json.dumps(manifest).encode(),
+        {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        method="PUT",
+    )
+    urllib.request.urlopen(put).close()
 
 
 class _FlakyProxy(http.server.BaseHTTPRequestHandler):

@@ -1,7 +1,9 @@
 """Release naming and notes: tags, registry hosts, the package diff, the Markdown manifest."""
 
 import dataclasses
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from tests.factories import a_record, has_row
 from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
 from torchimg import cli, releasenotes
 from torchimg.adapters import gitinfo, local_registry, remote_registry
+from torchimg.adapters.engine import registries
 from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import labels, lockfile, record, scan_policy, tags, variants
 from torchimg.model.push_preconditions import Target, unmet, untested
@@ -635,3 +638,54 @@ def test_a_previous_image_whose_revision_label_is_no_commit_id_is_not_given_to_g
         "revision": "unknown",
     }
     assert str(found["package_diff_note"]).startswith("the previous image names no commit")
+
+
+def _tar(*entries: tarfile.TarInfo | tuple[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in entries:
+            if isinstance(entry, tarfile.TarInfo):
+                tar.addfile(entry)
+            else:
+                info = tarfile.TarInfo(entry[0])
+                info.size = len(entry[1])
+                tar.addfile(info, io.BytesIO(entry[1]))
+    return out.getvalue()
+
+
+def _link(name: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, "/etc/passwd"
+    return info
+
+
+@pytest.mark.parametrize(
+    ("layer", "said"),
+    [
+        (_tar(_link("release.json", tarfile.SYMTYPE)), "release.json: a symbolic link"),
+        (_tar(_link("./release.json", tarfile.LNKTYPE)), "release.json: a hard link"),
+        (_tar(("release.json", b"{}"), ("/release.json", b"[]")), "release.json: in the layer twice"),
+        (_tar(("release.json", b"{}")) + b"x" * 512, "more after its end-of-archive"),
+        # a bad header, then another release.json (Go's tar, as BuildKit's, would refuse the layer)
+        (
+            _tar(("release.json", b"{}"))[:1024] + b"\xff" * 512 + _tar(("release.json", b"[]")),
+            "twice|more after",
+        ),
+        (b"not a tar" * 100, "not a tar archive"),
+    ],
+)
+def test_a_release_files_layer_is_read_in_memory_and_refused_unless_plain(layer: bytes, said: str) -> None:
+    """Nothing of the layer is written out: what an unpacked layer would do is refused here."""
+    with pytest.raises(RefusedError, match=said):
+        registries._files_in("r:sha256-x.release", layer, ["release.json", "release.md"])
+
+
+def test_a_release_files_layer_gives_the_files_asked_for() -> None:
+    layer = _tar(
+        ("./release.json", b"{}"), ("release.md", b"# n"), ("other", b"x"), _link("l", tarfile.SYMTYPE)
+    )
+    assert registries._files_in("r", layer, ["release.json", "release.md"]) == {
+        "release.json": b"{}",
+        "release.md": b"# n",
+    }
+    assert registries._files_in("r", layer, ["absent.json"]) == {}

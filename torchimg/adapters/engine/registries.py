@@ -1,10 +1,13 @@
 """The engine's side of registries: what a tag names there (buildx imagetools, with
 docker's credentials), and pushes."""
 
-import errno
+import hashlib
+import io
 import json
+import posixpath
 import re
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,12 +16,14 @@ from typing import Any, cast
 from torchimg import userfiles
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
 from torchimg.adapters.engine.images import (
+    CONTAINERD_STORE_FIX,
+    containerd_store,
     image_id,
     preflight,
     tag,
     untag,
 )
-from torchimg.errors import RefusedError, ToolError
+from torchimg.errors import PipelineError, RefusedError, ToolError
 from torchimg.model import labels as label_keys
 
 _NOT_FOUND = ("not found", "manifest unknown", "name unknown", "no such manifest")
@@ -255,11 +260,11 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
     """Those of the files `names` that the one-layer image push_files left under `ref` (a tag)
     holds, each a regular file of at most 1 MiB; None when the registry has no such tag.
     `digest`: read exactly that image (the caller's own lookup of `ref`), else the tag's now.
-    The image's files are copied out by digest into a folder (`COPY --from`: nothing of the
-    image runs, no ONBUILD); nothing lands in the engine's images. Only an uncompressed layer is
-    read, so its size in the manifest bounds its content (a sparse tar entry aside: BuildKit
-    writes its holes out). Raises RefusedError when what is there is not such an image (retrying
-    cannot help), ToolError when the registry or the engine fails."""
+    Only its one uncompressed layer is fetched, by digest, and read as a tar in memory: nothing
+    of the image runs (an image with ONBUILD triggers is refused) or is unpacked (a sparse entry
+    would be written out whole), nothing lands in the engine's images. Raises RefusedError when
+    what is there is not such an image (retrying cannot help), ToolError when the registry or
+    the engine fails, PipelineError without the containerd image store."""
     assert names and all(_FILE_NAME.fullmatch(name) for name in names)
     digest = digest or manifest_digest(ref)
     if digest is None:
@@ -291,17 +296,52 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
         kind = str(layer.get("mediaType"))[:80]
         why = " (compressed: its size does not bound what it unpacks to)" if "+" in kind else ""
         raise _unexpected(ref, f"a layer of type {kind!r}{why}")
+    _refuse_triggers(ref, f"{by_digest.split('@', 1)[0]}@{config.get('digest')}")
+    blob = _layer_blob(ref, by_digest, str(layer.get("digest")), size)
+    return _files_in(ref, blob, names)
+
+
+def _refuse_triggers(ref: str, config_ref: str) -> None:
+    """Refuse an image whose config holds ONBUILD triggers: reading its layer starts a build
+    FROM it, which would run them. The config is read raw, by its digest (buildx's own view of
+    a config leaves ONBUILD out)."""
+    if not _DIGEST.fullmatch(config_ref.rsplit("@", 1)[-1]):
+        raise _unexpected(ref, "a config without a digest")
+    raw = imagetools(config_ref)
+    if raw is None:
+        raise ToolError(f"{config_ref}: gone from the registry while being read", "run it again")
+    if len(raw) > FILES_MAX_BYTES:
+        raise _unexpected(ref, f"a config of {len(raw)} bytes")
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise _unexpected(ref, "a config that is not JSON") from None
+    settings = config.get("config") if isinstance(config, dict) else None
+    if settings is not None and not isinstance(settings, dict):
+        raise _unexpected(ref, "a config that is not an image's")
+    if (settings or {}).get("OnBuild"):
+        raise _unexpected(ref, "an image with ONBUILD triggers")
+
+
+def _layer_blob(ref: str, by_digest: str, layer_digest: str, size: int) -> bytes:
+    """The layer's bytes, as the registry serves them: the image exported by the engine's own
+    BuildKit as an OCI layout (`FROM` it, nothing else, its ONBUILD triggers refused before: its
+    layer is fetched, never unpacked, so no entry of it is written out), checked against its
+    digest."""
+    if not _DIGEST.fullmatch(layer_digest):
+        raise _unexpected(ref, f"a layer digest {layer_digest[:80]!r}")
+    if not containerd_store():
+        raise PipelineError(
+            f"reading {ref} needs the engine's containerd image store (its builder exports OCI layouts)",
+            CONTAINERD_STORE_FIX,
+        )
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
         context, out = Path(tmp) / "context", Path(tmp) / "out"
         context.mkdir()
         try:
-            # COPY --from, never FROM: a FROM would run the image's ONBUILD triggers
-            _engine_build(
-                context,
-                f"FROM scratch\nCOPY --from={by_digest} / /\n",
-                pull=True,
-                output={"type": "local", "dest": str(out)},
-            )
+            # uncompressed, as the layer is: the export keeps its blob as served
+            oci = {"type": "oci", "dest": str(out), "tar": "false", "compression": "uncompressed"}
+            _engine_build(context, f"FROM {by_digest}\n", pull=True, output=oci)
         except DockerException as exc:
             preflight()
             raise ToolError(
@@ -309,14 +349,41 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
                 "check that the registry answers and that `docker login` has credentials for it; "
                 f"if it does, what is under {ref} is no image BuildKit reads: remove that tag",
             ) from None
-        read: dict[str, bytes] = {}
-        for name in names:
-            path = out / name
-            try:
-                if path.is_symlink():
-                    raise OSError(errno.ELOOP, "a symbolic link")
-                if path.exists():
-                    read[name] = userfiles.read(path, FILES_MAX_BYTES)
-            except OSError as exc:
-                raise _unexpected(ref, f"{name}: {exc.strerror or exc}") from None
-        return read
+        try:
+            blob = userfiles.read(out / "blobs" / "sha256" / layer_digest.split(":", 1)[1], size)
+        except OSError as exc:
+            raise ToolError(
+                f"the export of {by_digest} lacks its layer {layer_digest} ({exc.strerror or exc})",
+                "run it again",
+            ) from None
+    if len(blob) != size or f"sha256:{hashlib.sha256(blob).hexdigest()}" != layer_digest:
+        raise _unexpected(ref, "a layer that is not what its manifest says")
+    return blob
+
+
+def _files_in(ref: str, layer: bytes, names: Sequence[str]) -> dict[str, bytes]:
+    """The files `names` at the root of a layer's tar, read in memory: each must be one plain
+    regular file (not a link, not sparse: a sparse entry may claim any size), and nothing but
+    the end-of-archive blocks may follow the last entry (tarfile stops at a bad header)."""
+    read: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as tar:
+            for member in tar:
+                name = posixpath.normpath(member.name).lstrip("/")
+                if name not in names:
+                    continue
+                if name in read:
+                    raise _unexpected(ref, f"{name}: in the layer twice")
+                if member.issym() or member.islnk():
+                    raise _unexpected(ref, f"{name}: a {'symbolic' if member.issym() else 'hard'} link")
+                if not member.isreg() or member.issparse() or member.size > FILES_MAX_BYTES:
+                    raise _unexpected(ref, f"{name}: not a plain file of at most 1 MiB")
+                data = tar.extractfile(member)
+                assert data is not None  # a regular file
+                read[name] = data.read()
+            rest = layer[tar.offset :]
+    except tarfile.TarError as exc:
+        raise _unexpected(ref, f"a layer that is not a tar archive ({exc})") from None
+    if rest.strip(b"\0"):
+        raise _unexpected(ref, "a layer with more after its end-of-archive or a bad entry")
+    return read
