@@ -1,12 +1,14 @@
 """Release naming and notes: tags, registry hosts, the package diff, the Markdown manifest."""
 
 import dataclasses
+import gzip
 import io
 import json
 import tarfile
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.factories import a_record, has_row
 from tests.unit.conftest import FIXTURE, RUNTIME_PINS, lockfile_text
@@ -689,3 +691,20 @@ def test_a_release_files_layer_gives_the_files_asked_for() -> None:
         "release.md": b"# n",
     }
     assert registries._files_in("r", layer, ["absent.json"]) == {}
+
+
+def test_a_compressed_release_files_layer_is_decompressed_in_memory_and_bounded() -> None:
+    """A few kB of gzip or zstd may hold gigabytes: at most 1 MiB of it is decompressed."""
+    tar = _tar(("release.json", b"{}"))
+    assert registries._tar_of("r", gzip.compress(tar), "gzip") == tar
+    assert registries._tar_of("r", zstandard.ZstdCompressor().compress(tar), "zstd") == tar
+    assert registries._tar_of("r", tar, "none") == tar
+    bomb = b"\0" * (registries.FILES_MAX_BYTES + 1)
+    for blob, kind in ((gzip.compress(bomb), "gzip"), (zstandard.ZstdCompressor().compress(bomb), "zstd")):
+        assert len(blob) < 2**14
+        with pytest.raises(RefusedError, match="more than 1048576 bytes decompressed"):
+            registries._tar_of("r", blob, kind)
+    with pytest.raises(RefusedError, match="not gzip as its type says"):
+        registries._tar_of("r", tar, "gzip")
+    with pytest.raises(RefusedError, match="does not decompress"):
+        registries._tar_of("r", gzip.compress(tar)[:-20], "gzip")

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-from torchimg import userfiles
+from torchimg import compression, userfiles
 from torchimg.adapters.engine._client import DockerException, docker, first_line, run_cli
 from torchimg.adapters.engine.images import (
     CONTAINERD_STORE_FIX,
@@ -249,20 +249,30 @@ def _unexpected(ref: str, why: str) -> RefusedError:
     )
 
 
-# what push_files writes: an OCI image manifest with one uncompressed layer (no foreign layer,
-# nothing fetched from `urls`): a compressed one could unpack to far more than its size says
-_LAYER_TYPES = ("application/vnd.oci.image.layer.v1.tar",)
-_MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+# One image manifest (OCI's, as push_files writes, or Docker's) of one layer, no foreign layer
+# and nothing fetched from `urls`; each layer type with the compression its blob is exported in
+# as it is (a compressed one is decompressed in memory, at most FILES_MAX_BYTES of it).
+_LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar": ("uncompressed", compression.NONE),
+    "application/vnd.oci.image.layer.v1.tar+gzip": ("gzip", compression.GZIP),
+    "application/vnd.oci.image.layer.v1.tar+zstd": ("zstd", compression.ZSTD),
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": ("gzip", compression.GZIP),
+}
+_MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_CONFIG_TYPES = ("application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json")
 
 
 def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dict[str, bytes] | None:
     """Those of the files `names` that the one-layer image push_files left under `ref` (a tag)
     holds, each a regular file of at most 1 MiB; None when the registry has no such tag.
     `digest`: read exactly that image (the caller's own lookup of `ref`), else the tag's now.
-    Only its one uncompressed layer is fetched, by digest, and read as a tar in memory: nothing
-    of the image runs (an image with ONBUILD triggers is refused) or is unpacked (a sparse entry
-    would be written out whole), nothing lands in the engine's images. Raises RefusedError when
+    Only its one layer is fetched, by digest, and read as a tar in memory (decompressed there, at
+    most 1 MiB of it): nothing of the image runs (an image with ONBUILD triggers is refused) or
+    is unpacked (a sparse entry would be written out whole), nothing lands in the engine's
+    images. Raises RefusedError when
     what is there is not such an image (retrying cannot help), ToolError when the registry or
     the engine fails, PipelineError without the containerd image store."""
     assert names and all(_FILE_NAME.fullmatch(name) for name in names)
@@ -279,11 +289,11 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
         manifest = json.loads(raw)
     except (ValueError, RecursionError):
         raise _unexpected(ref, "a manifest that is not JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("mediaType") != _MANIFEST_TYPE:
+    if not isinstance(manifest, dict) or manifest.get("mediaType") not in _MANIFEST_TYPES:
         kind = manifest.get("mediaType") if isinstance(manifest, dict) else None
         raise _unexpected(ref, f"a manifest of type {str(kind)[:80]!r}")
     config = manifest.get("config")
-    if not (isinstance(config, dict) and config.get("mediaType") == _CONFIG_TYPE):
+    if not (isinstance(config, dict) and config.get("mediaType") in _CONFIG_TYPES):
         raise _unexpected(ref, "not an image config: another kind of artifact")
     layers = manifest.get("layers")
     if not (isinstance(layers, list) and len(layers) == 1 and isinstance(layers[0], dict)):
@@ -292,26 +302,44 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
     size = layer.get("size")
     if not (isinstance(size, int) and 0 <= size <= FILES_MAX_BYTES):
         raise _unexpected(ref, f"a layer of {size!r} bytes")
-    if layer.get("mediaType") not in _LAYER_TYPES or "urls" in layer:
-        kind = str(layer.get("mediaType"))[:80]
-        why = " (compressed: its size does not bound what it unpacks to)" if "+" in kind else ""
-        raise _unexpected(ref, f"a layer of type {kind!r}{why}")
-    _refuse_triggers(ref, f"{by_digest.split('@', 1)[0]}@{config.get('digest')}")
-    blob = _layer_blob(ref, by_digest, str(layer.get("digest")), size)
-    return _files_in(ref, blob, names)
+    stored = _LAYER_TYPES.get(str(layer.get("mediaType")))
+    if stored is None or "urls" in layer:
+        raise _unexpected(ref, f"a layer of type {str(layer.get('mediaType'))[:80]!r}")
+    diff_id = _diff_id(ref, f"{by_digest.split('@', 1)[0]}@{config.get('digest')}")
+    blob, kind = _layer_blob(ref, by_digest, stored[0])
+    tar = _tar_of(ref, blob, kind)
+    if f"sha256:{hashlib.sha256(tar).hexdigest()}" != diff_id:
+        raise _unexpected(ref, "a layer that is not what its image's config says")
+    return _files_in(ref, tar, names)
 
 
-def _refuse_triggers(ref: str, config_ref: str) -> None:
-    """Refuse an image whose config holds ONBUILD triggers: reading its layer starts a build
-    FROM it, which would run them. The config is read raw, by its digest (buildx's own view of
-    a config leaves ONBUILD out)."""
-    if not _DIGEST.fullmatch(config_ref.rsplit("@", 1)[-1]):
+def _tar_of(ref: str, blob: bytes, kind: str) -> bytes:
+    """A layer blob's tar, decompressed in memory and at most FILES_MAX_BYTES of it: a
+    compressed blob's size does not bound what it decompresses to."""
+    if compression.kind(blob[:4]) != kind and kind != compression.NONE:
+        raise _unexpected(ref, f"a layer that is not {kind} as its type says")
+    try:
+        tar = compression.decompressed(io.BytesIO(blob), kind).read(FILES_MAX_BYTES + 1)
+    except compression.ERRORS as exc:
+        raise _unexpected(ref, f"a layer that does not decompress ({exc})") from None
+    if len(tar) > FILES_MAX_BYTES:
+        raise _unexpected(ref, f"a layer of more than {FILES_MAX_BYTES} bytes decompressed")
+    return tar
+
+
+def _diff_id(ref: str, config_ref: str) -> str:
+    """The image's one diff ID (its layer's tar's digest), from its config read raw by digest
+    and checked against it. An image whose config holds ONBUILD triggers is refused: reading
+    its layer starts a build FROM it, which would run them (buildx's own view of a config
+    leaves ONBUILD out)."""
+    digest = config_ref.rsplit("@", 1)[-1]
+    if not _DIGEST.fullmatch(digest):
         raise _unexpected(ref, "a config without a digest")
     raw = imagetools(config_ref)
     if raw is None:
         raise ToolError(f"{config_ref}: gone from the registry while being read", "run it again")
-    if len(raw) > FILES_MAX_BYTES:
-        raise _unexpected(ref, f"a config of {len(raw)} bytes")
+    if len(raw) > FILES_MAX_BYTES or f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}" != digest:
+        raise _unexpected(ref, "a config that is not what its digest says")
     try:
         config = json.loads(raw)
     except (ValueError, RecursionError):
@@ -321,15 +349,17 @@ def _refuse_triggers(ref: str, config_ref: str) -> None:
         raise _unexpected(ref, "a config that is not an image's")
     if (settings or {}).get("OnBuild"):
         raise _unexpected(ref, "an image with ONBUILD triggers")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
+    if not (isinstance(diff_ids, list) and len(diff_ids) == 1 and _DIGEST.fullmatch(str(diff_ids[0]))):
+        raise _unexpected(ref, "a config that does not name one layer")
+    return str(diff_ids[0])
 
 
-def _layer_blob(ref: str, by_digest: str, layer_digest: str, size: int) -> bytes:
-    """The layer's bytes, as the registry serves them: the image exported by the engine's own
+def _layer_blob(ref: str, by_digest: str, stored: str) -> tuple[bytes, str]:
+    """The image's one layer blob and its compression: the image exported by the engine's own
     BuildKit as an OCI layout (`FROM` it, nothing else, its ONBUILD triggers refused before: its
-    layer is fetched, never unpacked, so no entry of it is written out), checked against its
-    digest."""
-    if not _DIGEST.fullmatch(layer_digest):
-        raise _unexpected(ref, f"a layer digest {layer_digest[:80]!r}")
+    layer is fetched, never unpacked, so no entry of it is written out). The caller checks the
+    layer's tar against the image's diff ID (the export may hold another encoding of it)."""
     if not containerd_store():
         raise PipelineError(
             f"reading {ref} needs the engine's containerd image store (its builder exports OCI layouts)",
@@ -339,8 +369,8 @@ def _layer_blob(ref: str, by_digest: str, layer_digest: str, size: int) -> bytes
         context, out = Path(tmp) / "context", Path(tmp) / "out"
         context.mkdir()
         try:
-            # uncompressed, as the layer is: the export keeps its blob as served
-            oci = {"type": "oci", "dest": str(out), "tar": "false", "compression": "uncompressed"}
+            # in the compression the layer has: the export keeps its blob, not converted
+            oci = {"type": "oci", "dest": str(out), "tar": "false", "compression": stored}
             _engine_build(context, f"FROM {by_digest}\n", pull=True, output=oci)
         except DockerException as exc:
             preflight()
@@ -350,14 +380,27 @@ def _layer_blob(ref: str, by_digest: str, layer_digest: str, size: int) -> bytes
                 f"if it does, what is under {ref} is no image BuildKit reads: remove that tag",
             ) from None
         try:
-            blob = userfiles.read(out / "blobs" / "sha256" / layer_digest.split(":", 1)[1], size)
-        except OSError as exc:
+            index = json.loads(userfiles.read(out / "index.json", FILES_MAX_BYTES))
+            manifest = json.loads(_oci_blob(out, index["manifests"][0]["digest"]))
+            (layer,) = manifest["layers"]
+            kind = _LAYER_TYPES[layer["mediaType"]][1]
+            blob = _oci_blob(out, layer["digest"])
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise ToolError(
-                f"the export of {by_digest} lacks its layer {layer_digest} ({exc.strerror or exc})",
+                f"BuildKit's export of {by_digest} is not the OCI layout of one layer "
+                f"({type(exc).__name__}: {exc})",
                 "run it again",
             ) from None
-    if len(blob) != size or f"sha256:{hashlib.sha256(blob).hexdigest()}" != layer_digest:
-        raise _unexpected(ref, "a layer that is not what its manifest says")
+    return blob, kind
+
+
+def _oci_blob(layout: Path, digest: object) -> bytes:
+    """A blob of an OCI layout folder, checked against its digest (ValueError if not)."""
+    if not (isinstance(digest, str) and _DIGEST.fullmatch(digest)):
+        raise ValueError(f"digest {str(digest)[:80]!r}")
+    blob = userfiles.read(layout / "blobs" / "sha256" / digest.split(":", 1)[1], FILES_MAX_BYTES)
+    if f"sha256:{hashlib.sha256(blob).hexdigest()}" != digest:
+        raise ValueError(f"blob {digest} is not what its digest says")
     return blob
 
 
