@@ -2,6 +2,7 @@
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import json
 import tarfile
@@ -708,3 +709,40 @@ def test_a_compressed_release_files_layer_is_decompressed_in_memory_and_bounded(
         registries._tar_of("r", tar, "gzip")
     with pytest.raises(RefusedError, match="does not decompress"):
         registries._tar_of("r", gzip.compress(tar)[:-20], "gzip")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        b'{"config": {"OnBuild": ["RUN x"]}}',
+        b'{"config": {"onbuild": ["RUN x"]}}',  # Go's decoder matches keys in any case
+        b'{"CONFIG": {"Onbuild": ["RUN x"]}}',
+        b'{"config": {"OnBuild": ["RUN x"]}, "config": {}}',  # Go merges; Python keeps the last
+        b'{"config": {"OnBuild": ["RUN x"], "onBuild": null}}',
+        b'{"container_config": {"OnBuild": ["RUN x"]}}',
+        b"[" * 5000 + b"]" * 5000,
+        b'{"config": {}}\xff',
+    ],
+)
+def test_a_files_image_whose_config_could_hold_onbuild_triggers_is_refused_before_any_build(
+    config: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the layer starts a build FROM the image: its triggers would run."""
+    digest = f"sha256:{hashlib.sha256(config).hexdigest()}"
+    monkeypatch.setattr(registries, "imagetools", lambda ref: config.decode(errors="replace"))
+    with pytest.raises(RefusedError, match=r"ONBUILD|not plain JSON|not an image.s|not what its digest"):
+        registries._diff_id("r:sha256-x.release", f"r@{digest}")
+
+
+def test_a_files_image_config_names_its_one_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def diff_id(config: bytes) -> str:
+        monkeypatch.setattr(registries, "imagetools", lambda ref: config.decode())
+        return registries._diff_id("r", f"r@sha256:{hashlib.sha256(config).hexdigest()}")
+
+    layer = "sha256:" + "a" * 64
+    assert diff_id(b'{"config": {"OnBuild": null}, "rootfs": {"diff_ids": ["%s"]}}' % layer.encode()) == layer
+    with pytest.raises(RefusedError, match="does not name one layer"):
+        diff_id(b'{"rootfs": {"diff_ids": ["%s", "%s"]}}' % (layer.encode(), layer.encode()))
+    with pytest.raises(RefusedError, match="not what its digest says"):
+        monkeypatch.setattr(registries, "imagetools", lambda ref: "{}")
+        registries._diff_id("r", "r@sha256:" + "b" * 64)

@@ -341,18 +341,38 @@ def _diff_id(ref: str, config_ref: str) -> str:
     if len(raw) > FILES_MAX_BYTES or f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}" != digest:
         raise _unexpected(ref, "a config that is not what its digest says")
     try:
-        config = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _unexpected(ref, "a config that is not JSON") from None
-    settings = config.get("config") if isinstance(config, dict) else None
-    if settings is not None and not isinstance(settings, dict):
+        config = json.loads(raw, object_pairs_hook=_once_each)
+        triggers = _has_triggers(config)
+    except (ValueError, RecursionError) as exc:
+        raise _unexpected(ref, f"a config that is not plain JSON ({str(exc)[:80]})") from None
+    if not isinstance(config, dict):
         raise _unexpected(ref, "a config that is not an image's")
-    if (settings or {}).get("OnBuild"):
+    if triggers:
         raise _unexpected(ref, "an image with ONBUILD triggers")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
     if not (isinstance(diff_ids, list) and len(diff_ids) == 1 and _DIGEST.fullmatch(str(diff_ids[0]))):
         raise _unexpected(ref, "a config that does not name one layer")
     return str(diff_ids[0])
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys differ, in any letter case: Go's decoder merges a repeated key
+    into what the first one set, and matches keys regardless of case, where Python keeps the
+    last one (a trigger could hide in the first)."""
+    keys = [k.lower() for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key given twice")
+    return dict(pairs)
+
+
+def _has_triggers(value: object) -> bool:
+    """Whether a config holds a non-empty `OnBuild` anywhere, in any letter case: Go's JSON
+    decoder, which BuildKit reads it with, matches keys regardless of case."""
+    if isinstance(value, dict):
+        return any((str(k).lower() == "onbuild" and v) or _has_triggers(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_triggers(v) for v in value)
+    return False
 
 
 def _layer_blob(ref: str, by_digest: str, stored: str) -> tuple[bytes, str]:
