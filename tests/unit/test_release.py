@@ -746,3 +746,26 @@ def test_a_files_image_config_names_its_one_layer(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(RefusedError, match="not what its digest says"):
         monkeypatch.setattr(registries, "imagetools", lambda ref: "{}")
         registries._diff_id("r", "r@sha256:" + "b" * 64)
+
+
+@pytest.mark.parametrize(
+    ("served", "said"),
+    [
+        (b'{"config": {"digest": "a"}, "CONFIG": {"digest": "b"}}', "a key given twice"),
+        ('{"layers": [], "Layer\u017f": []}'.encode(), "a key given twice"),  # Go folds the long s
+        (b'{"rootfs": [1]}', "does not name one layer"),
+        (b"[]", "not a JSON object"),
+    ],
+)
+def test_what_the_registry_serves_by_digest_is_read_as_buildkit_reads_it(
+    served: bytes, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked against its digest, and each key once in any case: Go's decoder (BuildKit's)
+    would read another config or layer than the one checked here."""
+    by_digest = f"r@sha256:{hashlib.sha256(served).hexdigest()}"
+    monkeypatch.setattr(registries, "imagetools", lambda ref: served.decode())
+    with pytest.raises(RefusedError, match=said):
+        registries._diff_id("r", by_digest)
+    monkeypatch.setattr(registries, "imagetools", lambda ref: '{"config": {}}')  # not what was asked
+    with pytest.raises(RefusedError, match="a manifest that is not what its digest says"):
+        registries._by_digest("r", by_digest, "manifest")

@@ -38,6 +38,11 @@ def imagetools(ref: str, fmt: str | None = None) -> str | None:
     try:
         how = ["--format", fmt] if fmt else ["--raw"]  # --raw: the manifest (or index) itself
         return str(run_cli([*docker.docker_cmd, "buildx", "imagetools", "inspect", ref, *how]))
+    except UnicodeDecodeError:  # an error message that is not UTF-8: a registry's odd answer
+        raise ToolError(
+            f"cannot read {ref} from its registry (an answer that is not UTF-8)",
+            "check that the registry answers and that `docker login` has credentials for it",
+        ) from None
     except DockerException as exc:
         said = (exc.stderr or str(exc)).lower()
         if any(s in said for s in _NOT_FOUND) and not any(s in said for s in _NOT_AN_ANSWER):
@@ -281,14 +286,13 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
         return None
     if not _DIGEST.fullmatch(digest):
         raise _unexpected(ref, f"digest {digest[:80]!r}")
+    if not containerd_store():
+        raise PipelineError(
+            f"reading {ref} needs the engine's containerd image store (its builder exports OCI layouts)",
+            CONTAINERD_STORE_FIX,
+        )
     by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
-    raw = imagetools(by_digest)
-    if raw is None:  # the tag was there a moment ago: moved or deleted meanwhile
-        raise ToolError(f"{by_digest}: gone from the registry while being read", "run it again")
-    try:
-        manifest = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise _unexpected(ref, "a manifest that is not JSON") from None
+    manifest = _by_digest(ref, by_digest, "manifest")
     if not isinstance(manifest, dict) or manifest.get("mediaType") not in _MANIFEST_TYPES:
         kind = manifest.get("mediaType") if isinstance(manifest, dict) else None
         raise _unexpected(ref, f"a manifest of type {str(kind)[:80]!r}")
@@ -332,34 +336,51 @@ def _diff_id(ref: str, config_ref: str) -> str:
     and checked against it. An image whose config holds ONBUILD triggers is refused: reading
     its layer starts a build FROM it, which would run them (buildx's own view of a config
     leaves ONBUILD out)."""
-    digest = config_ref.rsplit("@", 1)[-1]
-    if not _DIGEST.fullmatch(digest):
-        raise _unexpected(ref, "a config without a digest")
-    raw = imagetools(config_ref)
-    if raw is None:
-        raise ToolError(f"{config_ref}: gone from the registry while being read", "run it again")
-    if len(raw) > FILES_MAX_BYTES or f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}" != digest:
-        raise _unexpected(ref, "a config that is not what its digest says")
+    config = _by_digest(ref, config_ref, "config")
     try:
-        config = json.loads(raw, object_pairs_hook=_once_each)
         triggers = _has_triggers(config)
-    except (ValueError, RecursionError) as exc:
-        raise _unexpected(ref, f"a config that is not plain JSON ({str(exc)[:80]})") from None
-    if not isinstance(config, dict):
-        raise _unexpected(ref, "a config that is not an image's")
+    except RecursionError:
+        raise _unexpected(ref, "a config nested too deep") from None
     if triggers:
         raise _unexpected(ref, "an image with ONBUILD triggers")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not (isinstance(diff_ids, list) and len(diff_ids) == 1 and _DIGEST.fullmatch(str(diff_ids[0]))):
         raise _unexpected(ref, "a config that does not name one layer")
     return str(diff_ids[0])
+
+
+def _by_digest(ref: str, by_digest: str, what: str) -> dict[str, Any]:
+    """A manifest or config the registry serves by digest, as a JSON object: checked against
+    the digest (buildx does not check what it shows), at most FILES_MAX_BYTES, each key once
+    in any letter case (BuildKit reads it with Go's decoder, which merges repeated keys and
+    ignores case, where Python keeps the last one: what is checked here is what it reads)."""
+    digest = by_digest.rsplit("@", 1)[-1]
+    if not _DIGEST.fullmatch(digest):
+        raise _unexpected(ref, f"a {what} without a digest")
+    raw = imagetools(by_digest)
+    if raw is None:
+        raise ToolError(
+            f"{by_digest}: the registry serves no {what} by that digest (removed meanwhile, over "
+            "4 MiB, or a registry that serves no blob by its manifest path)",
+            f"run it again; if it persists, remove that tag from the registry: {ref}",
+        )
+    if len(raw) > FILES_MAX_BYTES or f"sha256:{hashlib.sha256(raw.encode()).hexdigest()}" != digest:
+        raise _unexpected(ref, f"a {what} that is not what its digest says")
+    try:
+        found = json.loads(raw, object_pairs_hook=_once_each)
+    except (ValueError, RecursionError) as exc:
+        raise _unexpected(ref, f"a {what} that is not plain JSON ({str(exc)[:80]})") from None
+    if not isinstance(found, dict):
+        raise _unexpected(ref, f"a {what} that is not a JSON object")
+    return found
 
 
 def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys differ, in any letter case: Go's decoder merges a repeated key
     into what the first one set, and matches keys regardless of case, where Python keeps the
     last one (a trigger could hide in the first)."""
-    keys = [k.lower() for k, _ in pairs]
+    keys = [k.casefold() for k, _ in pairs]
     if len(set(keys)) != len(keys):
         raise ValueError("a key given twice")
     return dict(pairs)
@@ -380,11 +401,6 @@ def _layer_blob(ref: str, by_digest: str, stored: str) -> tuple[bytes, str]:
     BuildKit as an OCI layout (`FROM` it, nothing else, its ONBUILD triggers refused before: its
     layer is fetched, never unpacked, so no entry of it is written out). The caller checks the
     layer's tar against the image's diff ID (the export may hold another encoding of it)."""
-    if not containerd_store():
-        raise PipelineError(
-            f"reading {ref} needs the engine's containerd image store (its builder exports OCI layouts)",
-            CONTAINERD_STORE_FIX,
-        )
     with tempfile.TemporaryDirectory(prefix="torchimg-files-") as tmp:
         context, out = Path(tmp) / "context", Path(tmp) / "out"
         context.mkdir()
@@ -445,8 +461,8 @@ def _files_in(ref: str, layer: bytes, names: Sequence[str]) -> dict[str, bytes]:
                 assert data is not None  # a regular file
                 read[name] = data.read()
             rest = layer[tar.offset :]
-    except tarfile.TarError as exc:
-        raise _unexpected(ref, f"a layer that is not a tar archive ({exc})") from None
+    except (tarfile.TarError, ValueError, EOFError) as exc:  # tarfile's own parsing raises these too
+        raise _unexpected(ref, f"a layer that is not a tar archive ({str(exc)[:80]})") from None
     if rest.strip(b"\0"):
         raise _unexpected(ref, "a layer with more after its end-of-archive or a bad entry")
     return read
