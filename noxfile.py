@@ -7,12 +7,16 @@ sessions start instantly and use exactly the pinned tools. Options follow `--`, 
 """
 
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import nox
 
+# `nox --list | head -1` ends with status 141, as a command-line tool does, not a traceback
+# (the package is not importable here: the same as torchimg.devtools.quiet_on_closed_pipe)
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]

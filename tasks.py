@@ -8,6 +8,7 @@ from torchimg import devtools, paths
 from torchimg.adapters import local_registry
 
 devtools.bad_task_arguments_exit_2()
+devtools.quiet_on_closed_pipe()
 
 
 @task(name="registry", help={"action": "up, down or status", "address": "host:port (default localhost:5000)"})

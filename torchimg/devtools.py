@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,14 @@ def user_errors() -> Iterator[None]:
         error = unclassified(exc)
         log.error("%s", error)
         raise SystemExit(error.exit_code) from None
+
+
+def quiet_on_closed_pipe() -> None:
+    """`inv --list | head -1` ends as any command-line tool does when its reader goes away (the
+    default SIGPIPE: status 141, nothing said), not with a BrokenPipeError traceback. Python
+    ignores SIGPIPE by default; the programs the tasks and sessions start get the default
+    anyway."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
 
 def bad_task_arguments_exit_2() -> None:

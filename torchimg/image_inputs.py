@@ -102,7 +102,7 @@ def image_labels(
     locks: list[Path],
 ) -> dict[str, str]:
     """OCI labels plus ours: every value read from the inputs, none typed by hand."""
-    pins = lockfile.pins(locks[0].read_text())
+    pins = lockfile.pins(lockfile.read_text(locks[0]))
     pinned = base_ref == variant.base.image
     created = datetime.datetime.fromtimestamp(git.epoch, datetime.UTC).isoformat().replace("+00:00", "Z")
     cuda = variant.cuda_info

@@ -27,7 +27,7 @@ def packages(lock_paths: list[str]) -> dict[str, str]:
     """name -> version over the image's lockfiles (paths as the record shows them)."""
     found: dict[str, str] = {}
     for shown in lock_paths:
-        found.update(lockfile.pins((paths.ROOT / shown).read_text()))
+        found.update(lockfile.pins(lockfile.read_text(paths.ROOT / shown)))
     return dict(sorted(found.items()))
 
 

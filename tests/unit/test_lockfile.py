@@ -1,5 +1,6 @@
 """Lockfile parsing, and the committed lockfiles of the default variant."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,20 @@ def test_only_the_leading_comment_block_is_the_header(tmp_path: Path) -> None:
     path.write_text(info.header() + "# index: https://evil.example/simple\ntorch==2.9.1\n")
     with pytest.raises(PipelineError, match="names index twice"):
         lockfile.read_info(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_lockfile_that_is_not_a_regular_file_is_named_not_read(tmp_path: Path, kind: str) -> None:
+    """A FIFO would hang the build, a link to /dev/zero exhaust the memory."""
+    path = tmp_path / "2.9.1-cu128" / "runtime.txt"
+    path.parent.mkdir()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    for read in (lockfile.read_text, lockfile.sha256, lockfile.read_info):
+        with pytest.raises(PipelineError, match=r"runtime.txt: cannot be read as a lockfile") as exc:
+            read(path)
+        assert "nox -s lock -- --variant 2.9.1-cu128" in exc.value.fix

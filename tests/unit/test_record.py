@@ -52,6 +52,7 @@ def test_a_record_round_trips_with_its_schema_version(store: record.Store) -> No
         (b'{"schema_version": 2, "variant": "x"}', "not a valid record"),
         (b'{"schema_version": 3}', "record schema 3"),
         (b"[" * 100000 + b"]" * 100000, "empty, truncated or not JSON"),
+        (b'{"schema_version": 2, "x": ' + b"9" * 5000 + b"}", "empty, truncated or not JSON"),  # 4300+ digits
     ],
 )
 def test_a_bad_record_is_a_clear_error_naming_the_file_and_the_fix(

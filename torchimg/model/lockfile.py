@@ -8,6 +8,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from torchimg import userfiles
 from torchimg.errors import PipelineError
 
 _FIELDS = ("variant", "flavor", "python", "platform", "index")
@@ -38,20 +39,29 @@ def pins(text: str) -> dict[str, str]:
     return {name: version for name, version, _ in _pinned(text)}
 
 
+def _fix(path: Path) -> str:
+    return f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
+
+
 def _text(path: Path, fix: str) -> str:
     """A lockfile's text; one that cannot be read (a folder, unreadable, not UTF-8) is named."""
     try:
-        return path.read_bytes().decode("utf-8")
+        return read_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise PipelineError(f"{path.name}: not UTF-8 text", fix) from None
     except OSError as exc:
         raise PipelineError(f"{path}: cannot be read as a lockfile ({exc.strerror or exc})", fix) from None
 
 
+def read_text(path: Path) -> str:
+    """A lockfile's text (UTF-8, a regular file of at most MAX_BYTES); PipelineError naming it."""
+    return _text(path, _fix(path))
+
+
 def read_info(path: Path) -> LockInfo:
     """The header fields of a lockfile written by `nox -s lock`."""
     values = {}
-    fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
+    fix = _fix(path)
     for line in _text(path, fix).splitlines():
         if not line.startswith("#"):
             break  # the header is the leading comment block: a comment further down is not it
@@ -69,8 +79,24 @@ def read_info(path: Path) -> LockInfo:
     return LockInfo(**values)
 
 
+MAX_BYTES = 16 * 2**20  # the largest lockfile here is about 150 kB
+
+
+def read_bytes(path: Path) -> bytes:
+    """A lockfile's bytes: a regular file of at most MAX_BYTES (a FIFO or a link to a device put
+    in its place would hang the read or never end). Raises OSError with strerror."""
+    return userfiles.read(path, MAX_BYTES)
+
+
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The lockfile's sha256 (hex); PipelineError naming it when it cannot be read."""
+    try:
+        return hashlib.sha256(read_bytes(path)).hexdigest()
+    except OSError as exc:
+        raise PipelineError(
+            f"{path}: cannot be read as a lockfile ({exc.strerror or exc})",
+            _fix(path),
+        ) from None
 
 
 def shared_mismatches(runtime: dict[str, str], dev: dict[str, str]) -> list[str]:
@@ -143,7 +169,7 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
     or `===`) with sha256 hashes, no index, find-links or other pip option, and torch (required,
     or where present) pinned to exactly `torch` (local version label included: 2.9.1+cu126).
     Returns its pins."""
-    fix = f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
+    fix = _fix(path)
     text = _text(path, fix)
     found: dict[str, str] = {}
     for n, line in _logical_lines(text):

@@ -207,9 +207,9 @@ def load(file: Path) -> Record:
     variant, _, flavor = file.stem.rpartition("-")
     try:
         data = json.loads(userfiles.read(file, 64 * 2**20))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, a number of 4300+ digits
         raise PipelineError(
-            f"{paths.shown(file)} is not a readable record (empty, truncated or not JSON: {exc})",
+            f"{paths.shown(file)} is not a readable record (empty, truncated or not JSON: {str(exc)[:120]})",
             _fix(variant, flavor, file),
         ) from None
     except OSError as exc:
