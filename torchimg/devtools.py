@@ -182,7 +182,10 @@ def remove_recorded_images() -> list[str]:
     removed = []
     for rec in _store().every():
         staged = rec.staged()
-        for ref in [*rec.tags, *([staged.by_digest] if staged else [])]:
+        # a tag only while it names the recorded image: a record is a file anyone may edit,
+        # and a tag moved on since names an image this record did not build
+        mine = [ref for ref in rec.tags if engine.image_id(ref) == rec.image_id]
+        for ref in [*mine, *([staged.by_digest] if staged else [])]:
             if engine.image_id(ref) is not None:
                 engine.untag(ref, force=True)
                 removed.append(ref)

@@ -201,3 +201,16 @@ def test_eight_writers_on_four_stages_lose_no_update_and_every_read_parses(
         assert section is not None
         mine = [p for p in section.problems if p.startswith(f"w{w}-")]
         assert mine == [f"w{w}-{n}" for n in range(rounds)], f"writer {w} lost updates"
+
+
+@pytest.mark.parametrize(
+    "tag", ["a|b\n| evil |", "localhost:5000/pytorch", "x:1@sha256:" + "a" * 64, "UP/x:1"]
+)
+def test_a_record_whose_tags_are_not_repository_tag_is_refused(store: record.Store, tag: str) -> None:
+    """Its tags are given to the engine (inv clean untags them) and printed in Markdown tables."""
+    path = store.write(a_record())
+    data = json.loads(path.read_text())
+    data["tags"] = [tag]
+    path.write_text(json.dumps(data))
+    with pytest.raises(PipelineError, match="tags"):
+        store.read("2.9.1-cu128", "runtime")

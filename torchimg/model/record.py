@@ -184,6 +184,14 @@ def _malformed(rec: "Record") -> str:
             references.repository(section.repository, f"{name}.repository")
         except PipelineError as exc:
             return exc.what
+    for tag in rec.tags:  # named to the engine, printed in tables: REPOSITORY:TAG, nothing else
+        found = references.IMAGE.fullmatch(tag)
+        if not found or not found["tag"] or found["digest"]:
+            return f"tags: {tag[:80]!r} is not REPOSITORY:TAG"
+        try:
+            references.image(tag, "tags")
+        except PipelineError as exc:
+            return exc.what
     epoch = rec.inputs.build_args.get("SOURCE_DATE_EPOCH", "")
     if epoch_seconds(epoch) is None:
         return f"inputs.build_args.SOURCE_DATE_EPOCH {epoch[:40]!r} is not a time in seconds"
