@@ -257,9 +257,10 @@ def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
     parts = references.IMAGE.fullmatch(ref)
     assert parts is not None
     repository = parts["name"]
+    named = references.digest_of(ref, "REF") if parts["digest"] else None  # checked before the engine
     engine.preflight(buildx=True)
-    if parts["digest"]:
-        digest = references.digest_of(ref, "REF")
+    if named:
+        digest = named
     else:
         tagged = ref if parts["tag"] else f"{ref}:latest"
         served = remote_registry.digest(tagged)

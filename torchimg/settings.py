@@ -3,6 +3,7 @@ variable, else variants.toml, else the default. Every value is checked naming wh
 from, before any engine or registry is touched."""
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from torchimg import paths
 from torchimg.errors import PipelineError
 from torchimg.model import credentials, references
 from torchimg.model.variants import Config
+
+_BUILDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 ENV = {
     "base": "TORCHIMG_BASE",
@@ -131,7 +134,14 @@ class Settings:
         return cache
 
     def builder(self, flag: str | None) -> str | None:
-        return resolve("builder", flag, self.config.builder)[0]
+        """A buildx builder's name, as buildx allows them: it goes on buildx's command line."""
+        value, source = resolve("builder", flag, self.config.builder)
+        if value is not None and not _BUILDER.fullmatch(value):
+            raise PipelineError(
+                f"{source} {value[:80]!r} is not a buildx builder name (letters, digits, '_', '.', '-')",
+                "`docker buildx ls` lists the builders; name one of them",
+            )
+        return value
 
     def base(self, flag: str | None) -> str | None:
         """A base image override (a local image works); None: the variant's pinned base."""

@@ -51,10 +51,16 @@ def repository(value: str, what: str) -> str:
 
 
 def image(value: str, what: str) -> str:
-    """An image reference: name, optional tag, optional digest (e.g. --base)."""
+    """An image reference: name, optional tag, optional digest (e.g. --base). A digest is
+    sha256:<64 lowercase hex>, the only one registries and this pipeline use."""
     found = IMAGE.fullmatch(value)
     if not found or not _valid_name(found["name"]):
         raise _refuse(value, what, "reference")
+    if found["digest"] and not re.fullmatch(r"sha256:[0-9a-f]{64}", found["digest"]):
+        raise PipelineError(
+            f"{what} {value!r}: digest {found['digest'][:80]!r} is not sha256:<64 lowercase hex digits>",
+            f"fix {what}: REPOSITORY@sha256:<64 hex>, as `docker buildx imagetools inspect` shows it",
+        )
     return value
 
 
