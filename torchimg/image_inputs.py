@@ -10,7 +10,7 @@ from torchimg import paths
 from torchimg.adapters import gitinfo
 from torchimg.errors import PipelineError
 from torchimg.model import labels, lockfile, torch_builds
-from torchimg.model.variants import Variant
+from torchimg.model.variants import PLATFORMS, Variant
 
 # Packages whose versions the image labels report, by the name prefix of their wheels.
 _LIB_PREFIXES = {
@@ -54,6 +54,9 @@ def _check_header(variant: Variant, path: Path) -> None:
     wrong = [
         f"{k} {getattr(info, k)!r} (expected {v!r})" for k, v in expected.items() if getattr(info, k) != v
     ]
+    machines = [f"linux-{PLATFORMS[p]}" for p in variant.platforms if p in PLATFORMS]
+    if info.platform not in machines:  # compiled on a machine of none of its platforms
+        wrong.append(f"platform {info.platform!r} (expected {' or '.join(map(repr, machines))})")
     if wrong:
         raise PipelineError(
             f"variant {variant.name}: {paths.shown(path)} was compiled for another {', '.join(wrong)}",

@@ -147,6 +147,7 @@ CASES: list[tuple[str, Edit, list[str], str]] = [
      ["build"], "is not a buildx builder name"),
     ("base-digest-uppercase", _nothing, ["build", "--base", "x@sha256:" + "A" * 64], "64 lowercase hex"),
     ("notes-sha512", _nothing, ["notes", "x@sha512:" + "a" * 64], "64 lowercase hex"),
+    ("scan-db-repository", _nothing, ["scan", "--db-repository", "a b;c"], "--db-repository 'a b;c'"),
     ("notes-reference", _nothing, ["notes", "Not A/Reference"], "REF 'Not A/Reference' is not a valid image"),
     ("notes-short-digest", _nothing, ["notes", "localhost:5000/pytorch@sha256:12ab"], "REF"),
     ("digests-repository", _nothing, ["digests", "--repository", "UPPER/x"], "--repository"),

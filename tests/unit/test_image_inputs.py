@@ -43,9 +43,10 @@ def test_lock_python_must_match_the_base(config: variants.Config) -> None:
             "# index: https://download.pytorch.org/whl/cu128",
             "index 'https://download.pytorch.org/whl/cu128' (expected 'https://pypi.org/simple')",
         ),
+        ("runtime.txt", "# platform: linux-x86_64", "# platform: windows", "platform 'windows'"),
     ],
 )
-def test_a_lockfile_compiled_for_another_variant_flavor_or_index_is_refused(
+def test_a_lockfile_compiled_for_another_variant_flavor_index_or_platform_is_refused(
     config: variants.Config, lock: str, line: str, replacement: str, said: str
 ) -> None:
     """A lockfile copied from another variant's folder, or left from before the variant's index

@@ -19,7 +19,7 @@ from typing import Any
 from torchimg import layers
 from torchimg.adapters import emulation, trivy
 from torchimg.errors import PipelineError, RefusedError, ToolError
-from torchimg.model import allowlist, record, scan_policy
+from torchimg.model import allowlist, record, references, scan_policy
 from torchimg.output import log
 from torchimg.settings import Settings
 from torchimg.stages import Image, Selection, StageResult, built, each_image
@@ -92,6 +92,8 @@ def policy_options(args: argparse.Namespace, allow_no_vuln_db: bool) -> Options:
         raise PipelineError(
             "--db-repository is empty", "name trivy's DB mirror (an OCI repository), or drop it"
         )
+    if args.db_repository is not None:  # trivy's --db-repository: an OCI reference (tag optional)
+        references.image(args.db_repository, "--db-repository")
     if args.cache_dir is not None and not args.cache_dir.strip():
         raise PipelineError("--cache-dir is empty", "name trivy's cache folder, or drop it")
     cache_dir = Path(args.cache_dir) if args.cache_dir is not None else None
