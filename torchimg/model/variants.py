@@ -19,6 +19,8 @@ FLAVORS = ("runtime", "dev")
 # The platforms an image can be built for, and the machine name (platform_machine) of each.
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 NATIVE_PLATFORM = "linux/amd64"
+MIN_PYTHON_MINOR = 10
+_PYTORCH_TAG = re.compile(r"https://download\.pytorch\.org/whl/(?P<tag>[a-z0-9]+)/?", re.ASCII)
 _DIGEST = re.compile(r"(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})", re.ASCII)
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII)
 _INDEX = re.compile(r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+-]*)?", re.ASCII)
@@ -164,6 +166,11 @@ def _base(key: str, value: Any, src: Path) -> Base:
     python = _field(table, "python", where)
     if not re.fullmatch(r"3\.[0-9]{1,2}", python):
         raise PipelineError(f"{where}: python {python!r} is not a minor version", 'e.g. python = "3.13"')
+    if int(python.split(".")[1]) < MIN_PYTHON_MINOR:  # torch 2.6 and newer ship no older wheels
+        raise PipelineError(
+            f"{where}: python {python!r}: torch ships wheels for Python 3.{MIN_PYTHON_MINOR} and newer",
+            "name the Python the base image really has (`docker run --rm IMAGE python3 --version`)",
+        )
     return Base(key=key, image=image, python=python)
 
 
@@ -234,6 +241,12 @@ def _index(table: dict[str, Any], where: str, torch: str, cuda: str) -> str:
             "no spaces, query or shell characters)",
             "use the index's https URL (e.g. https://pypi.org/simple)",
         )
+    served = _PYTORCH_TAG.fullmatch(index)
+    if served and served["tag"] != cuda:
+        raise PipelineError(
+            f"{where}: index {index!r} serves PyTorch's {served['tag']} builds, not {cuda}",
+            f'index = "{torch_builds.PYTORCH_INDEX.format(tag=cuda)}", or drop `index` for the default',
+        )
     return index
 
 
@@ -254,7 +267,10 @@ def _variant(value: Any, bases: dict[str, Base], src: Path, n: int) -> Variant:
             f"{where}: unknown CUDA tag {cuda!r}; known: {', '.join([*torch_builds.CUDA, torch_builds.CPU])}",
             "use one of those tags",
         )
-    torch_builds.check_pair(torch, cuda)
+    try:
+        torch_builds.check_pair(torch, cuda)
+    except PipelineError as exc:
+        raise PipelineError(f"{where}: {exc.what}", exc.fix) from None
     base_key = _field(table, "base", where)
     if base_key not in bases:
         raise PipelineError(
@@ -302,6 +318,9 @@ def load(src: Path = paths.VARIANTS_FILE) -> Config:
     if default not in variants:
         raise PipelineError(f"{src.name}: default {default!r} is not a declared variant", "fix default")
     optional = {k: _field(data, k, src.name) for k in ("builder", "cache", "staging") if k in data}
+    for key, value in optional.items():
+        if not str(value).strip():  # an empty flag is refused too: never silently "not set"
+            raise PipelineError(f"{src.name} {key} is empty", f"give {key} a value, or remove the line")
     for key in ("cache", "staging"):
         if key in optional:
             references.repository(optional[key], f"{src.name} {key}")
