@@ -67,10 +67,10 @@ def resolve(ca_bundle: str | None, netrc: str | None) -> Credentials:
         ca = _ca_bundle(ca_bundle, "--ca-bundle")
     else:
         for var in CA_ENV:
-            if os.environ.get(var):
+            if os.environ.get(var, "").strip():  # a blank one counts as unset, as elsewhere
                 ca = _ca_bundle(os.environ[var], f"${var}")
                 break
     if netrc:
         return Credentials(ca, _existing(netrc, "--netrc"))
-    env = os.environ.get("TORCHIMG_NETRC")
-    return Credentials(ca, _existing(env, "$TORCHIMG_NETRC") if env else None)
+    env = os.environ.get("TORCHIMG_NETRC", "")
+    return Credentials(ca, _existing(env, "$TORCHIMG_NETRC") if env.strip() else None)

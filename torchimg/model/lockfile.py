@@ -177,7 +177,7 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
         if line.startswith("-"):
             if line in _ALLOWED_OPTIONS:
                 continue
-            raise PipelineError(f"{where}: pip option {line.split()[0]!r} in a lockfile", fix)
+            raise PipelineError(f"{where}: pip option(s) {line[:100]!r} in a lockfile", fix)
         try:
             req, options = _parse(line)
         except ValueError as exc:
