@@ -4,6 +4,7 @@ Corporate networks that intercept TLS need their CA inside the build; it must no
 the image. BuildKit secrets are mounted for one RUN step only and are not part of any layer.
 """
 
+import netrc as netrc_files
 import os
 import ssl
 from dataclasses import dataclass
@@ -42,6 +43,30 @@ def _existing(path: str, what: str) -> Path:
     return p.resolve()
 
 
+def _netrc(path: str, what: str) -> Path:
+    """A .netrc pip can read (machine/login/password entries): a wrong file fails here, naming
+    where it came from, not as a pip error inside the build."""
+    p = _existing(path, what)
+    try:
+        found = netrc_files.netrc(str(p)).hosts
+    except netrc_files.NetrcParseError as exc:  # its message may quote a token: a password
+        raise PipelineError(
+            f"{what} {path[:200]} is not a .netrc file (unreadable at line {exc.lineno})",
+            f"point {what} at a file of `machine HOST login USER password TOKEN` lines",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(
+            f"{what} {path[:200]} cannot be read ({getattr(exc, 'strerror', None) or type(exc).__name__})",
+            f"point {what} at a file of `machine HOST login USER password TOKEN` lines",
+        ) from None
+    if not found:
+        raise PipelineError(
+            f"{what} {path[:200]} names no machine",
+            f"point {what} at a file of `machine HOST login USER password TOKEN` lines",
+        )
+    return p
+
+
 def _ca_bundle(path: str, what: str) -> Path:
     """A CA bundle that TLS can load (PEM certificates): a wrong file fails here, naming where
     it came from, not as an SSL error in the middle of a lock or a refresh."""
@@ -71,6 +96,6 @@ def resolve(ca_bundle: str | None, netrc: str | None) -> Credentials:
                 ca = _ca_bundle(os.environ[var], f"${var}")
                 break
     if netrc:
-        return Credentials(ca, _existing(netrc, "--netrc"))
+        return Credentials(ca, _netrc(netrc, "--netrc"))
     env = os.environ.get("TORCHIMG_NETRC", "")
-    return Credentials(ca, _existing(env, "$TORCHIMG_NETRC") if env.strip() else None)
+    return Credentials(ca, _netrc(env, "$TORCHIMG_NETRC") if env.strip() else None)
