@@ -50,10 +50,17 @@ class Options:
 
 
 def _db_age(text: str) -> int:
-    """Days a cached vulnerability DB may be old: 0 to 90 (a larger number turns the check off)."""
-    if not (text.isascii() and text.isdigit()) or int(text) > 90:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 0 to 90")
+    """Days a cached vulnerability DB may be old: 1 to 90 (a larger number turns the check off)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 90:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days from 1 to 90")
     return int(text)
+
+
+def _allowlist_file(text: str) -> Path:
+    """An allowlist's path; an empty one is refused (Path("") would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name the allowlist file, or leave --allowlist out")
+    return Path(text)
 
 
 def policy_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +71,7 @@ def policy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-unfixed", action="store_true", help="vulnerabilities without a fix block too")
     p.add_argument(
         "--allowlist",
-        type=Path,
+        type=_allowlist_file,
         default=allowlist.DEFAULT,
         help="accepted findings, each with a reason and an expiry (default: scan-allowlist.toml)",
     )
