@@ -293,9 +293,8 @@ def read_files(ref: str, names: Sequence[str], digest: str | None = None) -> dic
         )
     by_digest = f"{ref.rsplit(':', 1)[0]}@{digest}"
     manifest = _by_digest(ref, by_digest, "manifest")
-    if not isinstance(manifest, dict) or manifest.get("mediaType") not in _MANIFEST_TYPES:
-        kind = manifest.get("mediaType") if isinstance(manifest, dict) else None
-        raise _unexpected(ref, f"a manifest of type {str(kind)[:80]!r}")
+    if manifest.get("mediaType") not in _MANIFEST_TYPES:
+        raise _unexpected(ref, f"a manifest of type {str(manifest.get('mediaType'))[:80]!r}")
     config = manifest.get("config")
     if not (isinstance(config, dict) and config.get("mediaType") in _CONFIG_TYPES):
         raise _unexpected(ref, "not an image config: another kind of artifact")
