@@ -33,6 +33,8 @@ _FLAGS = {
     "config": "--config",
 }
 
+_TOML = {"cache_repository": "cache"}  # the variants.toml key where it differs from the setting's
+
 
 def resolve(name: str, flag: str | None, configured: str | None = None) -> tuple[str | None, str]:
     """(value, where it came from): the flag, else $ENV, else variants.toml. An empty or blank
@@ -47,7 +49,7 @@ def resolve(name: str, flag: str | None, configured: str | None = None) -> tuple
         return flag, _FLAGS[name]
     if (env := os.environ.get(ENV[name], "")).strip():
         return env, f"${ENV[name]}"
-    return (configured, f"variants.toml {name}") if configured else (None, "")
+    return (configured, f"variants.toml {_TOML.get(name, name)}") if configured else (None, "")
 
 
 def config_file(flag: str | None) -> Path:
