@@ -13,7 +13,7 @@ from torchimg_probe import gpus
         ("NVIDIA H100 NVL", "H100 NVL"),
         ("NVIDIA H200", "H200"),
         ("NVIDIA GH200 480GB", "GH200"),
-        ("NVIDIA H200 NVL", "H200 NVL"),  # not the SXM's 989 bf16: 835
+        ("NVIDIA H200 NVL", "H200 NVL"),  # not the SXM's 989 bf16: 835.5
         ("NVIDIA B200", "B200"),
         ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", None),  # a slice: the full GPU's peak would be wrong
         ("NVIDIA A100-SXM4-40GB MIG 3g.20gb", None),
@@ -54,7 +54,7 @@ def test_no_ptx_means_no_forward_compatibility() -> None:
 
 def test_fp8_rows_share_the_datasheet_figure_and_achievable_is_bf16_only() -> None:
     assert gpus.peak("H100 SXM", "fp8_fast") == gpus.peak("H100 SXM", "fp8") == 1978.9
-    assert gpus.peak("H200 NVL", "bf16") == 835 and gpus.peak(None, "bf16") is None
+    assert gpus.peak("H200 NVL", "bf16") == 835.5 and gpus.peak(None, "bf16") is None
     assert gpus.achievable("H100 SXM", "bf16") == 794.5 and gpus.achievable("H100 SXM", "fp16") is None
     assert gpus.achievable("B200", "bf16") == 1745 and gpus.achievable("GH200", "bf16") == 828.6
 
@@ -83,3 +83,18 @@ def test_version_tuple() -> None:
 )
 def test_each_gpu_model_and_mig_profile_has_its_own_baseline(device: str, stem: str) -> None:
     assert gpus.baseline_name(device) == stem
+
+
+def test_the_pci_address_nvml_finds_a_gpu_by() -> None:
+    """NVML's fallback lookup when the UUID is unknown: never an index (NVML counts every GPU
+    of the host, CUDA only the visible ones)."""
+    from types import SimpleNamespace
+
+    props = SimpleNamespace(pci_domain_id=0, pci_bus_id=0x3B, pci_device_id=0)
+    assert gpus.pci_address(props) == "00000000:3b:00.0"
+    assert (
+        gpus.pci_address(SimpleNamespace(pci_domain_id=1, pci_bus_id=255, pci_device_id=31))
+        == "00000001:ff:1f.0"
+    )
+    assert gpus.pci_address(SimpleNamespace(name="no PCI fields (an older torch)")) is None
+    assert gpus.pci_address(SimpleNamespace(pci_domain_id=0, pci_bus_id=-1, pci_device_id=0)) is None

@@ -2,8 +2,10 @@
 
 Reports best and median of the timed repeats, the share of the GPU's dense datasheet peak
 and, where published, of the best achievable figure; a bare `torch.matmul` loop timed in the
-same run is the reference the probe's own timing must match. Each repeat first fills the GPU's
-queue (`torch.cuda._sleep`), so that a small shape times the GPU, not the CPU's launches. A
+same run is the reference the probe's own timing must match. The GPU first waits
+(`torch.cuda._sleep`) while every timed call of a row is queued, then runs them back to back:
+a small shape times the GPU, not the CPU's launches, and no idle gap between repeats lets
+the clocks boost above what the GPU sustains under load. A
 row that cannot run (fp8 on an odd configuration, out of memory on a small MIG slice) records
 its error and the others go on. On CPU: small sizes, GFLOP/s, no peak.
 """
@@ -26,7 +28,10 @@ REFERENCE = ("bf16", 8192)  # the row compared with a bare torch.matmul loop
 # fp8 e4m3 through cuBLASLt: "fp8" accumulates in full precision (what training recipes use),
 # "fp8_fast" with fast accumulation (what the datasheet's fp8 peak assumes).
 FP8_MODES = {"fp8": False, "fp8_fast": True}
-QUEUE_FILL_CYCLES = 20_000_000  # ~10 ms at GPU clocks: time to enqueue every timed call
+# GPU clock cycles the GPU waits per call queued behind the wait: ~10 us at 2 GHz, more than a
+# launch takes; at least ~1 ms in all
+QUEUE_FILL_CYCLES_PER_CALL = 20_000
+QUEUE_FILL_MIN_CYCLES = 2_000_000
 
 
 def _fp8_supported() -> bool:
@@ -73,19 +78,20 @@ def _warm_up(fn: Callable[[], Any], inner: int, seconds: float) -> None:
 
 
 def _time_gpu(fn: Callable[[], Any], inner: int, repeats: int, warmup_s: float = 0.3) -> list[float]:
-    """Per-call seconds of `repeats` timings of `inner` back-to-back calls."""
+    """Per-call seconds of `repeats` timings of `inner` calls each, all queued behind one wait
+    and run back to back (each repeat between its own pair of events)."""
     _warm_up(fn, inner, warmup_s)
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(QUEUE_FILL_CYCLES)  # the GPU waits while every call below is queued
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)
+    ]
+    torch.cuda._sleep(max(QUEUE_FILL_MIN_CYCLES, QUEUE_FILL_CYCLES_PER_CALL * inner * repeats))
+    for start, end in events:
         start.record()
         for _ in range(inner):
             fn()
         end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / inner)
-    return times
+    events[-1][1].synchronize()
+    return [start.elapsed_time(end) / 1e3 / inner for start, end in events]
 
 
 def _time_cpu(fn: Callable[[], Any], inner: int, repeats: int) -> list[float]:

@@ -3,6 +3,7 @@ import), so that every rule here is tested on a host without a GPU."""
 
 import re
 from pathlib import Path
+from typing import Any
 
 # Dense peak TFLOP/s (no sparsity) from the vendors' datasheets, per dtype; fp8 is the
 # fast-accumulate figure. A GPU missing here gets no percentage: a guess would be worse than
@@ -10,9 +11,9 @@ from pathlib import Path
 PEAKS: dict[str, dict[str, float]] = {
     "H100 SXM": {"fp32": 67, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},
     "H100 PCIe": {"fp32": 51, "tf32": 378, "fp16": 756, "bf16": 756, "fp8": 1513},
-    "H100 NVL": {"fp32": 60, "tf32": 417.5, "fp16": 835, "bf16": 835, "fp8": 1670.5},
+    "H100 NVL": {"fp32": 60, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5, "fp8": 1670.5},
     "H200": {"fp32": 67, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},
-    "H200 NVL": {"fp32": 60, "tf32": 417.5, "fp16": 835, "bf16": 835, "fp8": 1670},
+    "H200 NVL": {"fp32": 60, "tf32": 417.5, "fp16": 835.5, "bf16": 835.5, "fp8": 1670.5},
     "GH200": {"fp32": 67, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4, "fp8": 1978.9},
     "B200": {"fp32": 75, "tf32": 1125, "fp16": 2250, "bf16": 2250, "fp8": 4500},
     "A100": {"fp32": 19.5, "tf32": 156, "fp16": 312, "bf16": 312},
@@ -119,3 +120,13 @@ def baseline_name(device_name: str) -> str:
     full GPU never share a baseline."""
     name = re.sub(r"[^A-Za-z0-9.]+", "-", device_name.strip()).strip("-.")
     return name or "unknown-gpu"
+
+
+def pci_address(props: Any) -> str | None:
+    """The PCI address NVML finds a GPU by (`domain:bus:device.0`, hex), from CUDA's device
+    properties (`pci_domain_id`, `pci_bus_id`, `pci_device_id`); None where they are absent."""
+    parts = [getattr(props, f"pci_{part}_id", None) for part in ("domain", "bus", "device")]
+    if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in parts):
+        return None
+    domain, bus, device = parts
+    return f"{domain:08x}:{bus:02x}:{device:02x}.0"

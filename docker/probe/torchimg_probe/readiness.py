@@ -85,7 +85,10 @@ def _nvml() -> Iterator[Any]:
 
 
 def _value(nvml: Any, fn: Callable[..., Any], *args: Any) -> Any:
-    """An NVML read; 'not available' where the host, the GPU or a MIG slice hides it."""
+    """An NVML read; 'not available' where the host, the GPU or a MIG slice hides it, or where
+    NVML does not know the GPU CUDA sees (its handle is None)."""
+    if any(a is None for a in args):
+        return "not available (NVML knows this GPU neither by UUID nor by PCI address)"
     try:
         return fn(*args)
     except nvml.NVMLError as exc:
@@ -93,21 +96,28 @@ def _value(nvml: Any, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _handles(nvml: Any) -> list[tuple[int, Any]]:
-    """NVML's handle of the physical GPU behind each device CUDA sees, found by UUID (NVML
-    numbers GPUs in PCI order, CUDA fastest first; a MIG instance maps to its parent GPU),
-    by index where the UUID is not known."""
+    """NVML's handle of the physical GPU behind each device CUDA sees, found by UUID, else by
+    PCI address (a MIG instance maps to its parent GPU); None where neither is known. Never by
+    index: NVML numbers every GPU of the host in PCI order, CUDA only the visible ones, fastest
+    first, so an index would read another GPU without a sign."""
     out = []
     for i in range(torch.cuda.device_count()):
-        uuid = str(getattr(torch.cuda.get_device_properties(i), "uuid", "") or "")
+        props = torch.cuda.get_device_properties(i)
+        uuid = str(getattr(props, "uuid", "") or "")
         handle = None
-        for name in (uuid, f"GPU-{uuid}", f"MIG-{uuid}"):
+        for how, key in (
+            *((nvml.nvmlDeviceGetHandleByUUID, name) for name in (uuid, f"GPU-{uuid}", f"MIG-{uuid}")),
+            (nvml.nvmlDeviceGetHandleByPciBusId, gpus.pci_address(props)),
+        ):
             try:
-                handle = nvml.nvmlDeviceGetHandleByUUID(name)
-                break
+                handle = how(key) if key else None
             except nvml.NVMLError:
                 continue
+            if handle is not None:
+                break
         if handle is None:
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            out.append((i, None))
+            continue
         try:
             if nvml.nvmlDeviceIsMigDeviceHandle(handle):
                 handle = nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
@@ -277,7 +287,7 @@ def check_pcie() -> tuple[str, dict[str, Any]]:
     """The PCIe link (generation, width) and pinned host<->device copies against what it carries.
     Copies run first: an idle link trains down to a lower generation to save power."""
     data: dict[str, Any] = {}
-    concerns = []
+    concerns, failures = [], []
     with _nvml() as nvml:
         for i, h in _handles(nvml):
             h2d, d2h = _copy_gbs(i, True), _copy_gbs(i, False)
@@ -298,8 +308,8 @@ def check_pcie() -> tuple[str, dict[str, Any]]:
                 "h2d_gbs": round(h2d, 1),
                 "d2h_gbs": round(d2h, 1),
             }
-            if status == "fail":
-                raise AssertionError(f"GPU {i}: {why}")
+            if status == "fail":  # said after every GPU was measured
+                failures.append(f"GPU {i}: {why}")
             narrower = isinstance(now[1], int) and isinstance(width, int) and now[1] < width
             if status == "warn" or narrower:
                 concerns.append(f"GPU {i}: {why}; link x{now[1]} of x{width}")
@@ -307,6 +317,8 @@ def check_pcie() -> tuple[str, dict[str, Any]]:
         f"GPU {i}: Gen{d['max_generation']} x{d['max_width']}, H2D {d['h2d_gbs']} / D2H {d['d2h_gbs']} GB/s"
         for i, d in data.items()
     )
+    if failures:
+        raise AssertionError("; ".join(failures))
     if concerns:
         raise ConcernError(
             "; ".join(concerns),

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # cuBLAS needs this before CUDA starts for deterministic GEMMs; setting it here (before
 # torch initialises CUDA) also covers users who import the probe first.
@@ -32,11 +32,28 @@ from torchimg_probe.results import CannotCheckError, Outcome, Report, expected
 TOLERANCE = {"fp32": 1e-4, "tf32": 5e-3, "fp16": 5e-3, "bf16": 3e-2}
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _OPTIONS = {"emulated": False}
+T = TypeVar("T")
 
 
 def _devices() -> list[int]:
     cuda_state.need_gpu()
     return list(range(torch.cuda.device_count()))
+
+
+def _on_each_gpu(check: Callable[[int], T]) -> dict[str, T]:
+    """`check(i)` for every visible GPU i. A failure on one GPU does not hide the GPUs after
+    it: every failing GPU is named, in one failure, at the end."""
+    results: dict[str, T] = {}
+    failures = []
+    for i in _devices():
+        try:
+            results[str(i)] = check(i)
+        except Exception as exc:  # an assertion, or CUDA's own error (ECC, Xid): this GPU failed
+            text = " ".join(str(exc).split())[:300]
+            failures.append(text if text.startswith(f"GPU {i}") else f"GPU {i}: {type(exc).__name__}: {text}")
+    if failures:
+        raise AssertionError("; ".join(failures))
+    return results
 
 
 def _device() -> str:
@@ -56,7 +73,8 @@ def check_versions() -> tuple[str, dict[str, Any]]:
         "torch": torch.__version__.split("+")[0],
         "cuda": torch.version.cuda or "none",
         "cudnn": str(torch.backends.cudnn.version() or "none"),
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.version.cuda else "none",
+        # (major, minor, patch) and, for a suffixed NCCL, the suffix: the label has no suffix
+        "nccl": ".".join(map(str, tuple(torch.cuda.nccl.version())[:3])) if torch.version.cuda else "none",
     }
     problems = []
     if "torch" in want and want["torch"] != have["torch"]:
@@ -124,36 +142,36 @@ def _compare(what: str, dtype_name: str, out: torch.Tensor, ref: torch.Tensor) -
 
 def check_numerics() -> tuple[str, dict[str, Any]]:
     """Matmul and conv on every GPU against a CPU fp32 reference, per dtype."""
-    devices = _devices()
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(512, 512, generator=gen), torch.randn(512, 512, generator=gen)
     x, w = torch.randn(8, 16, 32, 32, generator=gen), torch.randn(32, 16, 3, 3, generator=gen)
     ref_mm, ref_conv = a @ b, torch.nn.functional.conv2d(x, w, padding=1)
-    errors: dict[str, dict[str, float]] = {}
+
+    def on(i: int) -> dict[str, float]:
+        dev, per = f"cuda:{i}", {}
+        for name, dtype in DTYPES.items():
+            tf32 = name == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+            mm = a.to(dev, dtype) @ b.to(dev, dtype)
+            conv = torch.nn.functional.conv2d(x.to(dev, dtype), w.to(dev, dtype), padding=1)
+            per[f"matmul_{name}"] = _compare(f"GPU {i} matmul", name, mm, ref_mm)
+            per[f"conv_{name}"] = _compare(f"GPU {i} conv2d", name, conv, ref_conv)
+        return per
+
     old_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
-        for i in devices:
-            dev, per = f"cuda:{i}", {}
-            for name, dtype in DTYPES.items():
-                tf32 = name == "tf32"
-                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-                mm = a.to(dev, dtype) @ b.to(dev, dtype)
-                conv = torch.nn.functional.conv2d(x.to(dev, dtype), w.to(dev, dtype), padding=1)
-                per[f"matmul_{name}"] = _compare(f"GPU {i} matmul", name, mm, ref_mm)
-                per[f"conv_{name}"] = _compare(f"GPU {i} conv2d", name, conv, ref_conv)
-            errors[str(i)] = per
+        errors = _on_each_gpu(on)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old_tf32
     worst = max(((i, k, v) for i, per in errors.items() for k, v in per.items()), key=lambda t: t[2])
     return (
-        f"{len(devices)} GPU(s) within tolerance (worst GPU {worst[0]} {worst[1]}: {worst[2]:.1e})",
+        f"{len(errors)} GPU(s) within tolerance (worst GPU {worst[0]} {worst[1]}: {worst[2]:.1e})",
         {"relative_errors": errors},
     )
 
 
 def check_amp_step() -> tuple[str, dict[str, Any]]:
-    losses: dict[str, list[float]] = {}
-    for i in _devices():
+    def on(i: int) -> list[float]:
         dev = f"cuda:{i}"
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(256, 512), nn.GELU(), nn.Linear(512, 10)).to(dev)
@@ -171,7 +189,9 @@ def check_amp_step() -> tuple[str, dict[str, Any]]:
             run.append(loss.item())
         if not all(torch.isfinite(torch.tensor(run))):
             raise AssertionError(f"GPU {i}: non-finite AMP loss: {run}")
-        losses[str(i)] = run
+        return run
+
+    losses = _on_each_gpu(on)
     first = next(iter(losses.values()))
     return (
         f"fp16 autocast + GradScaler on {len(losses)} GPU(s), GPU 0 loss {first[0]:.3f} -> {first[-1]:.3f}",
@@ -295,14 +315,15 @@ def check_device_assert() -> str:
 
 
 def check_gds() -> str:
-    """GPUDirect Storage's cuFile is loadable: a file either registers, or fails with cuFile's
-    own error (an overlay file system cannot do GDS), never a missing library."""
+    """GPUDirect Storage: 4 KiB written from GPU memory through cuFile and read back. (cuFile's
+    library always loads with torch, which links it; whether it works is what counts.) A file
+    system without a GDS path (an overlay, tmpfs) is a skip that says so, not a pass."""
     cuda_state.need_gpu()
     # cuFile logs to cufile.log in the working directory unless told otherwise
     os.environ.setdefault("CUFILE_LOGFILE_PATH", str(Path(tempfile.gettempdir()) / "torchimg-cufile.log"))
     with tempfile.NamedTemporaryFile() as f:
         try:
-            torch.cuda.gds.GdsFile(f.name, os.O_CREAT | os.O_RDWR)  # opens with O_DIRECT
+            gds = torch.cuda.gds.GdsFile(f.name, os.O_CREAT | os.O_RDWR)  # opens with O_DIRECT
         except OSError as exc:  # tmpfs (and some overlays) refuse O_DIRECT before cuFile is asked
             raise CannotCheckError(
                 f"{tempfile.gettempdir()} cannot be opened with O_DIRECT ({exc})"
@@ -310,8 +331,18 @@ def check_gds() -> str:
         except RuntimeError as exc:
             if "cuFile" not in str(exc):
                 raise
-            return f"cuFile loaded; this file system has no GDS ({str(exc)[:80]})"
-    return "cuFile loaded and registered a file (GDS, or cuFile's compatibility mode without nvidia-fs)"
+            raise CannotCheckError(
+                f"cuFile refused a file in {tempfile.gettempdir()}: no GDS path there ({str(exc)[:120]})"
+            ) from None
+        written = torch.arange(1024, dtype=torch.int32, device="cuda")
+        gds.save_storage(written.untyped_storage(), offset=0)
+        read = torch.zeros_like(written)
+        gds.load_storage(read.untyped_storage(), offset=0)
+        torch.cuda.synchronize()
+        del gds  # deregisters the handle and closes the file
+        if not torch.equal(written, read):
+            raise AssertionError("4 KiB written through cuFile read back as other bytes")
+    return "4 KiB GPU memory -> file -> GPU memory through cuFile (GDS, or its compatibility mode)"
 
 
 def check_nvshmem() -> str:
@@ -458,6 +489,9 @@ def check_memory() -> tuple[str, dict[str, Any]]:
 
 
 CHECKS: tuple[tuple[str, Callable[[], Outcome]], ...] = (
+    # first: in EXCLUSIVE_PROCESS compute mode its child process gets no GPU once this process
+    # holds a context, and nothing before it opens one (CUDA's start and device queries do not)
+    ("device-side assert surfaces", check_device_assert),
     ("versions match labels", check_versions),
     ("OpenMP", check_openmp),
     ("CUDA available", check_cuda_available),
@@ -476,7 +510,6 @@ CHECKS: tuple[tuple[str, Callable[[], Outcome]], ...] = (
     ("determinism", check_determinism),
     ("transformer training step", check_transformer_step),
     ("attention backend", check_attention),
-    ("device-side assert surfaces", check_device_assert),
     ("GPUDirect Storage (cuFile)", check_gds),
     ("GPU memory", check_memory),
 )
