@@ -33,7 +33,7 @@ class _IterReader(io.RawIOBase):
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
-        self._rest = b""
+        self._rest = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -41,12 +41,12 @@ class _IterReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         while not self._rest:
             try:
-                self._rest = next(self._chunks)
+                self._rest = memoryview(next(self._chunks))
             except StopIteration:
                 return 0
         n = min(len(buffer), len(self._rest))
         buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
+        self._rest = self._rest[n:]  # a view: the chunk is not copied again
         return n
 
 
@@ -119,7 +119,7 @@ def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles, kind: str) -
     """A compressed layer: walk its tar, searching file names and contents, counting file bytes."""
     counter = _Counter(compression.decompressed(f, kind))
     files = 0
-    with tarfile.open(fileobj=io.BufferedReader(counter, _CHUNK), mode="r|") as layer:
+    with tarfile.open(fileobj=io.BufferedReader(counter, _CHUNK), mode="r|", bufsize=_CHUNK) as layer:
         for member in layer:
             needles.search(f"{name}:{member.name}", iter([member.name.encode()]))
             if member.isfile():
@@ -137,7 +137,8 @@ _READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *compression.ERRO
 
 def _members(image: str) -> Generator[tuple[str, IO[bytes], int], None, None]:
     """Each file of `docker save` of `image`, streamed: (name, readable, size)."""
-    with tarfile.open(fileobj=io.BufferedReader(_IterReader(engine.save(image)), _CHUNK), mode="r|") as tar:
+    reader = io.BufferedReader(_IterReader(engine.save(image)), _CHUNK)
+    with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK) as tar:
         for member in tar:
             f = tar.extractfile(member) if member.isfile() else None
             if f is not None:
