@@ -119,7 +119,7 @@ def _layer(name: str, f: IO[bytes], stored: int, needles: _Needles, kind: str) -
     """A compressed layer: walk its tar, searching file names and contents, counting file bytes."""
     counter = _Counter(compression.decompressed(f, kind))
     files = 0
-    with tarfile.open(fileobj=io.BufferedReader(counter, _CHUNK), mode="r|", bufsize=_CHUNK) as layer:
+    with tarfile.open(fileobj=io.BufferedReader(counter, _CHUNK), mode="r|") as layer:
         for member in layer:
             needles.search(f"{name}:{member.name}", iter([member.name.encode()]))
             if member.isfile():
@@ -138,7 +138,8 @@ _READ_ERRORS: tuple[type[Exception], ...] = (tarfile.TarError, *compression.ERRO
 def _members(image: str) -> Generator[tuple[str, IO[bytes], int], None, None]:
     """Each file of `docker save` of `image`, streamed: (name, readable, size)."""
     reader = io.BufferedReader(_IterReader(engine.save(image)), _CHUNK)
-    with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK) as tar:
+    with tarfile.open(fileobj=reader, mode="r|") as tar:  # tarfile's default record size: its
+        # stream copies what is left of its buffer on every small read
         for member in tar:
             f = tar.extractfile(member) if member.isfile() else None
             if f is not None:

@@ -36,7 +36,9 @@ _FLAGS = {
 _TOML = {"cache_repository": "cache"}  # the variants.toml key where it differs from the setting's
 
 
-def resolve(name: str, flag: str | None, configured: str | None = None) -> tuple[str | None, str]:
+def resolve(
+    name: str, flag: str | None, configured: str | None = None, file: str = "variants.toml"
+) -> tuple[str | None, str]:
     """(value, where it came from): the flag, else $ENV, else variants.toml. An empty or blank
     variable counts as unset (CI fills unset ones with ''); an empty flag is refused: given as
     `--repository "$TARGET"` with TARGET unset, it must not fall back to somewhere else."""
@@ -49,7 +51,7 @@ def resolve(name: str, flag: str | None, configured: str | None = None) -> tuple
         return flag, _FLAGS[name]
     if (env := os.environ.get(ENV[name], "")).strip():
         return env, f"${ENV[name]}"
-    return (configured, f"variants.toml {_TOML.get(name, name)}") if configured else (None, "")
+    return (configured, f"{file} {_TOML.get(name, name)}") if configured else (None, "")
 
 
 def config_file(flag: str | None) -> Path:
@@ -100,13 +102,13 @@ class Settings:
     reports: Path
 
     def repository(self, flag: str | None) -> str:
-        value, source = resolve("repository", flag, self.config.repository)
+        value, source = resolve("repository", flag, self.config.repository, self.config.source.name)
         assert value is not None  # variants.toml requires it
         return references.repository(value, source)
 
     def staging(self, flag: str | None, repository: str) -> str:
         """Where candidates wait for their test and scan: default `<repository>-staging`."""
-        value, source = resolve("staging", flag, self.config.staging)
+        value, source = resolve("staging", flag, self.config.staging, self.config.source.name)
         if not value:
             return f"{repository}-staging"
         staging = references.repository(value, source)
@@ -121,7 +123,7 @@ class Settings:
     def cache_repository(self, flag: str | None, repository: str) -> str | None:
         """BuildKit's registry cache: never the release or staging repository (its cache ref
         `<variant>-<flavor>` is a released moving tag's name)."""
-        value, source = resolve("cache_repository", flag, self.config.cache)
+        value, source = resolve("cache_repository", flag, self.config.cache, self.config.source.name)
         if not value:
             return None
         cache = references.repository(value, source)
@@ -137,7 +139,7 @@ class Settings:
 
     def builder(self, flag: str | None) -> str | None:
         """A buildx builder's name, as buildx allows them: it goes on buildx's command line."""
-        value, source = resolve("builder", flag, self.config.builder)
+        value, source = resolve("builder", flag, self.config.builder, self.config.source.name)
         if value is not None and not _BUILDER.fullmatch(value):
             raise PipelineError(
                 f"{source} {value[:80]!r} is not a buildx builder name (letters, digits, '_', '.', '-')",

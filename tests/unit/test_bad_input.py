@@ -558,3 +558,22 @@ def test_a_builder_that_cannot_be_shown_to_read_the_dockerfile_is_said_before_th
     found = engine.buildkit_problem(inspected)
     assert found == problem if problem is None else problem in str(found)
     assert len(engine.builder_nodes(inspected)) == inspected.count("Status: running")
+
+
+def test_a_setting_from_another_variants_file_is_named_by_that_file(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{root}/no-such-docker.sock")
+    other = root / "other.toml"
+    other.write_text(
+        (root / "variants.toml")
+        .read_text()
+        .replace(
+            'repository = "localhost:5000/pytorch"',
+            'repository = "localhost:5000/pytorch"\nbuilder = "a b"',
+            1,
+        )
+    )
+    assert cli.main(["--config", str(other), "--reports", str(root / "reports"), "build"]) == 2
+    err = capsys.readouterr().err
+    assert "other.toml builder 'a b'" in err, err

@@ -3,7 +3,8 @@
 Reports best and median of the timed repeats, the share of the GPU's dense datasheet peak
 and, where published, of the best achievable figure; a bare `torch.matmul` loop timed in the
 same run is the reference the probe's own timing must match. The GPU first waits
-(`torch.cuda._sleep`) while every timed call of a row is queued, then runs them back to back:
+(`torch.cuda._sleep`) while the timed calls of a row are queued (up to 400 behind one wait),
+then runs them back to back:
 a small shape times the GPU, not the CPU's launches, and no idle gap between repeats lets
 the clocks boost above what the GPU sustains under load. A
 row that cannot run (fp8 on an odd configuration, out of memory on a small MIG slice) records
@@ -28,10 +29,13 @@ REFERENCE = ("bf16", 8192)  # the row compared with a bare torch.matmul loop
 # fp8 e4m3 through cuBLASLt: "fp8" accumulates in full precision (what training recipes use),
 # "fp8_fast" with fast accumulation (what the datasheet's fp8 peak assumes).
 FP8_MODES = {"fp8": False, "fp8_fast": True}
-# GPU clock cycles the GPU waits per call queued behind the wait: ~10 us at 2 GHz, more than a
-# launch takes; at least ~1 ms in all
-QUEUE_FILL_CYCLES_PER_CALL = 20_000
+# GPU clock cycles the GPU waits per call queued behind the wait: ~50 us at 2 GHz, several
+# times what a launch from Python takes; at least ~1 ms in all. At most MAX_QUEUED_CALLS calls
+# wait behind one wait: CUDA holds about 1024 pending launches, then the CPU blocks while the
+# GPU runs, and the rest would be queued against a running GPU.
+QUEUE_FILL_CYCLES_PER_CALL = 100_000
 QUEUE_FILL_MIN_CYCLES = 2_000_000
+MAX_QUEUED_CALLS = 400
 
 
 def _fp8_supported() -> bool:
@@ -78,20 +82,26 @@ def _warm_up(fn: Callable[[], Any], inner: int, seconds: float) -> None:
 
 
 def _time_gpu(fn: Callable[[], Any], inner: int, repeats: int, warmup_s: float = 0.3) -> list[float]:
-    """Per-call seconds of `repeats` timings of `inner` calls each, all queued behind one wait
-    and run back to back (each repeat between its own pair of events)."""
+    """Per-call seconds of `repeats` timings of `inner` calls each. The repeats are queued in
+    groups of at most MAX_QUEUED_CALLS calls, each group behind one wait, and run back to back
+    (each repeat between its own pair of events)."""
     _warm_up(fn, inner, warmup_s)
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)
-    ]
-    torch.cuda._sleep(max(QUEUE_FILL_MIN_CYCLES, QUEUE_FILL_CYCLES_PER_CALL * inner * repeats))
-    for start, end in events:
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-    events[-1][1].synchronize()
-    return [start.elapsed_time(end) / 1e3 / inner for start, end in events]
+    per_group = max(1, MAX_QUEUED_CALLS // inner)
+    times: list[float] = []
+    for done in range(0, repeats, per_group):
+        events = [
+            (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            for _ in range(min(per_group, repeats - done))
+        ]
+        torch.cuda._sleep(max(QUEUE_FILL_MIN_CYCLES, QUEUE_FILL_CYCLES_PER_CALL * inner * len(events)))
+        for start, end in events:
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+        events[-1][1].synchronize()
+        times += [start.elapsed_time(end) / 1e3 / inner for start, end in events]
+    return times
 
 
 def _time_cpu(fn: Callable[[], Any], inner: int, repeats: int) -> list[float]:

@@ -290,7 +290,11 @@ def check_pcie() -> tuple[str, dict[str, Any]]:
     concerns, failures = [], []
     with _nvml() as nvml:
         for i, h in _handles(nvml):
-            h2d, d2h = _copy_gbs(i, True), _copy_gbs(i, False)
+            try:
+                h2d, d2h = _copy_gbs(i, True), _copy_gbs(i, False)
+            except Exception as exc:  # out of memory on a slice, a GPU fallen off the bus: said, and on
+                failures.append(f"GPU {i}: pinned copies failed: {type(exc).__name__}: {str(exc)[:200]}")
+                continue
             gen = _value(nvml, nvml.nvmlDeviceGetMaxPcieLinkGeneration, h)
             width = _value(nvml, nvml.nvmlDeviceGetMaxPcieLinkWidth, h)
             now = (

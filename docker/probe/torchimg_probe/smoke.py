@@ -314,6 +314,11 @@ def check_device_assert() -> str:
     return caught.removeprefix("CAUGHT ")[:200]
 
 
+# cuFile's words for a host or file system without a GDS path (an overlay, no nvidia-fs with
+# compatibility mode off): a skip that says so. Any other cuFile error is a broken install.
+_NO_GDS_PATH = ("not supported", "unsupported", "nvidia-fs")
+
+
 def check_gds() -> str:
     """GPUDirect Storage: 4 KiB written from GPU memory through cuFile and read back. (cuFile's
     library always loads with torch, which links it; whether it works is what counts.) A file
@@ -329,14 +334,16 @@ def check_gds() -> str:
                 f"{tempfile.gettempdir()} cannot be opened with O_DIRECT ({exc})"
             ) from None
         except RuntimeError as exc:
-            if "cuFile" not in str(exc):
-                raise
-            raise CannotCheckError(
-                f"cuFile refused a file in {tempfile.gettempdir()}: no GDS path there ({str(exc)[:120]})"
-            ) from None
+            said = str(exc).lower()
+            if "cufile" in said and any(w in said for w in _NO_GDS_PATH):
+                raise CannotCheckError(
+                    f"cuFile has no GDS path for {tempfile.gettempdir()} here ({str(exc)[:120]})"
+                ) from None
+            raise AssertionError(f"cuFile failed to register a file: {str(exc)[:300]}") from None
         written = torch.arange(1024, dtype=torch.int32, device="cuda")
-        gds.save_storage(written.untyped_storage(), offset=0)
         read = torch.zeros_like(written)
+        torch.cuda.synchronize()  # cuFile's I/O is not ordered with the CUDA stream
+        gds.save_storage(written.untyped_storage(), offset=0)
         gds.load_storage(read.untyped_storage(), offset=0)
         torch.cuda.synchronize()
         del gds  # deregisters the handle and closes the file
@@ -474,15 +481,16 @@ def check_attention() -> Outcome:
 
 
 def check_memory() -> tuple[str, dict[str, Any]]:
-    per: dict[str, dict[str, float]] = {}
-    for i in _devices():
+    def on(i: int) -> dict[str, float]:
         free, total = torch.cuda.mem_get_info(i)
-        per[str(i)] = {
+        return {
             "allocated_mb": round(torch.cuda.memory_allocated(i) / 2**20, 1),
             "max_allocated_mb": round(torch.cuda.max_memory_allocated(i) / 2**20, 1),
             "free_gb": round(free / 1e9, 1),
             "total_gb": round(total / 1e9, 1),
         }
+
+    per = _on_each_gpu(on)
     return "; ".join(f"GPU {i}: {d['free_gb']} of {d['total_gb']} GB free" for i, d in per.items()), {
         "devices": per
     }

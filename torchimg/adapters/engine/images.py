@@ -295,7 +295,7 @@ def save(ref: str) -> Iterator[bytes]:
             proc.stdout.close()
             code = proc.wait()
         if code != 0:
-            errors.seek(0)
+            errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # the error comes last
             said = errors.read(4096).decode(errors="replace").strip().splitlines()
             raise ToolError(
                 f"the Docker Engine failed while saving {ref}: {said[-1] if said else f'exit {code}'}",
