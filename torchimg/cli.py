@@ -259,14 +259,12 @@ def _notes(args: argparse.Namespace, found: settings.Settings) -> None:
     repository = parts["name"]
     named = references.digest_of(ref, "REF") if parts["digest"] else None  # checked before the engine
     engine.preflight(buildx=True)
-    if named:
-        digest = named
-    else:
+    digest = named
+    if digest is None:
         tagged = ref if parts["tag"] else f"{ref}:latest"
-        served = remote_registry.digest(tagged)
-        if served is None:
+        digest = remote_registry.digest(tagged)
+        if digest is None:
             raise PipelineError(f"{tagged}: the registry has no such tag", "name an image it serves")
-        digest = served
     beside = f"{repository}:{tags.release_files(digest)}"
     files = remote_registry.attached_release(repository, digest)
     if files is None:

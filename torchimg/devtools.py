@@ -185,10 +185,11 @@ def remove_recorded_images() -> list[str]:
         # a tag only while it names the recorded image: a record is a file anyone may edit,
         # and a tag moved on since names an image this record did not build
         mine = [ref for ref in rec.tags if engine.image_id(ref) == rec.image_id]
-        for ref in [*mine, *([staged.by_digest] if staged else [])]:
-            if engine.image_id(ref) is not None:
-                engine.untag(ref, force=True)
-                removed.append(ref)
+        if staged and engine.image_id(staged.by_digest) is not None:
+            mine.append(staged.by_digest)
+        for ref in mine:
+            engine.untag(ref, force=True)
+            removed.append(ref)
     return removed
 
 

@@ -101,14 +101,18 @@ class Settings:
     config: Config
     reports: Path
 
+    def _resolve(self, name: str, flag: str | None, configured: str | None) -> tuple[str | None, str]:
+        """resolve(), naming a configured value by the variants file it came from."""
+        return resolve(name, flag, configured, self.config.source.name)
+
     def repository(self, flag: str | None) -> str:
-        value, source = resolve("repository", flag, self.config.repository, self.config.source.name)
+        value, source = self._resolve("repository", flag, self.config.repository)
         assert value is not None  # variants.toml requires it
         return references.repository(value, source)
 
     def staging(self, flag: str | None, repository: str) -> str:
         """Where candidates wait for their test and scan: default `<repository>-staging`."""
-        value, source = resolve("staging", flag, self.config.staging, self.config.source.name)
+        value, source = self._resolve("staging", flag, self.config.staging)
         if not value:
             return f"{repository}-staging"
         staging = references.repository(value, source)
@@ -123,7 +127,7 @@ class Settings:
     def cache_repository(self, flag: str | None, repository: str) -> str | None:
         """BuildKit's registry cache: never the release or staging repository (its cache ref
         `<variant>-<flavor>` is a released moving tag's name)."""
-        value, source = resolve("cache_repository", flag, self.config.cache, self.config.source.name)
+        value, source = self._resolve("cache_repository", flag, self.config.cache)
         if not value:
             return None
         cache = references.repository(value, source)
@@ -139,7 +143,7 @@ class Settings:
 
     def builder(self, flag: str | None) -> str | None:
         """A buildx builder's name, as buildx allows them: it goes on buildx's command line."""
-        value, source = resolve("builder", flag, self.config.builder, self.config.source.name)
+        value, source = self._resolve("builder", flag, self.config.builder)
         if value is not None and not _BUILDER.fullmatch(value):
             raise PipelineError(
                 f"{source} {value[:80]!r} is not a buildx builder name (letters, digits, '_', '.', '-')",

@@ -43,26 +43,29 @@ def _fix(path: Path) -> str:
     return f"recompile it: `nox -s lock -- --variant {path.parent.name}` (never edit a lockfile by hand)"
 
 
-def _text(path: Path, fix: str) -> str:
-    """A lockfile's text; one that cannot be read (a folder, unreadable, not UTF-8) is named."""
+def _bytes(path: Path) -> bytes:
+    """A lockfile's bytes; one that cannot be read (a folder, unreadable) is named."""
     try:
-        return read_bytes(path).decode("utf-8")
-    except UnicodeDecodeError:
-        raise PipelineError(f"{path.name}: not UTF-8 text", fix) from None
+        return read_bytes(path)
     except OSError as exc:
-        raise PipelineError(f"{path}: cannot be read as a lockfile ({exc.strerror or exc})", fix) from None
+        raise PipelineError(
+            f"{path}: cannot be read as a lockfile ({exc.strerror or exc})", _fix(path)
+        ) from None
 
 
 def read_text(path: Path) -> str:
     """A lockfile's text (UTF-8, a regular file of at most MAX_BYTES); PipelineError naming it."""
-    return _text(path, _fix(path))
+    try:
+        return _bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path.name}: not UTF-8 text", _fix(path)) from None
 
 
 def read_info(path: Path) -> LockInfo:
     """The header fields of a lockfile written by `nox -s lock`."""
     values = {}
     fix = _fix(path)
-    for line in _text(path, fix).splitlines():
+    for line in read_text(path).splitlines():
         if not line.startswith("#"):
             break  # the header is the leading comment block: a comment further down is not it
         for key in _FIELDS:
@@ -90,13 +93,7 @@ def read_bytes(path: Path) -> bytes:
 
 def sha256(path: Path) -> str:
     """The lockfile's sha256 (hex); PipelineError naming it when it cannot be read."""
-    try:
-        return hashlib.sha256(read_bytes(path)).hexdigest()
-    except OSError as exc:
-        raise PipelineError(
-            f"{path}: cannot be read as a lockfile ({exc.strerror or exc})",
-            _fix(path),
-        ) from None
+    return hashlib.sha256(_bytes(path)).hexdigest()
 
 
 def shared_mismatches(runtime: dict[str, str], dev: dict[str, str]) -> list[str]:
@@ -170,7 +167,7 @@ def verify(path: Path, torch: str, torch_required: bool) -> dict[str, str]:
     or where present) pinned to exactly `torch` (local version label included: 2.9.1+cu126).
     Returns its pins."""
     fix = _fix(path)
-    text = _text(path, fix)
+    text = read_text(path)
     found: dict[str, str] = {}
     for n, line in _logical_lines(text):
         where = f"{path.name} line {n}"
