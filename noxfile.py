@@ -6,6 +6,9 @@ sessions start instantly and use exactly the pinned tools. Options follow `--`, 
 `nox -s build -- --variant 2.9.1-cu128 --flavor runtime`; `python -m torchimg STAGE -h` lists them.
 """
 
+import argparse
+import ast
+import os
 import shutil
 import signal
 import subprocess
@@ -142,3 +145,35 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests, then integration tests against the real engine, BuildKit and registry."""
     session.run(sys.executable, "-m", "pytest", *session.posargs)
+
+
+def _name(arg: str) -> str:
+    """A session name as nox compares it (its Python expression, whatever the spacing)."""
+    try:
+        return ast.dump(ast.parse(arg))
+    except (SyntaxError, ValueError):
+        return arg
+
+
+def _refuse_unknown_sessions() -> None:
+    """nox ends with status 3 for a session name it does not know, which here says a tool
+    failed: a mistyped name is bad input, status 2, named with the sessions there are. Read
+    the way nox reads it (`-s/-e/--session/--sessions`, else $NOXSESSION, before `--`)."""
+    program = Path(sys.argv[0])
+    if "nox" not in (program.name, program.parent.name):
+        return
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-s", "-e", "--session", "--sessions", nargs="*", dest="sessions")
+    argv = sys.argv[1:]
+    given = parser.parse_known_args(argv[: argv.index("--")] if "--" in argv else argv)[0].sessions
+    if given is None:
+        given = [n for n in os.environ.get("NOXSESSION", "").split(",") if n]
+    known = sorted(nox.registry.get())
+    unknown = [n for n in given if _name(n) not in {_name(k) for k in known}]
+    if unknown:
+        print(f"Error: no session {', '.join(map(repr, unknown))} in noxfile.py", file=sys.stderr)
+        print(f"  fix: pick from {', '.join(known)} (nox --list describes each)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+_refuse_unknown_sessions()

@@ -12,7 +12,7 @@ from tests.integration.conftest import Pipeline, build_small, remove_images, req
 from torchimg.adapters import emulation, engine, trivy
 from torchimg.errors import BAD_INPUT, TOOL_FAILED, PipelineError, RefusedError, ToolError
 from torchimg.model import record, scan_policy, variants
-from torchimg.model.push_preconditions import Target, unmet
+from torchimg.model.push_preconditions import Target, unscanned
 from torchimg.stages import scan
 
 pytestmark = pytest.mark.integration
@@ -112,7 +112,8 @@ def test_a_trivy_crash_after_its_db_line_is_a_failed_scan_no_flag_waives(
     assert saved is not None and saved.scan is not None
     assert saved.scan.ok is False and saved.scan.vulnerabilities == "scan failed"
     assert saved.scan.vuln_db.available is True  # decided before the scan, from the cache folder
-    refused = unmet(saved, Target("localhost:5000/x", allow_no_vuln_db=True), True)
+    # the scan's own gate: whatever the working tree or an earlier test left in the record
+    refused = unscanned(saved, Target("localhost:5000/x", allow_no_vuln_db=True), True, None)
     assert refused is not None and "failed its scan gate" in refused.what
 
 

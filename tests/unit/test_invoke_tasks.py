@@ -122,3 +122,47 @@ def test_doctor_refuses_a_variant_or_flavor_beside_an_image(
     with pytest.raises(PipelineError, match="--image names the image itself") as exc:
         devtools.doctor(variant, flavor, "localhost:5000/pytorch:2.9.1-cu128-runtime")
     assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "unknown"),
+    [
+        (["-s", "biuld"], {}, "'biuld'"),
+        (["-s", "build", "tset", "--", "--variant", "x"], {}, "'tset'"),
+        (["--session=refresh-bases", "--list"], {}, "'refresh-bases'"),
+        (["--list"], {"NOXSESSION": "lint,nope"}, "'nope'"),
+    ],
+)
+def test_a_session_name_nox_does_not_know_is_bad_input(
+    argv: list[str], env: dict[str, str], unknown: str
+) -> None:
+    """nox's own answer would be 3, which here means a tool failed."""
+    import subprocess
+    import sys
+
+    nox = Path(sys.executable).parent / "nox"
+    done = subprocess.run(
+        [str(nox), *argv],
+        cwd=Path(devtools.__file__).parents[1],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"no session {unknown}" in done.stderr and "refresh_bases" in done.stderr
+
+
+def test_session_names_nox_knows_are_listed() -> None:
+    """The check of session names lets a known one through to nox."""
+    import subprocess
+    import sys
+
+    nox = Path(sys.executable).parent / "nox"
+    done = subprocess.run(
+        [str(nox), "-s", "lint", "refresh_bases", "--list"],
+        cwd=Path(devtools.__file__).parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "* refresh_bases" in done.stdout and "* lint" in done.stdout

@@ -30,7 +30,7 @@ def unmet(
     `cuda`: a CUDA image, which a remote release wants tested on a GPU (--require-gpu).
     `platforms`: what the variant declares; the image must be built and tested for each."""
     early = untested(rec, target, local_target, cuda, platforms)
-    return early if early is not None else _unscanned(rec, target, local_target, policy)
+    return early if early is not None else unscanned(rec, target, local_target, policy)
 
 
 def untested(
@@ -78,22 +78,21 @@ def untested(
     return None
 
 
-def _unscanned(
+def unscanned(
     rec: record.Record, target: Target, local_target: bool, policy: dict[str, str] | None
 ) -> RefusedError | None:
-    """The scan's part of the preconditions."""
+    """The scan's part of the preconditions (a failed or missing scan, a platform it did not read,
+    another policy, no vulnerability DB for a release)."""
     what = f"{rec.variant} {rec.flavor}"
     select = f"-- --variant {rec.variant} --flavor {rec.flavor}"
     if rec.scan is None or not rec.passed("scan"):
         problems = "; ".join(rec.scan.problems) if rec.scan else "not scanned"
         return RefusedError(f"push refused: {what} failed its scan gate: {problems}", f"nox -s scan {select}")
     read = rec.scan.platforms
-    unscanned = (
-        [p for p in rec.build.platforms if p not in read] if read or len(rec.build.platforms) > 1 else []
-    )
-    if unscanned:
+    unread = [p for p in rec.build.platforms if p not in read] if read or len(rec.build.platforms) > 1 else []
+    if unread:
         return RefusedError(
-            f"push refused: the scan of {what} did not read its image for {', '.join(unscanned)}",
+            f"push refused: the scan of {what} did not read its image for {', '.join(unread)}",
             f"scan it again (every platform is read): nox -s scan {select}",
         )
     if policy is not None and rec.scan.policy != policy:
