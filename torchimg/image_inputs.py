@@ -166,6 +166,8 @@ def build_args(variant: Variant, base_ref: str, git: gitinfo.GitInfo, lock_pytho
         "TORCH_INDEX": variant.index,
         "PYPI_INDEX": torch_builds.PYPI_INDEX,
         # the fallback: an NVIDIA CUDA base's own NVIDIA_REQUIRE_CUDA wins (docker/Dockerfile)
-        "TORCHIMG_REQUIRE_CUDA": f"cuda>={cuda.version}" if cuda else "",
+        # the CUDA major: an older minor runs by minor-version compatibility (the doctor warns)
+        "TORCHIMG_REQUIRE_CUDA": f"cuda>={cuda.version.split('.')[0]}.0" if cuda else "",
+        "TORCHIMG_HOST_DRIVER": "/usr/local/nvidia" if cuda else "",
         "NVIDIA_VISIBLE_DEVICES": "all" if cuda else "void",
     }

@@ -500,7 +500,7 @@ def markdown(m: Manifest) -> str:
         "## Contents",
         "",
         f"- torch {v.get('torch')}, CUDA {v.get('cuda')}, cuDNN {v.get('cudnn')}, NCCL {v.get('nccl')}, "
-        f"Python {v.get('python')}; needs an NVIDIA driver >= {v.get('driver_min')}",
+        f"Python {v.get('python')}; {_driver_need(v.get('driver_min'))}",
         f"- base `{m['base']['name']}` @ `{m['base']['digest']}`"
         + ("" if m["base"]["pinned"] else " (not the variant's pinned base: overridden at build time)"),
         *(f"- lockfile `{p}` sha256 `{h}`" for p, h in sorted(m["lockfiles"].items())),
@@ -541,3 +541,13 @@ def markdown(m: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _driver_need(driver_min: object) -> str:
+    """What the image asks of the host's NVIDIA driver (its label: the CUDA toolkit's minimum)."""
+    if driver_min in (None, "", "none"):
+        return "no NVIDIA driver needed (a CPU build)"
+    return (
+        f"needs an NVIDIA driver >= {driver_min} (an older one of the same CUDA major runs it by "
+        "minor-version compatibility, without JIT of newer PTX)"
+    )

@@ -28,7 +28,7 @@ def main() -> int:
     args = [
         "jupyter",
         "lab",
-        "--ip=0.0.0.0",
+        "--ip=",  # every address, IPv4 and IPv6 (as docker-stacks)
         "--port=8888",
         "--no-browser",
         "--ServerApp.root_dir=/workspace",

@@ -62,6 +62,15 @@ def test_runs_as_a_non_root_user_in_workspace(runtime_image: record.Record) -> N
     assert owners.splitlines() == ["/opt root:0 755", "/opt/venv pytorch:0 775", "/workspace pytorch:0 775"]
 
 
+def test_the_build_leaves_no_stray_file(runtime_image: record.Record, dev_image: record.Record) -> None:
+    """What a build step may leave behind (a mount's stub, a download, a script): peers'
+    sanity tests (AWS's stray-files check) look at /tmp, /var/tmp, / and the user's home."""
+    look = "ls -A /tmp /var/tmp /workspace; find / /home/pytorch -maxdepth 1 -name '*.py'"
+    for image in (runtime_image, dev_image):
+        found = engine.run(image.image_id, ["sh", "-c", look])
+        assert found.split() == ["/tmp:", "/var/tmp:", "/workspace:"], (image.flavor, found)
+
+
 def test_the_images_user_takes_uid_1000_from_a_base_that_holds_it(base: str | None, tmp_path: Path) -> None:
     """Ubuntu 24.04 (and so NVIDIA's CUDA bases) has `ubuntu` as uid and gid 1000: it gives way
     to `pytorch`, the uid the image declares (docker/image/add-user)."""
@@ -135,7 +144,21 @@ def test_labels_are_present_and_true(runtime_image: record.Record, default_varia
     nccl = py(runtime_image.image_id, "import torch; print('.'.join(map(str, torch.cuda.nccl.version())))")
     assert pins["nvidia-nccl-cu12"].startswith(nccl)
     env = py(runtime_image.image_id, "import os; print(os.environ['NVIDIA_REQUIRE_CUDA'])")
-    assert env == "cuda>=12.8"
+    assert env == "cuda>=12.0"  # the toolkit refuses only a driver of an older CUDA major
+
+
+def test_the_host_driver_folders_gke_mounts_are_searched_after_the_images_own(
+    runtime_image: record.Record,
+) -> None:
+    """Where GKE's device plugin mounts the host's libcuda and nvidia-smi: on the loader's
+    path and on PATH, after the venv (nothing of the image's is shadowed), no empty entry."""
+    got = py(
+        runtime_image.image_id,
+        "import os; print(os.environ['LD_LIBRARY_PATH']); print(os.environ['PATH'])",
+    ).splitlines()
+    assert got[0] == "/usr/local/nvidia/lib:/usr/local/nvidia/lib64"
+    path = got[1].split(":")
+    assert path[0] == "/opt/venv/bin" and path[-1] == "/usr/local/nvidia/bin" and "" not in path
 
 
 def test_torch_compile_runs_on_cpu(runtime_image: record.Record) -> None:
@@ -273,7 +296,7 @@ def test_dev_flavor_adds_jupyter_on_top_of_runtime(
 
 
 _JUPYTER_API = """
-import json, subprocess, time, urllib.request, uuid
+import json, os, signal, subprocess, time, urllib.request, uuid
 import websocket  # websocket-client: a dependency of jupyter_server, so in the image
 open("/workspace/hello.txt", "w").write("hi")
 quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -303,10 +326,26 @@ while printed is None and time.time() < deadline:
     message = json.loads(ws.recv())
     if message.get("parent_header", {}).get("msg_id") == msg_id and message["msg_type"] == "stream":
         printed = message["content"]["text"].strip()
+def health():
+    check = ["python", "-I", "/usr/local/bin/torchimg-healthcheck"]
+    done = subprocess.run(check, capture_output=True, text=True)
+    return [done.returncode, done.stderr.strip()]
+answering = health()
+listening = [line.split()[1] for name in ("tcp", "tcp6") for line in open("/proc/net/" + name).readlines()[1:]
+             if line.split()[3] == "0A"]  # LISTEN
+def argv(pid):
+    return open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+lab = b"/opt/venv/bin/jupyter-lab"
+server_pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and argv(p)[1:2] == [lab])
+os.kill(server_pid, signal.SIGSTOP)  # a server that no longer answers
+stopped = health()
+os.kill(server_pid, signal.SIGCONT)
 print(json.dumps({
     "defaults": {k: v.get("default") for k, v in notification["schema"]["properties"].items()},
     "root": sorted(item["name"] for item in get("/api/contents")["content"]),
     "printed": printed,
+    "health": [answering, stopped],
+    "listening": listening,
 }))
 server.terminate()
 """
@@ -325,6 +364,12 @@ def test_jupyter_opens_in_workspace_without_the_news_prompt_and_runs_a_kernel(
     assert found["defaults"]["checkForUpdates"] is False
     assert found["root"] == ["hello.txt"]  # /workspace, not /
     assert found["printed"] == "42"  # a notebook kernel ran code
+    # healthy while Jupyter answers, not when it stops answering (compose's --wait, depends_on)
+    answering, stopped = found["health"]
+    assert answering == [0, ""], answering
+    assert stopped[0] == 1 and "does not answer http://localhost:8888/api" in stopped[1], stopped
+    # on every address, IPv4 and IPv6 (/proc/net/tcp and tcp6, in hex)
+    assert {"00000000:22B8", "00000000000000000000000000000000:22B8"} <= set(found["listening"])
 
 
 def _variant_with_locks(variant: variants.Variant, tmp_path: Path) -> variants.Variant:

@@ -91,11 +91,19 @@ def test_labels_are_read_from_the_lockfile(config: variants.Config) -> None:
 def test_build_args_for_cuda_and_cpu(config: variants.Config) -> None:
     git = gitinfo.GitInfo("abc", 1, False, "x")
     cuda = image_inputs.build_args(config.variant("2.9.1-cu128"), "base", git, "3.13")
-    assert cuda["TORCHIMG_REQUIRE_CUDA"] == "cuda>=12.8"
+    # the major only: a 12.4 driver runs the 12.8 wheels (minor-version compatibility)
+    assert cuda["TORCHIMG_REQUIRE_CUDA"] == "cuda>=12.0"
     assert cuda["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert cuda["TORCHIMG_HOST_DRIVER"] == "/usr/local/nvidia"
+    cu13 = image_inputs.build_args(config.variant("2.9.1-cu130"), "base", git, "3.13")
+    assert cu13["TORCHIMG_REQUIRE_CUDA"] == "cuda>=13.0"
     assert cuda["SOURCE_DATE_EPOCH"] == "1"
     cpu = image_inputs.build_args(config.variant("2.9.1-cpu"), "base", git, "3.13")
-    assert (cpu["TORCHIMG_REQUIRE_CUDA"], cpu["NVIDIA_VISIBLE_DEVICES"]) == ("", "void")
+    assert (cpu["TORCHIMG_REQUIRE_CUDA"], cpu["NVIDIA_VISIBLE_DEVICES"], cpu["TORCHIMG_HOST_DRIVER"]) == (
+        "",
+        "void",
+        "",
+    )
 
 
 def test_layer_times_follow_the_repositorys_lockfile_not_a_copy(

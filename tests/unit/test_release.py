@@ -72,6 +72,7 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
     assert has_row(text, "`localhost:5000/pytorch:latest`", f"`sha256:{'a' * 64}`")
     assert has_row(text, "numpy", "2.3.4", "2.3.5")
     assert "(on a GPU)" in text
+    assert "needs an NVIDIA driver >= 570.26 (an older one of the same CUDA major runs it" in text
     assert "findings: 3 vulnerability (linux/amd64: 3 vulnerability; linux/arm64: 1 vulnerability);" in text
     # the lock diff is the Python packages'; apt's, which no lockfile pins, are said apart
     m["package_diff"] = {"added": {}, "removed": {}, "changed": {}}
@@ -91,6 +92,8 @@ def test_markdown_manifest_lists_references_and_changes(tmp_path: Path) -> None:
     assert "OS packages: not compared: the previous release's manifest is not here." in releasenotes.markdown(
         m
     )
+    m["versions"]["driver_min"] = "none"
+    assert "no NVIDIA driver needed (a CPU build)" in releasenotes.markdown(m)
 
 
 def _base_manifest() -> releasenotes.Manifest:
