@@ -64,11 +64,20 @@ def test_runs_as_a_non_root_user_in_workspace(runtime_image: record.Record) -> N
 
 def test_the_build_leaves_no_stray_file(runtime_image: record.Record, dev_image: record.Record) -> None:
     """What a build step may leave behind (a mount's stub, a download, a script): peers'
-    sanity tests (AWS's stray-files check) look at /tmp, /var/tmp, / and the user's home."""
-    look = "ls -A /tmp /var/tmp /workspace; find / /home/pytorch -maxdepth 1 -name '*.py'"
+    sanity tests (AWS's stray-files check) look at /tmp, /var/tmp, / and the user's home; the
+    build's bind mounts target /usr/local/sbin."""
+    look = "ls -A /tmp /var/tmp /workspace /usr/local/sbin; find / /home/pytorch -maxdepth 1 -name '*.py'"
     for image in (runtime_image, dev_image):
         found = engine.run(image.image_id, ["sh", "-c", look])
-        assert found.split() == ["/tmp:", "/var/tmp:", "/workspace:"], (image.flavor, found)
+        empty = ["/tmp:", "/usr/local/sbin:", "/var/tmp:", "/workspace:"]  # ls sorts its folders
+        assert found.split() == empty, (image.flavor, found)
+        top = engine.run(image.image_id, ["ls", "-A", "/"]).split()
+        assert set(top) - _DEBIAN_TOP == {".dockerenv", "workspace"}, (image.flavor, top)
+
+
+# A Debian root folder's entries (the merged /usr's links included)
+_DEBIAN_TOP = {"bin", "boot", "dev", "etc", "home", "lib", "lib64", "media", "mnt", "opt", "proc"}
+_DEBIAN_TOP |= {"root", "run", "sbin", "srv", "sys", "tmp", "usr", "var"}
 
 
 def test_the_images_user_takes_uid_1000_from_a_base_that_holds_it(base: str | None, tmp_path: Path) -> None:
@@ -147,11 +156,12 @@ def test_labels_are_present_and_true(runtime_image: record.Record, default_varia
     assert env == "cuda>=12.0"  # the toolkit refuses only a driver of an older CUDA major
 
 
-def test_the_host_driver_folders_gke_mounts_are_searched_after_the_images_own(
+def test_the_host_driver_folders_gke_mounts_are_on_the_search_paths(
     runtime_image: record.Record,
 ) -> None:
     """Where GKE's device plugin mounts the host's libcuda and nvidia-smi: on the loader's
-    path and on PATH, after the venv (nothing of the image's is shadowed), no empty entry."""
+    path (searched before torch's RUNPATH: only driver libraries are there) and at the end of
+    PATH, no empty entry (the current folder)."""
     got = py(
         runtime_image.image_id,
         "import os; print(os.environ['LD_LIBRARY_PATH']); print(os.environ['PATH'])",
@@ -331,21 +341,24 @@ def health():
     done = subprocess.run(check, capture_output=True, text=True)
     return [done.returncode, done.stderr.strip()]
 answering = health()
-listening = [line.split()[1] for name in ("tcp", "tcp6") for line in open("/proc/net/" + name).readlines()[1:]
+# a Jupyter command that serves nothing, waiting at its prompt: not a server to judge
+prompt = subprocess.Popen(["jupyter-server", "password"], stdin=subprocess.PIPE, **quiet)
+time.sleep(1)
+beside = health()
+prompt.kill()
+families = ["tcp", "tcp6"] if os.path.exists("/proc/net/if_inet6") else ["tcp"]  # a kernel with IPv6
+listening = [line.split()[1] for name in families for line in open("/proc/net/" + name).readlines()[1:]
              if line.split()[3] == "0A"]  # LISTEN
-def argv(pid):
-    return open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
-lab = b"/opt/venv/bin/jupyter-lab"
-server_pid = next(int(p) for p in os.listdir("/proc") if p.isdigit() and argv(p)[1:2] == [lab])
-os.kill(server_pid, signal.SIGSTOP)  # a server that no longer answers
+os.kill(server.pid, signal.SIGSTOP)  # a server that no longer answers (the start script exec'd it)
 stopped = health()
-os.kill(server_pid, signal.SIGCONT)
+os.kill(server.pid, signal.SIGCONT)
 print(json.dumps({
     "defaults": {k: v.get("default") for k, v in notification["schema"]["properties"].items()},
     "root": sorted(item["name"] for item in get("/api/contents")["content"]),
     "printed": printed,
-    "health": [answering, stopped],
+    "health": [answering, beside, stopped],
     "listening": listening,
+    "ipv6": families == ["tcp", "tcp6"],
 }))
 server.terminate()
 """
@@ -365,11 +378,14 @@ def test_jupyter_opens_in_workspace_without_the_news_prompt_and_runs_a_kernel(
     assert found["root"] == ["hello.txt"]  # /workspace, not /
     assert found["printed"] == "42"  # a notebook kernel ran code
     # healthy while Jupyter answers, not when it stops answering (compose's --wait, depends_on)
-    answering, stopped = found["health"]
+    answering, beside, stopped = found["health"]
     assert answering == [0, ""], answering
-    assert stopped[0] == 1 and "does not answer http://localhost:8888/api" in stopped[1], stopped
-    # on every address, IPv4 and IPv6 (/proc/net/tcp and tcp6, in hex)
-    assert {"00000000:22B8", "00000000000000000000000000000000:22B8"} <= set(found["listening"])
+    assert beside == [0, ""], beside
+    assert stopped[0] == 1 and "does not answer http://127.0.0.1:8888/api" in stopped[1], stopped
+    # on every address, IPv4 and IPv6 where the kernel has it (/proc/net/tcp and tcp6, in hex)
+    assert "00000000:22B8" in found["listening"]
+    if found["ipv6"]:
+        assert "00000000000000000000000000000000:22B8" in found["listening"]
 
 
 def _variant_with_locks(variant: variants.Variant, tmp_path: Path) -> variants.Variant:
