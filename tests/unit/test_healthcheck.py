@@ -1,10 +1,11 @@
-"""docker/image/healthcheck.py, the image's HEALTHCHECK: which processes it judges and how it
-asks them, against real processes on this machine (an HTTP server named like Jupyter's
-launcher: what the check reads is /proc and the socket, not Jupyter)."""
+"""docker/image/healthcheck.py, the image's HEALTHCHECK: which process it judges and how it
+asks it, against real processes on this machine (stand-ins named like Jupyter's launchers:
+what the check reads is /proc and the sockets, not Jupyter)."""
 
 import importlib.util
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,15 +17,38 @@ import pytest
 
 _SCRIPT = Path(__file__).parents[2] / "docker" / "image" / "healthcheck.py"
 
+# An HTTP server (on TCP, or on a Unix socket), and beside it, given a file to write its port
+# to, a port that accepts connections and never answers (a hung server, seen from outside)
 _SERVER = """
-import http.server, sys
+import http.server, socket, socketserver, sys
 class Answer(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(500 if self.path.startswith("/broken/") else 200)
         self.end_headers()
     def log_message(self, *args):
         pass
+if sys.argv[2:]:
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen()
+    open(sys.argv[2], "w").write(str(mute.getsockname()[1]))
+if sys.argv[1].startswith("/"):
+    class Unix(socketserver.UnixStreamServer):
+        def get_request(self):
+            request, _ = super().get_request()
+            return request, ("local", 0)
+    Unix(sys.argv[1], Answer).serve_forever()
 http.server.HTTPServer((sys.argv[1], 0), Answer).serve_forever()
+"""
+
+# A port that accepts and closes at once, saying nothing in HTTP or TLS
+_CLOSER = """
+import socket
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+while True:
+    listener.accept()[0].close()
 """
 
 
@@ -38,14 +62,16 @@ def check() -> ModuleType:
     return module
 
 
-def _start(tmp_path: Path, check: ModuleType, address: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+def _start(
+    tmp_path: Path, check: ModuleType, *args: str, code: str = _SERVER, listeners: int = 1
+) -> subprocess.Popen[bytes]:
     launcher = tmp_path / "jupyter-server"
-    launcher.write_text(_SERVER)
+    launcher.write_text(code)
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    server = subprocess.Popen([sys.executable, str(launcher), address], env={"HOME": str(home)})
+    server = subprocess.Popen([sys.executable, str(launcher), *args], env={"HOME": str(home)})
     for _ in range(100):
-        if check._listening(str(server.pid))[0]:
+        if len(check._listening(str(server.pid))) >= listeners:
             return server
         time.sleep(0.1)
     server.kill()
@@ -53,74 +79,122 @@ def _start(tmp_path: Path, check: ModuleType, address: str = "127.0.0.1") -> sub
 
 
 @pytest.fixture
-def server(tmp_path: Path, check: ModuleType) -> Iterator[subprocess.Popen[bytes]]:
-    process = _start(tmp_path, check)
-    yield process
-    process.send_signal(signal.SIGCONT)
-    process.kill()
-    process.wait()
+def started(tmp_path: Path, check: ModuleType) -> Iterator[list[subprocess.Popen[bytes]]]:
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for process in processes:
+        process.send_signal(signal.SIGCONT)
+        process.kill()
+        process.wait()
 
 
-def _record(tmp_path: Path, pid: int, **info: object) -> None:
+def _record(tmp_path: Path, pid: int, content: object) -> None:
     runtime = tmp_path / "home" / ".local" / "share" / "jupyter" / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
-    (runtime / f"jpserver-{pid}.json").write_text(json.dumps(info))
+    (runtime / f"jpserver-{pid}.json").write_text(json.dumps(content))
 
 
 def test_a_server_that_answers_is_healthy_and_a_stopped_one_is_not(
-    server: subprocess.Popen[bytes], check: ModuleType
+    tmp_path: Path, check: ModuleType, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    assert check._jupyter_problem(str(server.pid)) is None
+    server = _start(tmp_path, check, "127.0.0.1")
+    started.append(server)
+    assert check._jupyter_problem(str(server.pid), []) is None
     server.send_signal(signal.SIGSTOP)  # the kernel still accepts; nothing answers
-    port = check._listening(str(server.pid))[0][0][1]
-    assert check._jupyter_problem(str(server.pid)) == (
+    port = check._listening(str(server.pid))[0].port
+    assert check._jupyter_problem(str(server.pid), []) == (
         f"does not answer http://127.0.0.1:{port}/api (timed out)"
     )
 
 
 def test_the_record_adds_the_base_url_only_for_a_port_the_process_listens_on(
-    server: subprocess.Popen[bytes], check: ModuleType, tmp_path: Path
+    tmp_path: Path, check: ModuleType, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    port = check._listening(str(server.pid))[0][0][1]
-    _record(tmp_path, server.pid, port=port, base_url="/broken/")
-    assert check._jupyter_problem(str(server.pid)) == (
+    server = _start(tmp_path, check, "127.0.0.1")
+    started.append(server)
+    port = check._listening(str(server.pid))[0].port
+    _record(tmp_path, server.pid, {"port": port, "base_url": "/broken/"})
+    assert check._jupyter_problem(str(server.pid), []) == (
         f"answers http://127.0.0.1:{port}/broken/api with HTTP 500"
     )
     # another container's record under the same PID (a shared home): not this server's
-    _record(tmp_path, server.pid, port=port + 1, base_url="/broken/")
-    assert check._jupyter_problem(str(server.pid)) is None
-    # a record that is not an object is no record
-    (
-        tmp_path / "home" / ".local" / "share" / "jupyter" / "runtime" / f"jpserver-{server.pid}.json"
-    ).write_text("[]")
-    assert check._jupyter_problem(str(server.pid)) is None
+    _record(tmp_path, server.pid, {"port": port + 1, "base_url": "/broken/"})
+    assert check._jupyter_problem(str(server.pid), []) is None
+    # a record that is not an object is no record; a base_url is sent quoted
+    _record(tmp_path, server.pid, [])
+    assert check._jupyter_problem(str(server.pid), []) is None
+    _record(tmp_path, server.pid, {"port": port, "base_url": "/my lab/josé/"})
+    assert check._jupyter_problem(str(server.pid), []) is None
 
 
-def test_every_address_is_asked_on_loopback(tmp_path: Path, check: ModuleType) -> None:
-    process = _start(tmp_path, check, "0.0.0.0")
-    try:
-        (host, _port), *_ = check._listening(str(process.pid))[0]
-        assert host == "127.0.0.1"
-        assert check._jupyter_problem(str(process.pid)) is None
-    finally:
-        process.kill()
-        process.wait()
+def test_without_a_record_any_port_of_the_server_that_answers_will_do(
+    tmp_path: Path, check: ModuleType, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """An extension may listen in the server's process (a scheduler's dashboard); its command
+    line's --port, when it names one, is the server's."""
+    server = _start(tmp_path, check, "127.0.0.1", str(tmp_path / "mute"), listeners=2)
+    started.append(server)
+    assert check._jupyter_problem(str(server.pid), []) is None
+    mute = int((tmp_path / "mute").read_text())
+    (answering,) = {listener.port for listener in check._listening(str(server.pid))} - {mute}
+    assert check._jupyter_problem(str(server.pid), ["--port", str(answering)]) is None
+    assert check._jupyter_problem(str(server.pid), [f"--ServerApp.port={mute}"]) == (
+        f"does not answer http://127.0.0.1:{mute}/api (timed out)"
+    )
+
+
+def test_a_port_that_closes_without_a_word_is_no_answer(
+    tmp_path: Path, check: ModuleType, started: list[subprocess.Popen[bytes]]
+) -> None:
+    closer = _start(tmp_path, check, code=_CLOSER)
+    started.append(closer)
+    problem = str(check._jupyter_problem(str(closer.pid), []))
+    assert problem.startswith("does not answer in HTTP nor HTTPS ("), problem
+
+
+def test_every_address_is_asked_on_loopback_and_a_unix_socket_over_it(
+    tmp_path: Path, check: ModuleType, started: list[subprocess.Popen[bytes]]
+) -> None:
+    server = _start(tmp_path, check, "0.0.0.0")
+    started.append(server)
+    assert check._listening(str(server.pid))[0].host == "127.0.0.1"
+    assert check._jupyter_problem(str(server.pid), []) is None
+    path = str(tmp_path / "jupyter.sock")
+    on_unix = _start(tmp_path, check, path)
+    started.append(on_unix)
+    assert check._listening(str(on_unix.pid)) == [check._Listener("", 0, path)]
+    assert check._jupyter_problem(str(on_unix.pid), []) is None
+    on_unix.send_signal(signal.SIGSTOP)
+    assert check._jupyter_problem(str(on_unix.pid), []) == (
+        f"does not answer http://localhost/api on {path} (timed out)"
+    )
 
 
 def test_a_server_without_a_port_is_starting_then_stuck(
-    check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    check: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, started: list[subprocess.Popen[bytes]]
 ) -> None:
     launcher = tmp_path / "jupyter-lab"
     launcher.write_text("import time\ntime.sleep(60)\n")
     process = subprocess.Popen([sys.executable, str(launcher)], env={"HOME": str(tmp_path)})
-    try:
-        time.sleep(0.5)
-        assert str(check._jupyter_problem(str(process.pid))).startswith("listens on no port yet: starting (")
-        monkeypatch.setattr(check, "_STARTING_S", 0)
-        assert str(check._jupyter_problem(str(process.pid))).startswith("listens on no port after ")
-    finally:
-        process.kill()
-        process.wait()
+    started.append(process)
+    time.sleep(0.5)
+    assert str(check._jupyter_problem(str(process.pid), [])).startswith("listens nowhere yet: starting (")
+    monkeypatch.setattr(check, "_STARTING_S", 0)
+    assert str(check._jupyter_problem(str(process.pid), [])).startswith("listens nowhere after ")
+
+
+def test_the_first_started_server_is_the_containers(
+    check: ModuleType, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    """A second server (a user's, from a terminal) is not judged: the first one is."""
+    launcher = tmp_path / "jupyter-lab"
+    launcher.write_text("import time\ntime.sleep(60)\n")
+    for _ in range(2):
+        started.append(subprocess.Popen([sys.executable, str(launcher)]))
+        time.sleep(0.2)
+    found = check._container_server()
+    assert found is not None and found[0] == str(started[0].pid), found
+    assert found[1][1:] == [str(launcher), ""]  # the command line, as /proc/PID/cmdline ends
 
 
 @pytest.mark.parametrize(
@@ -129,8 +203,14 @@ def test_a_server_without_a_port_is_starting_then_stuck(
         (["/opt/venv/bin/python3", "/opt/venv/bin/jupyter-lab", "--ip="], True),
         (["/opt/venv/bin/jupyter-lab"], True),
         (["python", "/opt/venv/bin/jupyter-notebook", "notebook.ipynb"], True),
+        (["/usr/bin/python3.13", "-m", "jupyterlab", "--no-browser"], True),
+        (["python", "-I", "-m", "jupyterlab"], True),
+        (["python", "-u", "/opt/venv/bin/jupyter-lab"], True),
+        (["python", "-X", "dev", "-W", "ignore", "-m", "notebook"], True),
+        (["/opt/venv/bin/python", "/opt/venv/bin/jupyterhub-singleuser", "--port=8888"], True),
         (["python", "/opt/venv/bin/jupyter-server", "password"], False),
         (["python", "/opt/venv/bin/jupyter-lab", "list"], False),
+        (["python3", "-m", "jupyter_server", "list"], False),
         (["python", "/opt/venv/bin/jupyter-lab", "build", "--minimize=False"], False),
         (["python", "/opt/venv/bin/jupyter-server", "--help-all"], False),
         (["python", "/opt/venv/bin/jupyter-lab", "--ip=", "--version"], False),
@@ -138,9 +218,9 @@ def test_a_server_without_a_port_is_starting_then_stuck(
         (["python", "/opt/venv/bin/jupyter-lab", "--generate-config", "-y"], False),
         (["vim", "/opt/venv/bin/jupyter-lab"], False),  # a file being edited, not a server
         (["python", "/opt/venv/bin/jupyter-nbconvert", "--to", "html"], False),
-        (["/usr/bin/python3.13", "-m", "jupyterlab", "--no-browser"], True),
-        (["python3", "-m", "jupyter_server", "list"], False),
         (["python3", "-c", "print('/opt/venv/bin/jupyter-lab')"], False),
+        (["python3", "-I"], False),
+        ([""], False),  # a kernel thread's empty command line
     ],
 )
 def test_only_a_command_that_serves_is_judged(check: ModuleType, argv: list[str], serving: bool) -> None:
@@ -148,8 +228,6 @@ def test_only_a_command_that_serves_is_judged(check: ModuleType, argv: list[str]
 
 
 def test_addresses_as_proc_net_writes_them(check: ModuleType) -> None:
-    import socket
-
     v4 = (0x7F000001).to_bytes(4, "big")
     hexed = f"{int.from_bytes(v4, sys.byteorder):08X}"
     assert check._address(hexed, socket.AF_INET) == "127.0.0.1"
@@ -157,4 +235,5 @@ def test_addresses_as_proc_net_writes_them(check: ModuleType) -> None:
     v6 = socket.inet_pton(socket.AF_INET6, "fd00::1")
     hexed6 = "".join(f"{int.from_bytes(v6[i : i + 4], sys.byteorder):08X}" for i in range(0, 16, 4))
     assert check._address(hexed6, socket.AF_INET6) == "fd00::1"
-    assert check._under_the_command("1")
+    assert check._port_option(["--port", "x"]) is None
+    assert check._port_option(["--NotebookApp.port=9000"]) == 9000
