@@ -126,15 +126,19 @@ def _container_server() -> tuple[str, list[str]] | None:
             continue
         if stat[0] not in ("Z", "X") and argv != [""]:  # neither ended nor a kernel thread
             processes[proc.name] = (stat[1], int(stat[19]), argv)
+    server = _first_server(processes)
+    return None if server is None else (server, processes[server][2])
+
+
+def _first_server(processes: dict[str, tuple[str, int, list[str]]]) -> str | None:
+    """Of those processes (PID: parent, start, command line), the first-started Jupyter server
+    among the first-started process and its descendants."""
     if not processes:
         return None
     first = min(processes, key=lambda pid: (processes[pid][1], int(pid)))
     servers = [pid for pid, (_, _, argv) in processes.items() if _serving(argv)]
     ours_only = [pid for pid in servers if _descends(pid, first, processes)]
-    if not ours_only:
-        return None
-    server = min(ours_only, key=lambda pid: (processes[pid][1], int(pid)))
-    return server, processes[server][2]
+    return min(ours_only, key=lambda pid: (processes[pid][1], int(pid)), default=None)
 
 
 def _descends(pid: str, first: str, processes: dict[str, tuple[str, int, list[str]]]) -> bool:

@@ -183,18 +183,27 @@ def test_a_server_without_a_port_is_starting_then_stuck(
     assert str(check._jupyter_problem(str(process.pid), [])).startswith("listens nowhere after ")
 
 
-def test_the_first_started_server_is_the_containers(
-    check: ModuleType, tmp_path: Path, started: list[subprocess.Popen[bytes]]
+_LAB = ["/opt/venv/bin/python3", "/opt/venv/bin/jupyter-lab", "--ip="]
+
+
+@pytest.mark.parametrize(
+    ("processes", "judged"),
+    [
+        # tini, the entrypoint exec'd into Jupyter, a user's `docker exec` server (parent 0)
+        ({"1": ("0", 100, ["tini"]), "7": ("1", 101, _LAB), "30": ("0", 500, _LAB)}, "7"),
+        # a user's later server run in the background, reparented to tini
+        ({"1": ("0", 100, ["tini"]), "7": ("1", 101, _LAB), "30": ("1", 500, _LAB)}, "7"),
+        # a shared PID namespace: the container's first process is not PID 1
+        ({"4242": ("0", 100, ["tini"]), "4250": ("4242", 101, _LAB), "4300": ("0", 500, _LAB)}, "4250"),
+        # the container runs no Jupyter; a foreground `docker exec` one is the user's
+        ({"1": ("0", 100, ["sleep", "inf"]), "30": ("0", 500, _LAB)}, None),
+        ({}, None),
+    ],
+)
+def test_the_first_started_server_under_the_containers_first_process_is_judged(
+    check: ModuleType, processes: dict[str, tuple[str, int, list[str]]], judged: str | None
 ) -> None:
-    """A second server (a user's, from a terminal) is not judged: the first one is."""
-    launcher = tmp_path / "jupyter-lab"
-    launcher.write_text("import time\ntime.sleep(60)\n")
-    for _ in range(2):
-        started.append(subprocess.Popen([sys.executable, str(launcher)]))
-        time.sleep(0.2)
-    found = check._container_server()
-    assert found is not None and found[0] == str(started[0].pid), found
-    assert found[1][1:] == [str(launcher), ""]  # the command line, as /proc/PID/cmdline ends
+    assert check._first_server(processes) == judged
 
 
 @pytest.mark.parametrize(
